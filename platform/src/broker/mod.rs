@@ -1,0 +1,175 @@
+//! The message broker seam: RabbitMQ semantics in both worlds.
+//!
+//! - Publish waits for the broker's confirm; messages are persistent unless said otherwise.
+//! - Consumers get at most `prefetch` unacknowledged deliveries and ack (or nack) after the work
+//!   is done; deliveries of a consumer whose connection dies are requeued and come back with
+//!   `redelivered` set.
+//! - Every work queue is durable, has a delivery limit and a dead-letter queue `<name>.dead`, so a
+//!   poison message ends up there instead of crash-looping a service.
+//!
+//! Real world: [`lapin`](https://docs.rs/lapin) against RabbitMQ with quorum queues
+//! (`x-delivery-limit`, `x-dead-letter-exchange`). Simulation: our own broker node
+//! ([`sim`]) speaking a small framed protocol over madsim's TCP, built on [`core`].
+
+pub mod core;
+pub mod outbox;
+pub mod worker;
+
+#[cfg(not(madsim))]
+mod amqp;
+#[cfg(not(madsim))]
+use amqp as imp;
+
+#[cfg(madsim)]
+pub mod sim;
+#[cfg(madsim)]
+use sim as imp;
+
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+pub use self::core::{Message, QueueSpec, Topology};
+
+/// What can go wrong talking to the broker. All of them are transient from a service's point of
+/// view: the caller retries after a backoff.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum BrokerError {
+    /// No connection could be opened to the broker.
+    #[error("broker at {url} is unreachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    /// The connection broke while an operation was in flight.
+    #[error("connection to the broker was lost: {0}")]
+    ConnectionLost(String),
+    /// The broker refused or negatively confirmed a publish.
+    #[error("publish of {message_id} was not confirmed: {reason}")]
+    NotConfirmed { message_id: String, reason: String },
+    /// The broker rejected an operation (bad topology, unknown queue).
+    #[error("broker refused the operation: {0}")]
+    Refused(String),
+}
+
+/// A connection to the broker that reconnects on demand. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<imp::Client>,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").field("url", &self.inner.url()).finish()
+    }
+}
+
+impl Broker {
+    /// A broker client for `url` (`amqp://user:pass@host:port/vhost`). Connects lazily.
+    pub fn new(url: impl Into<String>) -> Broker {
+        Broker { inner: Arc::new(imp::Client::new(url.into())) }
+    }
+
+    /// The URL this client talks to.
+    pub fn url(&self) -> &str {
+        self.inner.url()
+    }
+
+    /// Open the connection now (otherwise the first operation does).
+    pub async fn connect(&self) -> Result<(), BrokerError> {
+        self.inner.connect().await
+    }
+
+    /// Whether a live connection to the broker exists right now (used by `/ready`).
+    pub fn is_connected(&self) -> bool {
+        self.inner.is_connected()
+    }
+
+    /// Declare the exchanges, the durable queues with their bindings, and their dead-letter
+    /// queues. Idempotent.
+    pub async fn declare(&self, topology: &Topology) -> Result<(), BrokerError> {
+        self.inner.declare(topology).await
+    }
+
+    /// Publish one message to `exchange` and wait for the broker's confirm.
+    pub async fn publish(&self, exchange: &str, message: Message) -> Result<(), BrokerError> {
+        self.inner.publish(exchange, message).await
+    }
+
+    /// Close the connection now, abruptly: the broker requeues every unacked delivery it holds.
+    /// (A consumer that dies does the same; tests use this to play one.)
+    pub async fn disconnect(&self) {
+        self.inner.disconnect().await
+    }
+
+    /// Start consuming `queue` with at most `prefetch` unacknowledged deliveries.
+    pub async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, BrokerError> {
+        Ok(Consumer { inner: self.inner.consume(queue, prefetch).await? })
+    }
+}
+
+/// A stream of deliveries from one queue.
+pub struct Consumer {
+    inner: imp::Consumer,
+}
+
+impl Consumer {
+    /// The next delivery, or `None` once the connection is gone (reconnect and consume again).
+    pub async fn next(&mut self) -> Option<Delivery> {
+        self.inner.next().await
+    }
+
+    /// Stop receiving new deliveries; unacknowledged ones can still be acked.
+    pub async fn cancel(self) {
+        self.inner.cancel().await
+    }
+}
+
+/// One delivered message. Ack it after the work is done, or nack it.
+pub struct Delivery {
+    /// The message as published.
+    pub message: Message,
+    /// Set when the message was delivered before and not acknowledged (RabbitMQ's flag).
+    pub redelivered: bool,
+    acker: imp::Acker,
+}
+
+impl Delivery {
+    /// Acknowledge: the broker forgets the message.
+    pub async fn ack(self) -> Result<(), BrokerError> {
+        self.acker.ack().await
+    }
+
+    /// Negative acknowledge: requeue (counted against the delivery limit) or dead-letter.
+    pub async fn nack(self, requeue: bool) -> Result<(), BrokerError> {
+        self.acker.nack(requeue).await
+    }
+}
+
+/// A topology-wide naming scheme, so tests can run isolated topologies on one RabbitMQ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Names {
+    /// Prefix of every exchange and queue name (`lastmile` in production).
+    pub prefix: String,
+}
+
+impl Names {
+    /// The names of a topology whose exchanges and queues start with `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Names {
+        Names { prefix: prefix.into() }
+    }
+    /// The topic exchange carrying domain events.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+    /// The exchange dead letters are routed through (routing key = the queue they died in).
+    pub fn dead_letter_exchange(&self) -> String {
+        format!("{}.dead-letter", self.prefix)
+    }
+    /// A service's work queue.
+    pub fn queue(&self, consumer: &str) -> String {
+        format!("{}.{}", self.prefix, consumer)
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names::new("lastmile")
+    }
+}

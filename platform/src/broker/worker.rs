@@ -1,0 +1,108 @@
+//! The consumer loop every service uses: consume, hand each delivery to the service, ack after
+//! the work is done, reconnect when the connection dies, stop cleanly on shutdown.
+//!
+//! The handler decides what a failure means:
+//! - [`Outcome::Retry`]: a transient failure (a peer is down); the delivery is requeued after a
+//!   short delay and counts against the queue's delivery limit.
+//! - [`Outcome::Poison`]: the message can never be processed (malformed); it is dead-lettered at
+//!   once. A poison message therefore never crash-loops a service.
+
+use super::{Broker, Message};
+use crate::clock::jitter;
+use crate::shutdown::Shutdown;
+use std::future::Future;
+use std::time::Duration;
+
+/// What became of one delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed (or already processed before): ack.
+    Done,
+    /// Could not be processed now; requeue after a delay.
+    Retry(String),
+    /// Can never be processed; dead-letter.
+    Poison(String),
+}
+
+/// How a worker consumes its queue.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The queue to consume.
+    pub queue: String,
+    /// Unacked deliveries the broker may push ahead of processing.
+    pub prefetch: u16,
+    /// Pause before requeueing a delivery whose processing failed transiently, so a peer outage
+    /// does not become a hot loop.
+    pub retry_delay: Duration,
+    /// Upper bound of the exponential backoff between reconnect attempts.
+    pub reconnect_delay_max: Duration,
+}
+
+impl WorkerConfig {
+    /// Defaults: prefetch 8, 200 ms retry delay, reconnect backoff up to 2 s.
+    pub fn new(queue: impl Into<String>) -> WorkerConfig {
+        WorkerConfig {
+            queue: queue.into(),
+            prefetch: 8,
+            retry_delay: Duration::from_millis(200),
+            reconnect_delay_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Consume `config.queue` until `shutdown` fires, handing every delivery to `handler`.
+pub async fn run<H, F>(broker: Broker, config: WorkerConfig, mut shutdown: Shutdown, mut handler: H)
+where
+    H: FnMut(Message, bool) -> F,
+    F: Future<Output = Outcome>,
+{
+    let mut backoff = Duration::from_millis(50);
+    while !shutdown.is_triggered() {
+        let mut consumer = match broker.consume(&config.queue, config.prefetch).await {
+            Ok(consumer) => {
+                backoff = Duration::from_millis(50);
+                consumer
+            }
+            Err(e) => {
+                tracing::warn!(queue = %config.queue, error = %e, "cannot consume; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff + jitter(backoff)) => {}
+                    _ = shutdown.wait() => return,
+                }
+                backoff = (backoff * 2).min(config.reconnect_delay_max);
+                continue;
+            }
+        };
+        loop {
+            let delivery = tokio::select! {
+                d = consumer.next() => d,
+                _ = shutdown.wait() => {
+                    // Stop consuming; the work in flight has already finished (one at a time).
+                    consumer.cancel().await;
+                    return;
+                }
+            };
+            let Some(delivery) = delivery else {
+                tracing::warn!(queue = %config.queue, "consumer connection lost; reconnecting");
+                break;
+            };
+            let outcome = handler(delivery.message.clone(), delivery.redelivered).await;
+            let result = match outcome {
+                Outcome::Done => delivery.ack().await,
+                Outcome::Retry(reason) => {
+                    tracing::debug!(queue = %config.queue, %reason, "requeueing after a transient failure");
+                    tokio::time::sleep(config.retry_delay + jitter(config.retry_delay)).await;
+                    delivery.nack(true).await
+                }
+                Outcome::Poison(reason) => {
+                    tracing::warn!(queue = %config.queue, %reason, "dead-lettering a message that cannot be processed");
+                    delivery.nack(false).await
+                }
+            };
+            if let Err(e) = result {
+                // The broker will redeliver it; consumers are idempotent.
+                tracing::warn!(queue = %config.queue, error = %e, "ack/nack failed");
+            }
+        }
+    }
+}

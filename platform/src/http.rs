@@ -1,0 +1,397 @@
+//! HTTP in both worlds: serving an axum `Router`, JSON errors at the edge, and the one client
+//! services use to call each other.
+//!
+//! Serving: real world `axum::serve`; simulation hyper's HTTP/1 connection API over madsim's
+//! `TcpStream`. The client is the same code in both worlds (hyper over `tokio::net::TcpStream`,
+//! which is madsim's under simulation) with a timeout per attempt, jittered exponential retries
+//! (the jitter is seeded under simulation) and a circuit breaker per peer.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+/// Serve `router` on `listener` until `shutdown` resolves, then stop accepting and return.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    imp::serve(listener, router, shutdown).await
+}
+
+#[cfg(not(madsim))]
+mod imp {
+    use super::*;
+
+    pub async fn serve(
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    }
+}
+
+#[cfg(madsim)]
+mod imp {
+    use super::*;
+    use hyper_util::service::TowerToHyperService;
+
+    pub async fn serve(
+        listener: TcpListener,
+        router: Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _) = accepted?;
+                    let service = TowerToHyperService::new(router.clone());
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors at the edge
+// ---------------------------------------------------------------------------------------------
+
+/// The JSON body of every error response: `{"error": "...", "code": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong, for a person.
+    pub error: String,
+    /// A stable machine-readable code (`malformed_json`, `unknown_rider`, ...).
+    pub code: String,
+}
+
+/// An error response: a status code and an [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The machine-readable code.
+    pub code: &'static str,
+    /// The message.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with a status, a code and a message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+    /// 404 for an entity that does not exist.
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+    /// 422 for a well-formed request that makes no sense.
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
+    /// 409 for a request that conflicts with the current state.
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, code, message)
+    }
+    /// 503 when a dependency needed for this request is unavailable.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.message, code: self.code.to_string() };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// A JSON body extractor whose rejections are JSON errors: 400 for syntax, 422 for a body of the
+/// wrong shape, 415 for a missing content type.
+#[derive(Debug, Clone)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(match &rejection {
+                JsonRejection::JsonSyntaxError(_) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", rejection.body_text())
+                }
+                JsonRejection::JsonDataError(_) => ApiError::unprocessable("invalid_body", rejection.body_text()),
+                JsonRejection::MissingJsonContentType(_) => {
+                    ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json", rejection.body_text())
+                }
+                _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text()),
+            }),
+        }
+    }
+}
+
+/// The fallback for unknown routes: a JSON 404 rather than an empty body.
+pub async fn no_such_route(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found("no_such_route", format!("no route for {method} {}", uri.path()))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client
+// ---------------------------------------------------------------------------------------------
+
+/// Why a call to another service failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The peer's circuit breaker is open after repeated failures; no request was sent.
+    #[error("{peer}: circuit open after repeated failures")]
+    CircuitOpen { peer: String },
+    /// No connection could be made, or it broke mid-request.
+    #[error("{peer}: unreachable: {reason}")]
+    Unreachable { peer: String, reason: String },
+    /// No answer within the per-attempt timeout.
+    #[error("{peer}: timed out")]
+    Timeout { peer: String },
+    /// The peer answered with an error status.
+    #[error("{peer}: HTTP {status}: {body}")]
+    Status { peer: String, status: u16, body: String },
+    /// The peer answered 2xx with a body we could not decode.
+    #[error("{peer}: undecodable response: {reason}")]
+    Decode { peer: String, reason: String },
+}
+
+impl CallError {
+    /// The HTTP status if the peer answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the peer is (or may be) down, as opposed to having given an answer.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            CallError::Status { status, .. } => *status >= 500,
+            CallError::Decode { .. } => false,
+            _ => true,
+        }
+    }
+
+    /// The error code of a JSON error body, if the peer sent one.
+    pub fn code(&self) -> Option<String> {
+        match self {
+            CallError::Status { body, .. } => serde_json::from_str::<ErrorBody>(body).ok().map(|b| b.code),
+            _ => None,
+        }
+    }
+}
+
+/// Timeouts, retries and the circuit breaker of a [`HttpClient`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallPolicy {
+    /// Limit of one attempt, connect to last byte.
+    pub timeout: Duration,
+    /// Attempts per call (1 = no retry).
+    pub attempts: u32,
+    /// First retry delay; doubles per attempt, plus up to as much jitter.
+    pub backoff: Duration,
+    /// Consecutive failed calls that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker fails calls fast before letting one through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for CallPolicy {
+    /// 2 s per attempt, 3 attempts from 50 ms backoff, breaker opens after 5 failures for 2 s.
+    fn default() -> Self {
+        CallPolicy {
+            timeout: Duration::from_secs(2),
+            attempts: 3,
+            backoff: Duration::from_millis(50),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    consecutive_failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// A client for one peer service. Cheap to clone; clones share the breaker.
+#[derive(Debug, Clone)]
+pub struct HttpClient {
+    inner: Arc<ClientInner>,
+}
+
+#[derive(Debug)]
+struct ClientInner {
+    /// The peer's name, for errors and logs.
+    peer: String,
+    /// `host:port` to connect to (a Kubernetes Service name, or a simulated virtual address).
+    authority: String,
+    policy: CallPolicy,
+    breaker: Mutex<Breaker>,
+}
+
+impl HttpClient {
+    /// A client for `peer` at `base_url` (`http://host:port` or `host:port`).
+    pub fn new(peer: impl Into<String>, base_url: &str, policy: CallPolicy) -> HttpClient {
+        let authority = base_url.trim_start_matches("http://").trim_end_matches('/').to_string();
+        HttpClient {
+            inner: Arc::new(ClientInner {
+                peer: peer.into(),
+                authority,
+                policy,
+                breaker: Mutex::new(Breaker::default()),
+            }),
+        }
+    }
+
+    /// The peer's name.
+    pub fn peer(&self) -> &str {
+        &self.inner.peer
+    }
+
+    /// `GET path`, decoding a JSON answer.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// `POST path` with a JSON body, decoding a JSON answer.
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, CallError> {
+        let bytes = serde_json::to_vec(body).expect("request bodies serialize");
+        self.call(Method::POST, path, Some(bytes)).await
+    }
+
+    /// Send a request with retries and the breaker; decode a 2xx JSON body.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, CallError> {
+        let (status, bytes) = self.call_raw(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            return Err(CallError::Status {
+                peer: self.inner.peer.clone(),
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+            });
+        }
+        serde_json::from_slice(&bytes)
+            .map_err(|e| CallError::Decode { peer: self.inner.peer.clone(), reason: e.to_string() })
+    }
+
+    /// Send a request with retries and the breaker; return any status with its raw body.
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(u16, Bytes), CallError> {
+        let policy = &self.inner.policy;
+        self.check_breaker()?;
+        let mut last = None;
+        for attempt in 0..policy.attempts.max(1) {
+            if attempt > 0 {
+                let delay = policy.backoff * 2u32.pow(attempt - 1);
+                tokio::time::sleep(delay + crate::clock::jitter(delay)).await;
+            }
+            let result = match tokio::time::timeout(policy.timeout, self.once(&method, path, body.clone())).await {
+                Ok(r) => r,
+                Err(_) => Err(CallError::Timeout { peer: self.inner.peer.clone() }),
+            };
+            match result {
+                Ok((status, bytes)) if status < 500 => {
+                    self.record(true);
+                    return Ok((status, bytes));
+                }
+                Ok((status, bytes)) => {
+                    last = Some(Ok((status, bytes)));
+                }
+                Err(e) => last = Some(Err(e)),
+            }
+        }
+        self.record(false);
+        last.expect("at least one attempt")
+    }
+
+    async fn once(&self, method: &Method, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes), CallError> {
+        let peer = &self.inner.peer;
+        let unreachable = |reason: String| CallError::Unreachable { peer: peer.clone(), reason };
+        let stream = TcpStream::connect(self.inner.authority.as_str()).await.map_err(|e| unreachable(e.to_string()))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let mut request = hyper::Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .header(header::HOST, self.inner.authority.as_str());
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    fn check_breaker(&self) -> Result<(), CallError> {
+        let mut breaker = self.inner.breaker.lock().expect("breaker");
+        if let Some(until) = breaker.open_until {
+            if Instant::now() < until {
+                return Err(CallError::CircuitOpen { peer: self.inner.peer.clone() });
+            }
+            // Half-open: let this call through; its result decides.
+            breaker.open_until = None;
+        }
+        Ok(())
+    }
+
+    fn record(&self, success: bool) {
+        let mut breaker = self.inner.breaker.lock().expect("breaker");
+        if success {
+            breaker.consecutive_failures = 0;
+            return;
+        }
+        breaker.consecutive_failures += 1;
+        if breaker.consecutive_failures >= self.inner.policy.breaker_threshold {
+            breaker.open_until = Some(Instant::now() + self.inner.policy.breaker_cooldown);
+            breaker.consecutive_failures = 0;
+        }
+    }
+}

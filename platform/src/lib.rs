@@ -1,0 +1,26 @@
+//! The platform layer: the one seam between LastMile's services and the world they run in.
+//!
+//! Service code is written against this crate only. Each module has one implementation for real
+//! tokio (lapin, `axum::serve`, files with fsync) and one for the deterministic madsim simulation
+//! (our simulated broker node, hyper over madsim's `TcpStream`, the simulated node disk).
+//! `cfg(madsim)` appears in this crate and nowhere in service logic.
+//!
+//! # Layout
+//! - [`broker`]: publish with confirm, consume with prefetch, ack / nack / redelivered, topology
+//!   (topic exchange, durable queues with a delivery limit and a dead-letter queue), and the
+//!   consumer loop that reconnects and never crash-loops on a poison message.
+//!   - `broker::core`: RabbitMQ's reliability semantics as a pure state machine, shared by the
+//!     simulated broker node and by benchmarks.
+//!   - `broker::amqp` (real) / `broker::sim` (simulated client and broker node).
+//! - [`http`]: serving an axum `Router` in both worlds, JSON errors at the edge, and the one
+//!   service-to-service client (timeouts, jittered retries, circuit breaker).
+//! - [`storage`]: an append-only journal with fsync (real file or simulated node disk).
+//! - [`clock`]: wall-clock milliseconds and randomness that are simulated (and seeded) under
+//!   madsim.
+//! - [`shutdown`]: a cloneable shutdown signal for graceful stops.
+
+pub mod broker;
+pub mod clock;
+pub mod http;
+pub mod shutdown;
+pub mod storage;

@@ -1,0 +1,48 @@
+//! A cloneable shutdown signal: one side triggers, every holder can wait for it.
+
+use tokio::sync::watch;
+
+/// Triggers a graceful shutdown of everything holding the matching [`Shutdown`].
+#[derive(Debug)]
+pub struct ShutdownTrigger(watch::Sender<bool>);
+
+/// Waits for a graceful shutdown. Cheap to clone; every clone sees the same trigger.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+/// A new trigger and the signal it drives.
+pub fn channel() -> (ShutdownTrigger, Shutdown) {
+    let (tx, rx) = watch::channel(false);
+    (ShutdownTrigger(tx), Shutdown(rx))
+}
+
+impl ShutdownTrigger {
+    /// Ask every holder of the signal to stop.
+    pub fn trigger(&self) {
+        let _ = self.0.send(true);
+    }
+}
+
+impl Shutdown {
+    /// A signal that never fires, for components run without a supervisor.
+    pub fn never() -> Shutdown {
+        let (tx, rx) = watch::channel(false);
+        // Keep the sender alive forever so `changed()` never reports a closed channel.
+        std::mem::forget(tx);
+        Shutdown(rx)
+    }
+
+    /// Whether shutdown has been requested.
+    pub fn is_triggered(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once shutdown is requested (or the trigger is dropped).
+    pub async fn wait(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
