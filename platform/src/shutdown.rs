@@ -46,3 +46,42 @@ impl Shutdown {
         }
     }
 }
+
+/// A signal that fires on Ctrl-C or SIGTERM (Kubernetes' stop signal). Under simulation, on the
+/// node's simulated Ctrl-C.
+pub fn on_termination() -> Shutdown {
+    let (trigger, shutdown) = channel();
+    tokio::spawn(async move {
+        wait_for_termination().await;
+        trigger.trigger();
+    });
+    shutdown
+}
+
+#[cfg(not(madsim))]
+async fn wait_for_termination() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(madsim)]
+async fn wait_for_termination() {
+    let _ = tokio::signal::ctrl_c().await;
+}

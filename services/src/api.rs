@@ -1,0 +1,146 @@
+//! What every service shares: the broker topology at start, `/health` and `/ready`, the JSON
+//! fallback for unknown routes, and the runner with graceful shutdown.
+
+use crate::config::{Config, ServiceName};
+use crate::events::topology;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use lastmile_platform::broker::Broker;
+use lastmile_platform::clock::jitter;
+use lastmile_platform::http::{self, HttpClient};
+use lastmile_platform::shutdown::Shutdown;
+use serde_json::json;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How long graceful shutdown waits for background work to finish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a service's `start` gets: configuration, its broker client, the shutdown signal and the
+/// moment the broker topology is in place.
+#[derive(Clone)]
+pub struct Context {
+    /// The configuration.
+    pub config: Config,
+    /// The broker client shared by the service's publishers and consumers.
+    pub broker: Broker,
+    /// Fires on SIGTERM / Ctrl-C (or when a simulation stops the node).
+    pub shutdown: Shutdown,
+    /// Becomes true once the topology is declared.
+    declared: watch::Receiver<bool>,
+    /// Extra readiness conditions (e.g. a journal replayed).
+    ready_flags: Vec<Arc<AtomicBool>>,
+}
+
+impl Context {
+    /// Wait until the broker topology is declared (or shutdown).
+    pub async fn declared(&self) {
+        let mut rx = self.declared.clone();
+        let _ = rx.wait_for(|d| *d).await;
+    }
+
+    /// A client for a peer service.
+    pub fn client(&self, peer: ServiceName) -> HttpClient {
+        let url = match peer {
+            ServiceName::User => &self.config.user_url,
+            ServiceName::Location => &self.config.location_url,
+            ServiceName::Trip => &self.config.trip_url,
+            other => panic!("no service calls {other}"),
+        };
+        HttpClient::new(peer.as_str(), url, self.config.call_policy.clone())
+    }
+
+    /// A readiness condition that starts false; `/ready` waits for all of them.
+    pub fn ready_flag(&mut self) -> Arc<AtomicBool> {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.ready_flags.push(flag.clone());
+        flag
+    }
+
+    /// Whether the service can serve: broker connected, topology declared, own flags set.
+    pub fn is_ready(&self) -> bool {
+        *self.declared.borrow() && self.broker.is_connected() && self.ready_flags.iter().all(|f| f.load(Ordering::SeqCst))
+    }
+}
+
+/// A started service: its HTTP routes and its background tasks.
+pub struct Service {
+    /// Which service.
+    pub name: ServiceName,
+    /// Every route, `/health` and `/ready` included.
+    pub router: Router,
+    /// Consumers and periodic jobs; they end on shutdown.
+    pub tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The broker client, closed after the tasks finish.
+    pub broker: Broker,
+}
+
+/// Start `name`: declare the topology (retrying until the broker answers), wire the service.
+pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> anyhow::Result<Service> {
+    let broker = Broker::new(config.amqp_url.clone());
+    let (declared_tx, declared) = watch::channel(false);
+    let mut tasks = Vec::new();
+    {
+        let (broker, topology, mut shutdown) = (broker.clone(), topology(&config.names), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match broker.declare(&topology).await {
+                    Ok(()) => {
+                        let _ = declared_tx.send(true);
+                        return;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot declare the broker topology yet"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff + jitter(backoff)) => {}
+                    _ = shutdown.wait() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }));
+    }
+    let mut ctx = Context { config: config.clone(), broker: broker.clone(), shutdown, declared, ready_flags: Vec::new() };
+    let (routes, more) = match name {
+        ServiceName::User => crate::user::start(&mut ctx).await?,
+        ServiceName::Location => crate::location::start(&mut ctx).await?,
+        ServiceName::Trip => crate::trip::start(&mut ctx).await?,
+        ServiceName::Matching => crate::matching::start(&mut ctx).await?,
+        ServiceName::Notification => crate::notification::start(&mut ctx).await?,
+    };
+    tasks.extend(more);
+    let ready_ctx = ctx.clone();
+    let router = routes
+        .route("/health", get(move || async move { Json(json!({ "status": "ok", "service": name.as_str() })) }))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready_ctx.is_ready();
+                async move {
+                    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                    (status, Json(json!({ "ready": ready, "service": name.as_str() })))
+                }
+            }),
+        )
+        .fallback(http::no_such_route);
+    Ok(Service { name, router, tasks, broker })
+}
+
+/// Run `name` on `listener` until `shutdown` fires; then stop accepting, stop consuming, let the
+/// work in flight finish (bounded), and close the broker connection.
+pub async fn run(name: ServiceName, config: Config, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+    let service = start(name, &config, shutdown.clone()).await?;
+    let mut stop = shutdown.clone();
+    http::serve(listener, service.router, async move { stop.wait().await }).await?;
+    for task in service.tasks {
+        if tokio::time::timeout(DRAIN_TIMEOUT, task).await.is_err() {
+            tracing::warn!(service = %name, "a background task did not finish in time");
+        }
+    }
+    service.broker.disconnect().await;
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! Service configuration: every default in one place.
+//!
+//! | setting | flag / environment | default |
+//! |---|---|---|
+//! | broker URL | `--amqp-url` / `LASTMILE_AMQP_URL` | `amqp://guest:guest@127.0.0.1:5672/%2f` |
+//! | name prefix of exchanges and queues | `--prefix` / `LASTMILE_PREFIX` | `lastmile` |
+//! | user-service URL | `--user-url` / `LASTMILE_USER_URL` | `http://127.0.0.1:8081` |
+//! | location-service URL | `--location-url` / `LASTMILE_LOCATION_URL` | `http://127.0.0.1:8082` |
+//! | trip-service URL | `--trip-url` / `LASTMILE_TRIP_URL` | `http://127.0.0.1:8083` |
+//! | journal folder | `--data-dir` / `LASTMILE_DATA_DIR` | `data` |
+//! | ride deadline | `--ride-ttl-secs` / `LASTMILE_RIDE_TTL_SECS` | 300 |
+//! | "near a station" radius | `--near-radius-m` / `LASTMILE_NEAR_RADIUS_M` | 300 |
+
+use crate::domain::Network;
+use lastmile_platform::broker::Names;
+use lastmile_platform::http::CallPolicy;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Default broker URL (a local RabbitMQ).
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Everything a service needs to know about its surroundings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The broker.
+    pub amqp_url: String,
+    /// Exchange and queue names.
+    pub names: Names,
+    /// Base URL of user-service.
+    pub user_url: String,
+    /// Base URL of location-service.
+    pub location_url: String,
+    /// Base URL of trip-service.
+    pub trip_url: String,
+    /// Folder of the journals of durable services.
+    pub data_dir: PathBuf,
+    /// How long a ride request may wait before it expires.
+    pub ride_ttl: Duration,
+    /// How close a driver must be to a station to count as near it.
+    pub near_radius_m: f64,
+    /// Timeouts, retries and breaker of service-to-service calls.
+    pub call_policy: CallPolicy,
+    /// The station network.
+    pub network: Arc<Network>,
+}
+
+/// The five services, and the port each listens on by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ServiceName {
+    /// Driver and rider profiles.
+    User,
+    /// Driver positions and station proximity.
+    Location,
+    /// Rides and trips: the system of record.
+    Trip,
+    /// Stateless matching workers.
+    Matching,
+    /// Notifications per user.
+    Notification,
+}
+
+impl ServiceName {
+    /// Every service, in start order (dependencies first).
+    pub const ALL: [ServiceName; 5] =
+        [ServiceName::User, ServiceName::Location, ServiceName::Trip, ServiceName::Matching, ServiceName::Notification];
+
+    /// The Kubernetes-style name (`trip-service`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceName::User => "user-service",
+            ServiceName::Location => "location-service",
+            ServiceName::Trip => "trip-service",
+            ServiceName::Matching => "matching-service",
+            ServiceName::Notification => "notification-service",
+        }
+    }
+
+    /// The default local port.
+    pub fn default_port(self) -> u16 {
+        match self {
+            ServiceName::User => 8081,
+            ServiceName::Location => 8082,
+            ServiceName::Trip => 8083,
+            ServiceName::Matching => 8084,
+            ServiceName::Notification => 8085,
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for ServiceName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let short = s.strip_suffix("-service").unwrap_or(s);
+        ServiceName::ALL
+            .into_iter()
+            .find(|n| n.as_str().strip_suffix("-service") == Some(short))
+            .ok_or_else(|| format!("unknown service {s:?}; expected one of user, location, trip, matching, notification"))
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let local = |s: ServiceName| format!("http://127.0.0.1:{}", s.default_port());
+        Config {
+            amqp_url: DEFAULT_AMQP_URL.to_string(),
+            names: Names::default(),
+            user_url: local(ServiceName::User),
+            location_url: local(ServiceName::Location),
+            trip_url: local(ServiceName::Trip),
+            data_dir: PathBuf::from("data"),
+            ride_ttl: Duration::from_secs(300),
+            near_radius_m: 300.0,
+            call_policy: CallPolicy::default(),
+            network: Arc::new(Network::default_network()),
+        }
+    }
+}

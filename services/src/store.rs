@@ -1,0 +1,136 @@
+//! Durable service state with a transactional outbox.
+//!
+//! A service's state is rebuilt by replaying its journal. A commit writes the state changes and
+//! the events they cause as one fsynced journal record, applies the changes, and hands the
+//! events to the outbox; when the broker confirms an event, a `published` record is appended.
+//! After a crash, events committed but never confirmed are published again (same event id), so
+//! no committed event is lost and consumers deduplicate the repeats.
+
+use crate::events::Event;
+use lastmile_platform::broker::outbox::Outbox;
+use lastmile_platform::broker::Broker;
+use lastmile_platform::shutdown::Shutdown;
+use lastmile_platform::storage::Journal;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::{mpsc, Mutex};
+
+/// State that is changed only through journaled changes.
+pub trait State: Default + Send + 'static {
+    /// One journaled state change.
+    type Change: Serialize + DeserializeOwned + Send + Clone;
+    /// Apply a change (at commit and at replay; must be deterministic).
+    fn apply(&mut self, change: &Self::Change);
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum Record<C> {
+    Commit { changes: Vec<C>, events: Vec<Event> },
+    Published { event_id: String },
+}
+
+/// A service's durable state, its journal and its outbox.
+pub struct Store<S: State> {
+    /// The current state (replayed from the journal at open).
+    state: S,
+    /// Where commits go before they are acknowledged.
+    journal: Journal,
+    /// Publishes committed events until confirmed.
+    outbox: Outbox,
+}
+
+/// A store shared between handlers and background tasks.
+pub type SharedStore<S> = Arc<Mutex<Store<S>>>;
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The journal file could not be read or written.
+    #[error("journal {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    /// A journal record is not one this service writes.
+    #[error("journal {path}: record {index} is corrupt: {reason}")]
+    Corrupt { path: String, index: usize, reason: String },
+}
+
+impl<S: State> Store<S> {
+    /// Open the journal at `path`, replay it, and start publishing unconfirmed events to
+    /// `exchange`.
+    pub async fn open(
+        path: &Path,
+        broker: Broker,
+        exchange: String,
+        shutdown: Shutdown,
+    ) -> Result<SharedStore<S>, StoreError> {
+        let display = path.display().to_string();
+        let (journal, records) =
+            Journal::open(path).await.map_err(|source| StoreError::Io { path: display.clone(), source })?;
+        let mut state = S::default();
+        let mut committed: Vec<Event> = Vec::new();
+        let mut published = BTreeSet::new();
+        for (index, raw) in records.iter().enumerate() {
+            let record: Record<S::Change> = serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt {
+                path: display.clone(),
+                index,
+                reason: e.to_string(),
+            })?;
+            match record {
+                Record::Commit { changes, events } => {
+                    for change in &changes {
+                        state.apply(change);
+                    }
+                    committed.extend(events);
+                }
+                Record::Published { event_id } => {
+                    published.insert(event_id);
+                }
+            }
+        }
+        let (confirmed_tx, mut confirmed_rx) = mpsc::unbounded_channel();
+        let outbox = Outbox::spawn(broker, exchange, Some(confirmed_tx), shutdown);
+        for event in committed.iter().filter(|e| !published.contains(&e.event_id)) {
+            outbox.send(event.to_message());
+        }
+        let store = Arc::new(Mutex::new(Store { state, journal, outbox }));
+        let recorder = store.clone();
+        tokio::spawn(async move {
+            while let Some(event_id) = confirmed_rx.recv().await {
+                let record = serde_json::to_vec(&Record::<S::Change>::Published { event_id }).expect("serializes");
+                if let Err(e) = recorder.lock().await.journal.append(&record).await {
+                    // Only costs a duplicate publish after a restart.
+                    tracing::warn!(error = %e, "could not record a publish confirm");
+                }
+            }
+        });
+        Ok(store)
+    }
+
+    /// Make `changes` durable, apply them, and queue `events` for publishing.
+    pub async fn commit(&mut self, changes: Vec<S::Change>, events: Vec<Event>) -> std::io::Result<()> {
+        let record = Record::Commit { changes, events };
+        let bytes = serde_json::to_vec(&record).expect("records serialize");
+        self.journal.append(&bytes).await?;
+        let Record::Commit { changes, events } = record else { unreachable!() };
+        for change in &changes {
+            self.state.apply(change);
+        }
+        for event in &events {
+            self.outbox.send(event.to_message());
+        }
+        Ok(())
+    }
+
+    /// The current state.
+    pub fn state(&self) -> &S {
+        &self.state
+    }
+
+    /// Events committed but not yet confirmed by the broker.
+    pub fn unpublished(&self) -> usize {
+        self.outbox.pending()
+    }
+}

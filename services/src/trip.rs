@@ -1,0 +1,645 @@
+//! trip-service: rides and trips, the system of record.
+//!
+//! Every state change is journaled before it is acknowledged, and every match is committed with
+//! a compare-and-set: all proposed rides are still waiting at the station, the driver serves
+//! their destinations and still has the seats. A stale proposal (another replica of matching
+//! got there first, a rider cancelled, seats were taken) is refused with 409 and changes nothing,
+//! which is what makes any number of matching replicas safe.
+
+use crate::api::Context;
+use crate::config::ServiceName;
+use crate::directory::Directory;
+use crate::domain::{select_riders, Network, Ride, RideStatus, Role, Shift, Trip, TripStatus};
+use crate::events::{Event, EventBody};
+use crate::store::{SharedStore, State, Store};
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use lastmile_platform::clock::{new_id, now_ms};
+use lastmile_platform::http::{ApiError, ApiJson};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Most seats a shift may offer.
+pub const MAX_SEATS: u32 = 8;
+/// How often waiting rides are checked against their deadline.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The record: shifts, rides, trips and the indexes matching needs.
+#[derive(Debug, Default)]
+pub struct Trips {
+    shifts: BTreeMap<String, Shift>,
+    rides: BTreeMap<String, Ride>,
+    /// station → seq → ride id: the waiting rides of each station in arrival order.
+    waiting: BTreeMap<String, BTreeMap<u64, String>>,
+    trips: BTreeMap<String, Trip>,
+    /// proposal id → trip id, so a retried proposal finds its trip.
+    by_proposal: BTreeMap<String, String>,
+    /// Seats taken by a driver's active trips.
+    seats_in_use: BTreeMap<String, u32>,
+    next_seq: u64,
+}
+
+/// One journaled change of the record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    /// A driver started or changed its shift.
+    ShiftSet { driver_id: String, shift: Shift },
+    /// A ride request was accepted and waits.
+    RideAccepted { ride: Ride },
+    /// A match was committed.
+    TripCommitted { trip: Trip },
+    /// A trip moved on.
+    TripMoved { trip_id: String, status: TripStatus },
+    /// A waiting ride ran out of time.
+    RideExpired { ride_id: String, reason: String },
+    /// A waiting ride was withdrawn.
+    RideCancelled { ride_id: String, reason: String },
+}
+
+impl Trips {
+    fn unwait(&mut self, ride_id: &str) {
+        if let Some(ride) = self.rides.get(ride_id) {
+            if let Some(q) = self.waiting.get_mut(&ride.station_id) {
+                q.remove(&ride.seq);
+            }
+        }
+    }
+
+    fn set_ride(&mut self, ride_id: &str, status: RideStatus) {
+        self.unwait(ride_id);
+        if let Some(ride) = self.rides.get_mut(ride_id) {
+            ride.status = status;
+        }
+    }
+
+    /// Free seats of a driver (0 without a shift).
+    pub fn free_seats(&self, driver_id: &str) -> u32 {
+        let total = self.shifts.get(driver_id).map_or(0, |s| s.seats);
+        total.saturating_sub(self.seats_in_use.get(driver_id).copied().unwrap_or(0))
+    }
+
+    /// The waiting rides at a station, first come first served.
+    pub fn waiting_at<'a>(&'a self, station: &str) -> impl Iterator<Item = &'a Ride> + 'a {
+        self.waiting.get(station).into_iter().flat_map(|q| q.values()).filter_map(|id| self.rides.get(id))
+    }
+}
+
+impl State for Trips {
+    type Change = Change;
+
+    fn apply(&mut self, change: &Change) {
+        match change {
+            Change::ShiftSet { driver_id, shift } => {
+                self.shifts.insert(driver_id.clone(), shift.clone());
+            }
+            Change::RideAccepted { ride } => {
+                self.next_seq = self.next_seq.max(ride.seq + 1);
+                self.waiting.entry(ride.station_id.clone()).or_default().insert(ride.seq, ride.ride_id.clone());
+                self.rides.insert(ride.ride_id.clone(), ride.clone());
+            }
+            Change::TripCommitted { trip } => {
+                for ride_id in &trip.ride_ids {
+                    self.set_ride(ride_id, RideStatus::Matched { trip_id: trip.trip_id.clone() });
+                }
+                *self.seats_in_use.entry(trip.driver_id.clone()).or_default() += trip.ride_ids.len() as u32;
+                self.by_proposal.insert(trip.proposal_id.clone(), trip.trip_id.clone());
+                self.trips.insert(trip.trip_id.clone(), trip.clone());
+            }
+            Change::TripMoved { trip_id, status } => {
+                let Some(trip) = self.trips.get_mut(trip_id) else { return };
+                let was_active = trip.status.is_active();
+                trip.status = *status;
+                let trip = trip.clone();
+                if was_active && !status.is_active() {
+                    let used = self.seats_in_use.entry(trip.driver_id.clone()).or_default();
+                    *used = used.saturating_sub(trip.ride_ids.len() as u32);
+                    let ride_status = |trip_id: String| match status {
+                        TripStatus::Completed => RideStatus::Completed { trip_id },
+                        _ => RideStatus::Cancelled { reason: format!("trip {trip_id} was cancelled") },
+                    };
+                    for ride_id in &trip.ride_ids {
+                        self.set_ride(ride_id, ride_status(trip.trip_id.clone()));
+                    }
+                }
+            }
+            Change::RideExpired { ride_id, reason } => {
+                self.set_ride(ride_id, RideStatus::Expired { reason: reason.clone() });
+            }
+            Change::RideCancelled { ride_id, reason } => {
+                self.set_ride(ride_id, RideStatus::Cancelled { reason: reason.clone() });
+            }
+        }
+    }
+}
+
+/// `PUT /drivers/{id}/shift`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShiftRequest {
+    /// Stations in driving order.
+    pub route: Vec<String>,
+    /// The driver's destination.
+    pub destination: String,
+    /// Seats offered.
+    pub seats: u32,
+}
+
+/// `GET /drivers/{id}`: a driver as matching sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriverView {
+    /// The driver.
+    pub driver_id: String,
+    /// Its shift.
+    pub shift: Shift,
+    /// Seats not taken by active trips.
+    pub free_seats: u32,
+    /// Its scheduled and picked-up trips.
+    pub active_trips: Vec<String>,
+}
+
+/// `POST /rides`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RideRequest {
+    /// Client-chosen id: repeating a request is idempotent.
+    pub ride_id: String,
+    /// Who asks.
+    pub rider_id: String,
+    /// Where the rider waits.
+    pub station_id: String,
+    /// Where the rider wants to go.
+    pub destination: String,
+}
+
+/// `GET /stations/{id}/candidates?driver_id=`: what the rule picks for a driver there now.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidates {
+    /// The driver.
+    pub driver_id: String,
+    /// The station.
+    pub station_id: String,
+    /// The driver's free seats at this moment.
+    pub free_seats: u32,
+    /// The rides the matching rule picks, oldest first.
+    pub rides: Vec<Ride>,
+}
+
+/// Query of the candidates route.
+#[derive(Debug, Deserialize)]
+pub struct CandidatesQuery {
+    /// The driver to pick riders for.
+    pub driver_id: String,
+}
+
+/// `POST /matches`: a proposal from matching-service.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proposal {
+    /// Unique per proposal; a retry with the same id returns the same trip.
+    pub proposal_id: String,
+    /// The driver.
+    pub driver_id: String,
+    /// Where the riders are picked up.
+    pub station_id: String,
+    /// The rides to put on the trip.
+    pub ride_ids: Vec<String>,
+}
+
+/// `GET /summary`: counts by state, for probes and tests.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// Ride requests by state name.
+    pub rides: BTreeMap<String, u64>,
+    /// Trips by state name.
+    pub trips: BTreeMap<String, u64>,
+    /// Events committed and not yet confirmed by the broker.
+    pub unpublished_events: u64,
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: SharedStore<Trips>,
+    directory: Arc<Directory>,
+    network: Arc<Network>,
+}
+
+pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
+    let path = ctx.config.data_dir.join("trip-service.journal");
+    let store: SharedStore<Trips> =
+        Store::open(&path, ctx.broker.clone(), ctx.config.names.events_exchange(), ctx.shutdown.clone()).await?;
+    ctx.ready_flag().store(true, Ordering::SeqCst);
+    let directory = Directory::new(ctx.client(ServiceName::User));
+    let follower = {
+        let (ctx, queue, directory) = (ctx.clone(), ctx.config.names.queue(ServiceName::Trip.as_str()), directory.clone());
+        tokio::spawn(async move {
+            ctx.declared().await;
+            directory.follow(ctx.broker.clone(), queue, ctx.shutdown.clone()).await
+        })
+    };
+    let expiry = tokio::spawn(expire_rides(store.clone(), ctx.config.ride_ttl, ctx.shutdown.clone()));
+    let state = AppState { store, directory, network: ctx.config.network.clone() };
+    let router = Router::new()
+        .route("/drivers/{id}/shift", put(set_shift))
+        .route("/drivers/{id}", get(get_driver))
+        .route("/rides", post(request_ride))
+        .route("/rides/{id}", get(get_ride))
+        .route("/rides/{id}/cancel", post(cancel_ride))
+        .route("/stations/{id}/candidates", get(candidates))
+        .route("/matches", post(commit_match))
+        .route("/trips/{id}", get(get_trip))
+        .route("/trips/{id}/pickup", post(pickup))
+        .route("/trips/{id}/complete", post(complete))
+        .route("/trips/{id}/cancel", post(cancel_trip))
+        .route("/summary", get(summary))
+        .with_state(state);
+    Ok((router, vec![follower, expiry]))
+}
+
+fn storage(e: std::io::Error) -> ApiError {
+    ApiError::unavailable("storage", format!("the trip record could not be written: {e}"))
+}
+
+fn check_station(network: &Network, station: &str) -> Result<(), ApiError> {
+    match network.get(station) {
+        Some(_) => Ok(()),
+        None => Err(ApiError::not_found("unknown_station", format!("no station {station}"))),
+    }
+}
+
+async fn set_shift(
+    AxState(app): AxState<AppState>,
+    Path(driver_id): Path<String>,
+    ApiJson(body): ApiJson<ShiftRequest>,
+) -> Result<Json<DriverView>, ApiError> {
+    if body.route.is_empty() {
+        return Err(ApiError::unprocessable("invalid_route", "a route needs at least one station"));
+    }
+    for station in &body.route {
+        check_station(&app.network, station)?;
+    }
+    if body.seats == 0 || body.seats > MAX_SEATS {
+        return Err(ApiError::unprocessable("invalid_seats", format!("seats must be 1..={MAX_SEATS}, not {}", body.seats)));
+    }
+    if body.destination.trim().is_empty() {
+        return Err(ApiError::unprocessable("invalid_destination", "destination must not be empty"));
+    }
+    app.directory.check(&driver_id, Role::Driver).await?;
+    let mut store = app.store.lock().await;
+    let in_use = store.state().seats_in_use.get(&driver_id).copied().unwrap_or(0);
+    if body.seats < in_use {
+        return Err(ApiError::conflict("seats_in_use", format!("{in_use} seats are taken by active trips")));
+    }
+    let shift = Shift { route: body.route, destination: body.destination, seats: body.seats };
+    if store.state().shifts.get(&driver_id) != Some(&shift) {
+        store.commit(vec![Change::ShiftSet { driver_id: driver_id.clone(), shift }], vec![]).await.map_err(storage)?;
+    }
+    driver_view(store.state(), &driver_id).map(Json)
+}
+
+fn driver_view(state: &Trips, driver_id: &str) -> Result<DriverView, ApiError> {
+    let shift = state
+        .shifts
+        .get(driver_id)
+        .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {driver_id} has no shift")))?;
+    let active_trips = state
+        .trips
+        .values()
+        .filter(|t| t.driver_id == driver_id && t.status.is_active())
+        .map(|t| t.trip_id.clone())
+        .collect();
+    Ok(DriverView { driver_id: driver_id.to_string(), shift: shift.clone(), free_seats: state.free_seats(driver_id), active_trips })
+}
+
+async fn get_driver(AxState(app): AxState<AppState>, Path(driver_id): Path<String>) -> Result<Json<DriverView>, ApiError> {
+    driver_view(app.store.lock().await.state(), &driver_id).map(Json)
+}
+
+async fn request_ride(
+    AxState(app): AxState<AppState>,
+    ApiJson(body): ApiJson<RideRequest>,
+) -> Result<(StatusCode, Json<Ride>), ApiError> {
+    if body.ride_id.trim().is_empty() {
+        return Err(ApiError::unprocessable("invalid_ride_id", "ride_id must not be empty"));
+    }
+    if body.destination.trim().is_empty() {
+        return Err(ApiError::unprocessable("invalid_destination", "destination must not be empty"));
+    }
+    check_station(&app.network, &body.station_id)?;
+    if let Some(existing) = app.store.lock().await.state().rides.get(&body.ride_id) {
+        return same_request(existing, &body).map(|r| (StatusCode::OK, Json(r)));
+    }
+    app.directory.check(&body.rider_id, Role::Rider).await?;
+    let mut store = app.store.lock().await;
+    if let Some(existing) = store.state().rides.get(&body.ride_id) {
+        return same_request(existing, &body).map(|r| (StatusCode::OK, Json(r)));
+    }
+    let ride = Ride {
+        ride_id: body.ride_id,
+        rider_id: body.rider_id,
+        station_id: body.station_id,
+        destination: body.destination,
+        seq: store.state().next_seq,
+        requested_at_ms: now_ms(),
+        status: RideStatus::Waiting,
+    };
+    let event = Event::new(EventBody::RideRequested(ride.clone()));
+    store.commit(vec![Change::RideAccepted { ride: ride.clone() }], vec![event]).await.map_err(storage)?;
+    Ok((StatusCode::CREATED, Json(ride)))
+}
+
+fn same_request(existing: &Ride, body: &RideRequest) -> Result<Ride, ApiError> {
+    if existing.rider_id == body.rider_id && existing.station_id == body.station_id && existing.destination == body.destination {
+        Ok(existing.clone())
+    } else {
+        Err(ApiError::conflict("ride_id_taken", format!("ride {} exists with other details", existing.ride_id)))
+    }
+}
+
+async fn get_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String>) -> Result<Json<Ride>, ApiError> {
+    app.store
+        .lock()
+        .await
+        .state()
+        .rides
+        .get(&ride_id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))
+}
+
+async fn cancel_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String>) -> Result<Json<Ride>, ApiError> {
+    let mut store = app.store.lock().await;
+    let ride = store
+        .state()
+        .rides
+        .get(&ride_id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
+    match ride.status {
+        RideStatus::Waiting => {
+            let reason = "cancelled by the rider".to_string();
+            store.commit(vec![Change::RideCancelled { ride_id: ride_id.clone(), reason }], vec![]).await.map_err(storage)?;
+        }
+        RideStatus::Cancelled { .. } => {}
+        other => {
+            return Err(ApiError::conflict("not_waiting", format!("ride {ride_id} is {other:?}; cancel its trip instead")))
+        }
+    }
+    Ok(Json(store.state().rides[&ride_id].clone()))
+}
+
+async fn candidates(
+    AxState(app): AxState<AppState>,
+    Path(station_id): Path<String>,
+    Query(query): Query<CandidatesQuery>,
+) -> Result<Json<Candidates>, ApiError> {
+    check_station(&app.network, &station_id)?;
+    let store = app.store.lock().await;
+    let state = store.state();
+    let shift = state
+        .shifts
+        .get(&query.driver_id)
+        .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {} has no shift", query.driver_id)))?;
+    let free_seats = state.free_seats(&query.driver_id);
+    let rides = select_riders(state.waiting_at(&station_id), shift, &station_id, free_seats).into_iter().cloned().collect();
+    Ok(Json(Candidates { driver_id: query.driver_id, station_id, free_seats, rides }))
+}
+
+async fn commit_match(
+    AxState(app): AxState<AppState>,
+    ApiJson(proposal): ApiJson<Proposal>,
+) -> Result<(StatusCode, Json<Trip>), ApiError> {
+    let mut store = app.store.lock().await;
+    let state = store.state();
+    if let Some(trip_id) = state.by_proposal.get(&proposal.proposal_id) {
+        return Ok((StatusCode::OK, Json(state.trips[trip_id].clone())));
+    }
+    let trip = check_proposal(state, &proposal)?;
+    let event = Event::new(EventBody::MatchFound(trip.clone()));
+    store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+    Ok((StatusCode::CREATED, Json(trip)))
+}
+
+/// The compare-and-set: the trip a proposal would create, or why it is stale.
+pub fn check_proposal(state: &Trips, proposal: &Proposal) -> Result<Trip, ApiError> {
+    let stale = |why: String| ApiError::conflict("stale_proposal", why);
+    let shift = state
+        .shifts
+        .get(&proposal.driver_id)
+        .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {} has no shift", proposal.driver_id)))?;
+    if proposal.ride_ids.is_empty() {
+        return Err(ApiError::unprocessable("empty_proposal", "a proposal needs at least one ride"));
+    }
+    let mut rider_ids = Vec::new();
+    for (i, ride_id) in proposal.ride_ids.iter().enumerate() {
+        if proposal.ride_ids[..i].contains(ride_id) {
+            return Err(ApiError::unprocessable("duplicate_ride", format!("ride {ride_id} is proposed twice")));
+        }
+        let ride = state.rides.get(ride_id).ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
+        if ride.status != RideStatus::Waiting {
+            return Err(stale(format!("ride {ride_id} is no longer waiting")));
+        }
+        if ride.station_id != proposal.station_id {
+            return Err(stale(format!("ride {ride_id} waits at {}, not {}", ride.station_id, proposal.station_id)));
+        }
+        if !shift.serves(&proposal.station_id, &ride.destination) {
+            return Err(stale(format!("driver {} does not serve {}", proposal.driver_id, ride.destination)));
+        }
+        rider_ids.push(ride.rider_id.clone());
+    }
+    let free = state.free_seats(&proposal.driver_id);
+    if (proposal.ride_ids.len() as u32) > free {
+        return Err(stale(format!("driver {} has {free} free seats, not {}", proposal.driver_id, proposal.ride_ids.len())));
+    }
+    Ok(Trip {
+        trip_id: format!("trip-{}", new_id()),
+        proposal_id: proposal.proposal_id.clone(),
+        driver_id: proposal.driver_id.clone(),
+        station_id: proposal.station_id.clone(),
+        ride_ids: proposal.ride_ids.clone(),
+        rider_ids,
+        status: TripStatus::Scheduled,
+    })
+}
+
+async fn get_trip(AxState(app): AxState<AppState>, Path(trip_id): Path<String>) -> Result<Json<Trip>, ApiError> {
+    app.store
+        .lock()
+        .await
+        .state()
+        .trips
+        .get(&trip_id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("unknown_trip", format!("no trip {trip_id}")))
+}
+
+async fn move_trip(app: AppState, trip_id: String, to: TripStatus) -> Result<Json<Trip>, ApiError> {
+    let mut store = app.store.lock().await;
+    let trip = store
+        .state()
+        .trips
+        .get(&trip_id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("unknown_trip", format!("no trip {trip_id}")))?;
+    if trip.status == to {
+        // A retried request: already there.
+        return Ok(Json(trip));
+    }
+    trip.status.transition(to).map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
+    let moved = Trip { status: to, ..trip };
+    let event = Event::new(EventBody::TripUpdated(moved.clone()));
+    store.commit(vec![Change::TripMoved { trip_id, status: to }], vec![event]).await.map_err(storage)?;
+    Ok(Json(moved))
+}
+
+async fn pickup(AxState(app): AxState<AppState>, Path(id): Path<String>) -> Result<Json<Trip>, ApiError> {
+    move_trip(app, id, TripStatus::PickedUp).await
+}
+
+async fn complete(AxState(app): AxState<AppState>, Path(id): Path<String>) -> Result<Json<Trip>, ApiError> {
+    move_trip(app, id, TripStatus::Completed).await
+}
+
+async fn cancel_trip(AxState(app): AxState<AppState>, Path(id): Path<String>) -> Result<Json<Trip>, ApiError> {
+    move_trip(app, id, TripStatus::Cancelled).await
+}
+
+async fn summary(AxState(app): AxState<AppState>) -> Json<Summary> {
+    let store = app.store.lock().await;
+    let mut summary = Summary { unpublished_events: store.unpublished() as u64, ..Summary::default() };
+    for ride in store.state().rides.values() {
+        let name = match ride.status {
+            RideStatus::Waiting => "waiting",
+            RideStatus::Matched { .. } => "matched",
+            RideStatus::Completed { .. } => "completed",
+            RideStatus::Expired { .. } => "expired",
+            RideStatus::Cancelled { .. } => "cancelled",
+        };
+        *summary.rides.entry(name.to_string()).or_default() += 1;
+    }
+    for trip in store.state().trips.values() {
+        let name = serde_json::to_value(trip.status).expect("serializes");
+        *summary.trips.entry(name.as_str().unwrap_or("?").to_string()).or_default() += 1;
+    }
+    Json(summary)
+}
+
+/// Expire rides that waited longer than `ttl`, each with its reason and a `ride.expired` event.
+async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: lastmile_platform::shutdown::Shutdown) {
+    let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        let now = now_ms();
+        let mut store = store.lock().await;
+        let due: Vec<Ride> = store
+            .state()
+            .waiting
+            .values()
+            .flat_map(|q| q.values())
+            .filter_map(|id| store.state().rides.get(id))
+            .filter(|r| r.requested_at_ms + ttl.as_millis() as u64 <= now)
+            .cloned()
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        let mut changes = Vec::new();
+        let mut events = Vec::new();
+        for ride in due {
+            let reason = format!(
+                "no driver with a free seat serving {} reached {} within {}s",
+                ride.destination,
+                ride.station_id,
+                ttl.as_secs()
+            );
+            changes.push(Change::RideExpired { ride_id: ride.ride_id.clone(), reason: reason.clone() });
+            events.push(Event::new(EventBody::RideExpired(Ride { status: RideStatus::Expired { reason }, ..ride })));
+        }
+        if let Err(e) = store.commit(changes, events).await {
+            tracing::warn!(error = %e, "could not expire rides; will retry");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> Trips {
+        let mut t = Trips::default();
+        let shift = Shift { route: vec!["ST101".into(), "ST102".into()], destination: "Whitefield".into(), seats: 2 };
+        t.apply(&Change::ShiftSet { driver_id: "d1".into(), shift });
+        for (i, id) in ["r1", "r2", "r3"].iter().enumerate() {
+            let ride = Ride {
+                ride_id: id.to_string(),
+                rider_id: format!("rider-{id}"),
+                station_id: "ST101".into(),
+                destination: "Whitefield".into(),
+                seq: i as u64,
+                requested_at_ms: 0,
+                status: RideStatus::Waiting,
+            };
+            t.apply(&Change::RideAccepted { ride });
+        }
+        t
+    }
+
+    fn proposal(id: &str, rides: &[&str]) -> Proposal {
+        Proposal {
+            proposal_id: id.into(),
+            driver_id: "d1".into(),
+            station_id: "ST101".into(),
+            ride_ids: rides.iter().map(|r| r.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn of_two_proposals_for_the_same_rider_exactly_one_commits() {
+        let mut t = record();
+        let a = check_proposal(&t, &proposal("p-a", &["r1"])).expect("first proposal is valid");
+        let b = check_proposal(&t, &proposal("p-b", &["r1"])).expect("valid before the first commits");
+        t.apply(&Change::TripCommitted { trip: a });
+        // The second replica's proposal is now stale: the rider is no longer waiting.
+        let err = check_proposal(&t, &proposal("p-b", &["r1"])).unwrap_err();
+        assert_eq!(err.status, StatusCode::CONFLICT);
+        assert_eq!(err.code, "stale_proposal");
+        drop(b);
+        assert!(matches!(t.rides["r1"].status, RideStatus::Matched { .. }));
+        assert_eq!(t.free_seats("d1"), 1);
+    }
+
+    #[test]
+    fn a_proposal_over_the_free_seats_is_refused() {
+        let mut t = record();
+        let trip = check_proposal(&t, &proposal("p1", &["r1"])).unwrap();
+        t.apply(&Change::TripCommitted { trip });
+        let err = check_proposal(&t, &proposal("p2", &["r2", "r3"])).unwrap_err();
+        assert_eq!(err.code, "stale_proposal");
+        assert!(err.message.contains("1 free seats"), "{}", err.message);
+    }
+
+    #[test]
+    fn completing_a_trip_gives_the_seats_back_and_completes_its_rides() {
+        let mut t = record();
+        let trip = check_proposal(&t, &proposal("p1", &["r1", "r2"])).unwrap();
+        let trip_id = trip.trip_id.clone();
+        t.apply(&Change::TripCommitted { trip });
+        assert_eq!(t.free_seats("d1"), 0);
+        assert_eq!(t.waiting_at("ST101").map(|r| r.ride_id.as_str()).collect::<Vec<_>>(), ["r3"]);
+        t.apply(&Change::TripMoved { trip_id: trip_id.clone(), status: TripStatus::PickedUp });
+        assert_eq!(t.free_seats("d1"), 0, "seats stay taken while riders are on board");
+        t.apply(&Change::TripMoved { trip_id, status: TripStatus::Completed });
+        assert_eq!(t.free_seats("d1"), 2);
+        assert!(matches!(t.rides["r1"].status, RideStatus::Completed { .. }));
+    }
+}
