@@ -8,7 +8,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, StatusCode};
+pub use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;

@@ -85,7 +85,7 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
     let (declared_tx, declared) = watch::channel(false);
     let mut tasks = Vec::new();
     {
-        let (broker, topology, mut shutdown) = (broker.clone(), topology(&config.names), shutdown.clone());
+        let (broker, topology, mut shutdown) = (broker.clone(), topology(&config.names, config.queue_expires), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {

@@ -44,6 +44,8 @@ pub struct Config {
     pub call_policy: CallPolicy,
     /// The station network.
     pub network: Arc<Network>,
+    /// Delete unused queues after this long (test topologies only; `None` in production).
+    pub queue_expires: Option<Duration>,
 }
 
 /// The five services, and the port each listens on by default.
@@ -120,6 +122,7 @@ impl Default for Config {
             near_radius_m: 300.0,
             call_policy: CallPolicy::default(),
             network: Arc::new(Network::default_network()),
+            queue_expires: None,
         }
     }
 }

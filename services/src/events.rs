@@ -99,8 +99,9 @@ pub const SUBSCRIPTIONS: &[(&str, &[&str])] = &[
     ("location-service", &["user.registered"]),
 ];
 
-/// The whole LastMile topology under a naming scheme.
-pub fn topology(names: &Names) -> Topology {
+/// The whole LastMile topology under a naming scheme. `expires` deletes unused queues after that
+/// long (isolated test topologies on a shared RabbitMQ); production passes `None`.
+pub fn topology(names: &Names, expires: Option<std::time::Duration>) -> Topology {
     Topology {
         exchange: names.events_exchange(),
         dead_letter_exchange: names.dead_letter_exchange(),
@@ -110,7 +111,7 @@ pub fn topology(names: &Names) -> Topology {
                 name: names.queue(service),
                 binding_keys: keys.iter().map(|k| k.to_string()).collect(),
                 delivery_limit: DELIVERY_LIMIT,
-                expires_ms: None,
+                expires_ms: expires.map(|d| d.as_millis() as u64),
             })
             .collect(),
     }

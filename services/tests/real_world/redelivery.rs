@@ -1,0 +1,135 @@
+//! RabbitMQ's reliability semantics through our broker layer: unacked deliveries of a dead
+//! consumer come back redelivered and are processed once; poison messages are dead-lettered.
+
+use crate::cluster::Cluster;
+use lastmile_platform::broker::{Broker, Message};
+use lastmile_services::domain::{Trip, TripStatus};
+use lastmile_services::events::{topology, Event, EventBody};
+use lastmile_services::ServiceName;
+use lastmile_workload::wait::wait_until;
+use std::time::Duration;
+
+fn match_found(n: usize) -> Event {
+    let trip = Trip {
+        trip_id: format!("trip-{n}"),
+        proposal_id: format!("p-{n}"),
+        driver_id: "d1".into(),
+        station_id: "ST101".into(),
+        ride_ids: vec![format!("ride-{n}")],
+        rider_ids: vec![format!("u{n}")],
+        status: TripStatus::Scheduled,
+    };
+    Event { event_id: format!("event-{n}"), occurred_at_ms: 0, body: EventBody::MatchFound(trip) }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_consumers_unacked_deliveries_are_redelivered_and_processed_once() {
+    // Everything but notification-service: its queue is ours to play with first.
+    let mut cluster = Cluster::start(&[], Duration::from_secs(60)).await;
+    let names = cluster.config.names.clone();
+    let queue = names.queue(ServiceName::Notification.as_str());
+    let publisher = cluster.broker();
+    publisher.declare(&topology(&names, cluster.config.queue_expires)).await.unwrap();
+
+    // A consumer takes three deliveries and dies without acking them.
+    let doomed = cluster.broker();
+    let mut consumer = doomed.consume(&queue, 10).await.unwrap();
+    for n in 0..3 {
+        publisher.publish(&names.events_exchange(), match_found(n).to_message()).await.unwrap();
+    }
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().expect("a delivery");
+        assert!(!d.redelivered, "a first delivery is not marked redelivered");
+    }
+    doomed.disconnect().await;
+
+    // They come back marked redelivered. Requeue them (counted against the delivery limit).
+    let watcher = cluster.broker();
+    let mut consumer = watcher.consume(&queue, 10).await.unwrap();
+    for _ in 0..3 {
+        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().expect("a redelivery");
+        assert!(d.redelivered, "{} came back without the redelivered flag", d.message.message_id);
+        d.nack(true).await.unwrap();
+    }
+    watcher.disconnect().await;
+    // A duplicate publish of an event (at-least-once publishing) must not show twice.
+    publisher.publish(&names.events_exchange(), match_found(0).to_message()).await.unwrap();
+
+    let listener = cluster.rebind(ServiceName::Notification).await;
+    cluster.start_service(ServiceName::Notification, listener);
+    let api = cluster.client();
+    for n in 0..3 {
+        let user = format!("u{n}");
+        let inbox = wait_until("the rider's notification", Duration::from_secs(20), || async {
+            let inbox = api.inbox(&user).await.ok()?;
+            (!inbox.notifications.is_empty()).then_some(inbox)
+        })
+        .await
+        .unwrap();
+        assert_eq!(inbox.notifications.len(), 1, "{user} must see event-{n} once: {:?}", inbox.notifications);
+        assert_eq!(inbox.notifications[0].event_id, format!("event-{n}"));
+    }
+    // The driver is told about each of the three trips exactly once.
+    let driver = wait_until("the driver's notifications", Duration::from_secs(20), || async {
+        let inbox = api.inbox("d1").await.ok()?;
+        (inbox.notifications.len() >= 3).then_some(inbox)
+    })
+    .await
+    .unwrap();
+    assert_eq!(driver.notifications.len(), 3);
+    publisher.disconnect().await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working() {
+    let cluster = Cluster::start(&[ServiceName::User, ServiceName::Location, ServiceName::Trip, ServiceName::Matching], Duration::from_secs(60)).await;
+    let names = cluster.config.names.clone();
+    let publisher = cluster.broker();
+    publisher.declare(&topology(&names, cluster.config.queue_expires)).await.unwrap();
+    let poison = Message {
+        message_id: "poison-1".into(),
+        routing_key: "ride.requested".into(),
+        body: b"{ this is not an event".to_vec(),
+        persistent: true,
+    };
+    publisher.publish(&names.events_exchange(), poison).await.unwrap();
+
+    let dead_queue = format!("{}.dead", names.queue(ServiceName::Matching.as_str()));
+    let inspector = Broker::new(cluster.config.amqp_url.clone());
+    let mut dead = inspector.consume(&dead_queue, 1).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(20), dead.next()).await.expect("dead-lettered in time").expect("a dead letter");
+    assert_eq!(d.message.message_id, "poison-1");
+    d.ack().await.unwrap();
+
+    // matching-service is still alive and consuming: a real ride still gets matched.
+    let api = cluster.client();
+    wait_until("services ready", Duration::from_secs(30), || async {
+        let ready = api.summary().await.is_ok();
+        ready.then_some(())
+    })
+    .await
+    .unwrap();
+    api.register_driver("d1", "Driver", "+91 98450 00001", "car").await.unwrap();
+    api.register_rider("u1", "Rider", "+91 99000 00001").await.unwrap();
+    let shift = lastmile_services::trip::ShiftRequest { route: vec!["ST101".into()], destination: "Whitefield".into(), seats: 1 };
+    api.start_shift("d1", &shift).await.unwrap();
+    let request = lastmile_services::trip::RideRequest {
+        ride_id: "ride-1".into(),
+        rider_id: "u1".into(),
+        station_id: "ST101".into(),
+        destination: "Whitefield".into(),
+    };
+    api.request_ride(&request).await.unwrap();
+    let station = lastmile_services::domain::Network::default_network().get("ST101").unwrap().clone();
+    api.arrive_at("d1", &station).await.unwrap();
+    wait_until("ride-1 matched", Duration::from_secs(20), || async {
+        let ride = api.ride("ride-1").await.ok()?;
+        matches!(ride.status, lastmile_services::domain::RideStatus::Matched { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+    inspector.disconnect().await;
+    publisher.disconnect().await;
+    cluster.stop().await;
+}

@@ -1,0 +1,161 @@
+//! A typed client of the LastMile HTTP API that records every call in a [`History`].
+
+use crate::history::{History, Phase};
+use lastmile_platform::http::{CallError, CallPolicy, HttpClient, Method};
+use lastmile_services::domain::{Ride, Station, Trip, User};
+use lastmile_services::location::{LocationUpdate, Position};
+use lastmile_services::notification::Inbox;
+use lastmile_services::trip::{DriverView, RideRequest, ShiftRequest, Summary};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Where the services answer (`http://host:port` or `host:port`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoints {
+    /// user-service.
+    pub user: String,
+    /// location-service.
+    pub location: String,
+    /// trip-service.
+    pub trip: String,
+    /// notification-service.
+    pub notification: String,
+}
+
+/// The LastMile API as one client sees it.
+#[derive(Debug, Clone)]
+pub struct LastMileClient {
+    user: HttpClient,
+    location: HttpClient,
+    trip: HttpClient,
+    notification: HttpClient,
+    history: Arc<History>,
+}
+
+impl LastMileClient {
+    /// A client of `endpoints` recording into `history`.
+    pub fn new(endpoints: &Endpoints, policy: CallPolicy, history: Arc<History>) -> LastMileClient {
+        LastMileClient {
+            user: HttpClient::new("user-service", &endpoints.user, policy.clone()),
+            location: HttpClient::new("location-service", &endpoints.location, policy.clone()),
+            trip: HttpClient::new("trip-service", &endpoints.trip, policy.clone()),
+            notification: HttpClient::new("notification-service", &endpoints.notification, policy),
+            history,
+        }
+    }
+
+    /// The history this client records into.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    async fn recorded<T: Serialize>(
+        &self,
+        who: &str,
+        action: &str,
+        args: String,
+        call: impl Future<Output = Result<T, CallError>>,
+    ) -> Result<T, CallError> {
+        self.history.record(who, action, Phase::Invoke, args);
+        let result = call.await;
+        match &result {
+            Ok(value) => self.history.record(who, action, Phase::Ok, serde_json::to_string(value).unwrap_or_default()),
+            Err(e @ CallError::Timeout { .. }) => self.history.record(who, action, Phase::Timeout, e.to_string()),
+            Err(e) => self.history.record(who, action, Phase::Fail, e.to_string()),
+        }
+        result
+    }
+
+    async fn get<T: Serialize + DeserializeOwned>(&self, client: &HttpClient, who: &str, action: &str, path: String) -> Result<T, CallError> {
+        self.recorded(who, action, path.clone(), client.get::<T>(&path)).await
+    }
+
+    /// `POST /drivers`.
+    pub async fn register_driver(&self, id: &str, name: &str, phone: &str, vehicle: &str) -> Result<User, CallError> {
+        let body = json!({ "driver_id": id, "name": name, "phone": phone, "vehicle": vehicle });
+        self.recorded(id, "register_driver", body.to_string(), self.user.post("/drivers", &body)).await
+    }
+
+    /// `POST /riders`.
+    pub async fn register_rider(&self, id: &str, name: &str, phone: &str) -> Result<User, CallError> {
+        let body = json!({ "rider_id": id, "name": name, "phone": phone });
+        self.recorded(id, "register_rider", body.to_string(), self.user.post("/riders", &body)).await
+    }
+
+    /// `PUT /drivers/{id}/shift`.
+    pub async fn start_shift(&self, driver_id: &str, shift: &ShiftRequest) -> Result<DriverView, CallError> {
+        let body = serde_json::to_vec(shift).expect("serializes");
+        let path = format!("/drivers/{driver_id}/shift");
+        let call = self.trip.call::<DriverView>(Method::PUT, &path, Some(body));
+        self.recorded(driver_id, "start_shift", serde_json::to_string(shift).unwrap_or_default(), call).await
+    }
+
+    /// `POST /drivers/{id}/location` at a station's coordinates.
+    pub async fn arrive_at(&self, driver_id: &str, station: &Station) -> Result<Position, CallError> {
+        self.move_to(driver_id, station.lat, station.lng).await
+    }
+
+    /// `POST /drivers/{id}/location`.
+    pub async fn move_to(&self, driver_id: &str, lat: f64, lng: f64) -> Result<Position, CallError> {
+        let body = LocationUpdate { lat, lng };
+        let path = format!("/drivers/{driver_id}/location");
+        self.recorded(driver_id, "location", format!("{lat},{lng}"), self.location.post(&path, &body)).await
+    }
+
+    /// `POST /rides`.
+    pub async fn request_ride(&self, request: &RideRequest) -> Result<Ride, CallError> {
+        let args = serde_json::to_string(request).unwrap_or_default();
+        self.recorded(&request.rider_id, "request_ride", args, self.trip.post("/rides", request)).await
+    }
+
+    /// `GET /rides/{id}`.
+    pub async fn ride(&self, ride_id: &str) -> Result<Ride, CallError> {
+        self.get(&self.trip, "probe", "get_ride", format!("/rides/{ride_id}")).await
+    }
+
+    /// `GET /drivers/{id}`.
+    pub async fn driver(&self, driver_id: &str) -> Result<DriverView, CallError> {
+        self.get(&self.trip, "probe", "get_driver", format!("/drivers/{driver_id}")).await
+    }
+
+    /// `GET /trips/{id}`.
+    pub async fn trip(&self, trip_id: &str) -> Result<Trip, CallError> {
+        self.get(&self.trip, "probe", "get_trip", format!("/trips/{trip_id}")).await
+    }
+
+    /// `POST /trips/{id}/pickup`.
+    pub async fn pickup(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
+        let path = format!("/trips/{trip_id}/pickup");
+        self.recorded(driver_id, "pickup", trip_id.to_string(), self.trip.post(&path, &json!({}))).await
+    }
+
+    /// `POST /trips/{id}/complete`.
+    pub async fn complete(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
+        let path = format!("/trips/{trip_id}/complete");
+        self.recorded(driver_id, "complete", trip_id.to_string(), self.trip.post(&path, &json!({}))).await
+    }
+
+    /// `GET /summary` of trip-service.
+    pub async fn summary(&self) -> Result<Summary, CallError> {
+        self.get(&self.trip, "probe", "summary", "/summary".to_string()).await
+    }
+
+    /// `GET /users/{id}/notifications`.
+    pub async fn inbox(&self, user_id: &str) -> Result<Inbox, CallError> {
+        self.get(&self.notification, user_id, "inbox", format!("/users/{user_id}/notifications")).await
+    }
+
+    /// Whether every service answers `/ready` with 200.
+    pub async fn all_ready(&self) -> bool {
+        for client in [&self.user, &self.location, &self.trip, &self.notification] {
+            match client.call_raw(Method::GET, "/ready", None).await {
+                Ok((200, _)) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
