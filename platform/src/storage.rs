@@ -35,7 +35,10 @@ impl Journal {
             .filter(|line| !line.is_empty())
             .map(<[u8]>::to_vec)
             .collect();
-        // A torn tail is overwritten by the next append.
+        // Cut a torn tail off so the next append starts on a record boundary.
+        if complete < bytes.len() {
+            imp::truncate(&file, complete as u64).await?;
+        }
         let journal = Journal { path, file, len: complete as u64 };
         Ok((journal, records))
     }
@@ -93,6 +96,11 @@ mod imp {
         file.write_all(line)?;
         file.sync_data()
     }
+
+    pub async fn truncate(file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len)?;
+        file.sync_data()
+    }
 }
 
 #[cfg(madsim)]
@@ -103,11 +111,22 @@ mod imp {
     pub type File = madsim::fs::File;
 
     pub async fn open(path: &Path) -> io::Result<(File, Vec<u8>)> {
-        match madsim::fs::read(path).await {
-            Ok(bytes) => Ok((File::open(path).await?, bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((File::create(path).await?, Vec::new())),
-            Err(e) => Err(e),
-        }
+        // madsim's file system opens existing files read-only; `create` is the only writable
+        // open, and it truncates, so write the contents back.
+        let bytes = match madsim::fs::read(path).await {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let file = File::create(path).await?;
+        file.write_all_at(&bytes, 0).await?;
+        file.sync_all().await?;
+        Ok((file, bytes))
+    }
+
+    pub async fn truncate(file: &File, len: u64) -> io::Result<()> {
+        file.set_len(len).await?;
+        file.sync_all().await
     }
 
     pub async fn write_at_and_sync(file: &mut File, line: &[u8], offset: u64) -> io::Result<()> {

@@ -420,14 +420,14 @@ async fn commit_match(
     if let Some(trip_id) = state.by_proposal.get(&proposal.proposal_id) {
         return Ok((StatusCode::OK, Json(state.trips[trip_id].clone())));
     }
-    let trip = check_proposal(state, &proposal)?;
+    let trip = check_proposal(state, &proposal, format!("trip-{}", new_id()))?;
     let event = Event::new(EventBody::MatchFound(trip.clone()));
     store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
     Ok((StatusCode::CREATED, Json(trip)))
 }
 
 /// The compare-and-set: the trip a proposal would create, or why it is stale.
-pub fn check_proposal(state: &Trips, proposal: &Proposal) -> Result<Trip, ApiError> {
+pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Result<Trip, ApiError> {
     let stale = |why: String| ApiError::conflict("stale_proposal", why);
     let shift = state
         .shifts
@@ -458,7 +458,7 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal) -> Result<Trip, ApiErr
         return Err(stale(format!("driver {} has {free} free seats, not {}", proposal.driver_id, proposal.ride_ids.len())));
     }
     Ok(Trip {
-        trip_id: format!("trip-{}", new_id()),
+        trip_id,
         proposal_id: proposal.proposal_id.clone(),
         driver_id: proposal.driver_id.clone(),
         station_id: proposal.station_id.clone(),
@@ -606,11 +606,11 @@ mod tests {
     #[test]
     fn of_two_proposals_for_the_same_rider_exactly_one_commits() {
         let mut t = record();
-        let a = check_proposal(&t, &proposal("p-a", &["r1"])).expect("first proposal is valid");
-        let b = check_proposal(&t, &proposal("p-b", &["r1"])).expect("valid before the first commits");
+        let a = check_proposal(&t, &proposal("p-a", &["r1"]), "trip-p-a".into()).expect("first proposal is valid");
+        let b = check_proposal(&t, &proposal("p-b", &["r1"]), "trip-p-b".into()).expect("valid before the first commits");
         t.apply(&Change::TripCommitted { trip: a });
         // The second replica's proposal is now stale: the rider is no longer waiting.
-        let err = check_proposal(&t, &proposal("p-b", &["r1"])).unwrap_err();
+        let err = check_proposal(&t, &proposal("p-b", &["r1"]), "trip-p-b".into()).unwrap_err();
         assert_eq!(err.status, StatusCode::CONFLICT);
         assert_eq!(err.code, "stale_proposal");
         drop(b);
@@ -621,9 +621,9 @@ mod tests {
     #[test]
     fn a_proposal_over_the_free_seats_is_refused() {
         let mut t = record();
-        let trip = check_proposal(&t, &proposal("p1", &["r1"])).unwrap();
+        let trip = check_proposal(&t, &proposal("p1", &["r1"]), "trip-p1".into()).unwrap();
         t.apply(&Change::TripCommitted { trip });
-        let err = check_proposal(&t, &proposal("p2", &["r2", "r3"])).unwrap_err();
+        let err = check_proposal(&t, &proposal("p2", &["r2", "r3"]), "trip-p2".into()).unwrap_err();
         assert_eq!(err.code, "stale_proposal");
         assert!(err.message.contains("1 free seats"), "{}", err.message);
     }
@@ -631,7 +631,7 @@ mod tests {
     #[test]
     fn completing_a_trip_gives_the_seats_back_and_completes_its_rides() {
         let mut t = record();
-        let trip = check_proposal(&t, &proposal("p1", &["r1", "r2"])).unwrap();
+        let trip = check_proposal(&t, &proposal("p1", &["r1", "r2"]), "trip-p1".into()).unwrap();
         let trip_id = trip.trip_id.clone();
         t.apply(&Change::TripCommitted { trip });
         assert_eq!(t.free_seats("d1"), 0);

@@ -1,0 +1,227 @@
+//! A simulated LastMile deployment on madsim's network.
+//!
+//! Addresses (all simulated):
+//!
+//! | what | name | address |
+//! |---|---|---|
+//! | broker | `rabbitmq` | 10.0.0.2:5672 |
+//! | service *k* (1 = user … 5 = notification) | `user-service`, … | virtual 10.1.0.*k*:80 |
+//! | replica *r* of service *k* | — | 10.0.*k*.*r*:80 |
+//! | workload clients | — | 10.0.9.1 |
+//!
+//! Each service's virtual address is an IPVS round-robin over its replicas, so callers address
+//! a service by name and reach any replica, as through a Kubernetes Service.
+
+use lastmile_platform::broker::sim::{run_broker_node, BrokerProbe};
+use lastmile_platform::http::CallPolicy;
+use lastmile_services::{Config, ServiceName};
+use lastmile_workload::{Endpoints, History, LastMileClient};
+use madsim::net::ipvs::{Scheduler, ServiceAddr};
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The broker's DNS name.
+pub const BROKER_HOST: &str = "rabbitmq";
+/// Where the broker keeps its durable state on its node's disk.
+const BROKER_JOURNAL: &str = "rabbitmq.journal";
+
+/// What to deploy.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Replicas per service at start.
+    pub replicas: BTreeMap<ServiceName, usize>,
+    /// How long rides wait before they expire.
+    pub ride_ttl: Duration,
+}
+
+impl Default for ClusterConfig {
+    /// One replica of each service; rides expire after 30 simulated seconds.
+    fn default() -> Self {
+        ClusterConfig { replicas: ServiceName::ALL.into_iter().map(|s| (s, 1)).collect(), ride_ttl: Duration::from_secs(30) }
+    }
+}
+
+fn index(service: ServiceName) -> u8 {
+    ServiceName::ALL.iter().position(|s| *s == service).expect("known service") as u8 + 1
+}
+
+/// The virtual address of a service.
+pub fn virtual_addr(service: ServiceName) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, index(service))), 80)
+}
+
+fn replica_addr(service: ServiceName, replica: usize) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, index(service), replica as u8 + 1)), 80)
+}
+
+/// One replica: its node and address.
+#[derive(Clone)]
+pub struct Replica {
+    /// The madsim node.
+    pub node: NodeHandle,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+/// A running simulated deployment.
+pub struct SimCluster {
+    handle: Handle,
+    config: Config,
+    broker: NodeHandle,
+    probe: BrokerProbe,
+    replicas: BTreeMap<ServiceName, Vec<Replica>>,
+    /// Replica slots ever created per service (addresses are not reused).
+    created: BTreeMap<ServiceName, usize>,
+    client: NodeHandle,
+}
+
+impl SimCluster {
+    /// Deploy: broker, services, client node. Call inside a madsim runtime.
+    pub fn start(cluster: &ClusterConfig) -> SimCluster {
+        let handle = Handle::current();
+        let net = NetSim::current();
+        let broker_ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+        net.add_dns_record(BROKER_HOST, broker_ip);
+        let probe = BrokerProbe::default();
+        let node_probe = probe.clone();
+        let broker = handle
+            .create_node()
+            .name("rabbitmq")
+            .ip(broker_ip)
+            .init(move || {
+                let probe = node_probe.clone();
+                async move {
+                    let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5672);
+                    if let Err(e) = run_broker_node(addr, BROKER_JOURNAL, probe).await {
+                        panic!("the simulated broker failed: {e}");
+                    }
+                }
+            })
+            .build();
+        let host = |s: ServiceName| format!("http://{}:80", s.as_str());
+        let config = Config {
+            amqp_url: format!("amqp://guest:guest@{BROKER_HOST}:5672/%2f"),
+            user_url: host(ServiceName::User),
+            location_url: host(ServiceName::Location),
+            trip_url: host(ServiceName::Trip),
+            data_dir: "data".into(),
+            ride_ttl: cluster.ride_ttl,
+            ..Config::default()
+        };
+        for service in ServiceName::ALL {
+            let vip = virtual_addr(service);
+            net.add_dns_record(service.as_str(), vip.ip());
+            net.global_ipvs().add_service(ServiceAddr::Tcp(vip.to_string()), Scheduler::RoundRobin);
+        }
+        let client = handle.create_node().name("clients").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1))).build();
+        let mut sim = SimCluster { handle, config, broker, probe, replicas: BTreeMap::new(), created: BTreeMap::new(), client };
+        for service in ServiceName::ALL {
+            let n = cluster.replicas.get(&service).copied().unwrap_or(1);
+            sim.scale(service, n);
+        }
+        sim
+    }
+
+    fn spawn_replica(&mut self, service: ServiceName) -> Replica {
+        let slot = self.created.entry(service).or_default();
+        let addr = replica_addr(service, *slot);
+        *slot += 1;
+        let config = self.config.clone();
+        let node = self
+            .handle
+            .create_node()
+            .name(format!("{}-{}", service.as_str(), addr.ip()))
+            .ip(addr.ip())
+            .init(move || {
+                let config = config.clone();
+                async move {
+                    let listener = tokio::net::TcpListener::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 80))
+                        .await
+                        .expect("a fresh node can bind its port");
+                    let shutdown = lastmile_platform::shutdown::on_termination();
+                    if let Err(e) = lastmile_services::run(service, config, listener, shutdown).await {
+                        tracing::error!(%service, error = %e, "service stopped with an error");
+                    }
+                }
+            })
+            .build();
+        NetSim::current().global_ipvs().add_server(ServiceAddr::Tcp(virtual_addr(service).to_string()), &addr.to_string());
+        Replica { node, addr }
+    }
+
+    /// Scale `service` to `n` replicas: new nodes join its virtual address; removed ones leave
+    /// it first, then get a graceful stop (Ctrl-C), newest first.
+    pub fn scale(&mut self, service: ServiceName, n: usize) {
+        while self.replicas.get(&service).map_or(0, Vec::len) < n {
+            let replica = self.spawn_replica(service);
+            self.replicas.entry(service).or_default().push(replica);
+        }
+        while self.replicas.get(&service).map_or(0, Vec::len) > n {
+            let replica = self.replicas.get_mut(&service).expect("non-empty").pop().expect("non-empty");
+            NetSim::current()
+                .global_ipvs()
+                .del_server(ServiceAddr::Tcp(virtual_addr(service).to_string()), &replica.addr.to_string());
+            self.handle.send_ctrl_c(replica.node.id());
+        }
+    }
+
+    /// The replicas of a service.
+    pub fn replicas(&self, service: ServiceName) -> &[Replica] {
+        self.replicas.get(&service).map_or(&[], Vec::as_slice)
+    }
+
+    /// Kill the broker node abruptly; every connection to it dies.
+    pub fn kill_broker(&self) {
+        self.handle.kill(self.broker.id());
+    }
+
+    /// Restart the broker node: it replays its journal from its disk.
+    pub fn restart_broker(&self) {
+        self.handle.restart(self.broker.id());
+    }
+
+    /// Kill a node abruptly (no graceful shutdown).
+    pub fn kill(&self, node: &NodeHandle) {
+        self.handle.kill(node.id());
+    }
+
+    /// Restart a node (its init task runs again; its disk survives).
+    pub fn restart(&self, node: &NodeHandle) {
+        self.handle.restart(node.id());
+    }
+
+    /// Counters and queue depths of the broker.
+    pub fn broker_probe(&self) -> &BrokerProbe {
+        &self.probe
+    }
+
+    /// The services' configuration (names, URLs).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The node workloads run on.
+    pub fn client_node(&self) -> &NodeHandle {
+        &self.client
+    }
+
+    /// Service endpoints as seen from inside the simulation.
+    pub fn endpoints(&self) -> Endpoints {
+        let host = |s: ServiceName| format!("{}:80", s.as_str());
+        Endpoints {
+            user: host(ServiceName::User),
+            location: host(ServiceName::Location),
+            trip: host(ServiceName::Trip),
+            notification: host(ServiceName::Notification),
+        }
+    }
+
+    /// A recording API client for workloads on the client node.
+    pub fn api(&self, history: Arc<History>) -> LastMileClient {
+        LastMileClient::new(&self.endpoints(), CallPolicy::default(), history)
+    }
+}
