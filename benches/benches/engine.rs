@@ -18,9 +18,7 @@ const OFFERS_SEED: u64 = 0x5eed_0002;
 
 fn driver_event(c: &mut Criterion) {
     let mut rng = Xorshift64::new(OFFERS_SEED);
-    let offers: Vec<DriverOffer> = (0..OFFERS)
-        .map(|n| driver_offer(&mut rng, n, SEATS_MAX))
-        .collect();
+    let offers: Vec<DriverOffer> = (0..OFFERS).map(|n| driver_offer(&mut rng, n, SEATS_MAX)).collect();
 
     let mut group = c.benchmark_group("driver_event");
     group.throughput(Throughput::Elements(1));

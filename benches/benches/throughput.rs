@@ -19,10 +19,7 @@ fn event_stream(c: &mut Criterion) {
     {
         let mut after = engine.clone();
         let matched: usize = events.iter().map(|e| apply(&mut after, e)).sum();
-        eprintln!(
-            "event_stream: {EVENTS} events, {matched} riders matched, backlog {BACKLOG} -> {}",
-            after.len()
-        );
+        eprintln!("event_stream: {EVENTS} events, {matched} riders matched, backlog {BACKLOG} -> {}", after.len());
     }
 
     let mut group = c.benchmark_group("event_stream");

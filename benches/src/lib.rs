@@ -20,6 +20,5 @@ pub mod workload;
 
 pub use rng::Xorshift64;
 pub use workload::{
-    apply, apply_naive, driver_offer, waiting_rides, workload, Event, Workload, DESTINATIONS,
-    STATIONS,
+    apply, apply_naive, driver_offer, waiting_rides, workload, Event, Workload, DESTINATIONS, STATIONS,
 };

@@ -10,13 +10,7 @@ pub struct Xorshift64 {
 impl Xorshift64 {
     /// A generator for `seed`; seed 0 is mapped to a fixed non-zero state.
     pub fn new(seed: u64) -> Self {
-        Self {
-            state: if seed == 0 {
-                0x9e37_79b9_7f4a_7c15
-            } else {
-                seed
-            },
-        }
+        Self { state: if seed == 0 { 0x9e37_79b9_7f4a_7c15 } else { seed } }
     }
 
     /// The next 64 pseudo-random bits.
@@ -71,9 +65,6 @@ mod tests {
         for _ in 0..1_000 {
             seen[rng.below(12)] = true;
         }
-        assert!(
-            seen.iter().all(|&s| s),
-            "every value of 0..12 drawn: {seen:?}"
-        );
+        assert!(seen.iter().all(|&s| s), "every value of 0..12 drawn: {seen:?}");
     }
 }

@@ -5,22 +5,12 @@ use lastmile_engine::{naive_select, DriverOffer, MatchingEngine, WaitingRide};
 use crate::rng::Xorshift64;
 
 /// The metro stations riders wait at.
-pub const STATIONS: [&str; 12] = [
-    "ST101", "ST102", "ST103", "ST104", "ST105", "ST106", "ST107", "ST108", "ST109", "ST110",
-    "ST111", "ST112",
-];
+pub const STATIONS: [&str; 12] =
+    ["ST101", "ST102", "ST103", "ST104", "ST105", "ST106", "ST107", "ST108", "ST109", "ST110", "ST111", "ST112"];
 
 /// Where riders go: five stations and three areas.
-pub const DESTINATIONS: [&str; 8] = [
-    "ST103",
-    "ST105",
-    "ST107",
-    "ST109",
-    "ST111",
-    "Whitefield",
-    "Koramangala",
-    "Indiranagar",
-];
+pub const DESTINATIONS: [&str; 8] =
+    ["ST103", "ST105", "ST107", "ST109", "ST111", "Whitefield", "Koramangala", "Indiranagar"];
 
 /// Stations on a driver's route.
 const ROUTE_LEN: usize = 5;
@@ -54,12 +44,7 @@ pub struct Workload {
 /// The ride with sequence number `seq`: ids are derived from `seq` so cancellations can name
 /// rides without keeping a list.
 fn ride(rng: &mut Xorshift64, seq: u64) -> WaitingRide {
-    WaitingRide::new(
-        format!("ride-{seq}"),
-        *rng.pick(&STATIONS),
-        *rng.pick(&DESTINATIONS),
-        seq,
-    )
+    WaitingRide::new(format!("ride-{seq}"), *rng.pick(&STATIONS), *rng.pick(&DESTINATIONS), seq)
 }
 
 /// `count` waiting riders spread uniformly over the 12 stations and 8 destinations,
@@ -78,19 +63,10 @@ pub fn driver_offer(rng: &mut Xorshift64, driver_no: u64, free_seats: u32) -> Dr
         let j = i + rng.below(stations.len() - i);
         stations.swap(i, j);
     }
-    let route: Vec<String> = stations[..ROUTE_LEN]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let route: Vec<String> = stations[..ROUTE_LEN].iter().map(|s| s.to_string()).collect();
     let here = route[rng.below(ROUTE_LEN - 1)].clone();
     let destination = *rng.pick(&DESTINATIONS);
-    DriverOffer::for_route(
-        format!("driver-{driver_no}"),
-        here,
-        &route,
-        destination,
-        free_seats,
-    )
+    DriverOffer::for_route(format!("driver-{driver_no}"), here, &route, destination, free_seats)
 }
 
 /// `backlog` waiting riders, then `events` events. The mix keeps the number of waiting riders
@@ -112,9 +88,7 @@ pub fn workload(backlog: usize, events: usize, seed: u64) -> Workload {
                 let seats = 1 + rng.below(SEATS_MAX as usize) as u32;
                 Event::DriverArrived(driver_offer(&mut rng, drivers, seats))
             }
-            _ => Event::RideCancelled {
-                ride_id: format!("ride-{}", rng.below(next_seq.max(1) as usize)),
-            },
+            _ => Event::RideCancelled { ride_id: format!("ride-{}", rng.below(next_seq.max(1) as usize)) },
         })
         .collect();
     Workload { backlog, events }
@@ -179,10 +153,7 @@ mod tests {
             assert!(rides.iter().any(|r| r.station_id == station), "{station}");
         }
         for destination in DESTINATIONS {
-            assert!(
-                rides.iter().any(|r| r.destination == destination),
-                "{destination}"
-            );
+            assert!(rides.iter().any(|r| r.destination == destination), "{destination}");
         }
     }
 
@@ -192,10 +163,7 @@ mod tests {
         for n in 0..200 {
             let offer = driver_offer(&mut rng, n, 4);
             assert!(STATIONS.contains(&offer.station_id.as_str()));
-            assert!(
-                offer.serves.len() >= 2,
-                "a later station and the destination: {offer:?}"
-            );
+            assert!(offer.serves.len() >= 2, "a later station and the destination: {offer:?}");
         }
     }
 
@@ -216,14 +184,7 @@ mod tests {
             matched += by_engine;
         }
         assert_eq!(engine.len(), waiting.len());
-        assert!(
-            matched > 1_000,
-            "only {matched} riders matched: the stream barely matches"
-        );
-        assert!(
-            (1_000..=4_000).contains(&engine.len()),
-            "backlog drifted from 2000 to {}",
-            engine.len()
-        );
+        assert!(matched > 1_000, "only {matched} riders matched: the stream barely matches");
+        assert!((1_000..=4_000).contains(&engine.len()), "backlog drifted from 2000 to {}", engine.len());
     }
 }

@@ -48,9 +48,7 @@ impl MatchingEngine {
                 queue.insert(key);
             }
             None => {
-                station
-                    .by_destination
-                    .insert(ride.destination.clone(), BTreeSet::from([key]));
+                station.by_destination.insert(ride.destination.clone(), BTreeSet::from([key]));
             }
         }
         station.waiting += 1;
@@ -62,14 +60,8 @@ impl MatchingEngine {
     /// not waiting, so removing twice is harmless.
     pub fn remove(&mut self, ride_id: &str) -> Option<WaitingRide> {
         let ride = self.rides.remove(ride_id)?;
-        let station = self
-            .stations
-            .get_mut(&ride.station_id)
-            .expect("a waiting ride's station is indexed");
-        let queue = station
-            .by_destination
-            .get_mut(&ride.destination)
-            .expect("a waiting ride's destination is indexed");
+        let station = self.stations.get_mut(&ride.station_id).expect("a waiting ride's station is indexed");
+        let queue = station.by_destination.get_mut(&ride.destination).expect("a waiting ride's destination is indexed");
         queue.remove(&(ride.seq, ride.ride_id.clone()));
         // Drop empty queues and stations so memory and lookups follow the riders actually waiting.
         if queue.is_empty() {
@@ -126,15 +118,8 @@ impl MatchingEngine {
 
     /// [`select`](Self::select), then removes the selected riders: they are no longer waiting.
     pub fn take(&mut self, offer: &DriverOffer) -> Vec<WaitingRide> {
-        let ride_ids: Vec<String> = self
-            .matches(offer)
-            .into_iter()
-            .map(|m| m.ride_id.to_owned())
-            .collect();
-        ride_ids
-            .iter()
-            .map(|id| self.remove(id).expect("a selected ride is waiting"))
-            .collect()
+        let ride_ids: Vec<String> = self.matches(offer).into_iter().map(|m| m.ride_id.to_owned()).collect();
+        ride_ids.iter().map(|id| self.remove(id).expect("a selected ride is waiting")).collect()
     }
 
     /// Several drivers in one window: [`take`](Self::take) for each offer in slice order, so a
@@ -175,11 +160,7 @@ impl MatchingEngine {
                 break;
             };
             let (destination, queue) = &mut queues[queue_index];
-            picked.push(Match {
-                ride_id,
-                destination,
-                seq: *seq,
-            });
+            picked.push(Match { ride_id, destination, seq: *seq });
             if let Some(next) = queue.next() {
                 heads.push(Reverse((next, queue_index)));
             }
@@ -251,11 +232,8 @@ mod tests {
 
     #[test]
     fn never_matches_more_riders_than_free_seats() {
-        let engine = engine_with(&[
-            ("r1", "ST103", "ST105", 1),
-            ("r2", "ST103", "Whitefield", 2),
-            ("r3", "ST103", "ST107", 3),
-        ]);
+        let engine =
+            engine_with(&[("r1", "ST103", "ST105", 1), ("r2", "ST103", "Whitefield", 2), ("r3", "ST103", "ST107", 3)]);
         assert_eq!(ids(&engine.select(&driver_at_st103(2))), ["r1", "r2"]);
         assert!(engine.select(&driver_at_st103(0)).is_empty());
     }
@@ -283,11 +261,8 @@ mod tests {
 
     #[test]
     fn take_returns_what_select_announced_and_removes_it() {
-        let mut engine = engine_with(&[
-            ("r1", "ST103", "ST105", 1),
-            ("r2", "ST103", "ST107", 2),
-            ("r3", "ST103", "Whitefield", 3),
-        ]);
+        let mut engine =
+            engine_with(&[("r1", "ST103", "ST105", 1), ("r2", "ST103", "ST107", 2), ("r3", "ST103", "Whitefield", 3)]);
         let offer = driver_at_st103(2);
         let selected = engine.select(&offer);
         assert_eq!(engine.len(), 3, "select must not remove");
@@ -300,10 +275,7 @@ mod tests {
         let mut engine = engine_with(&[("r1", "ST103", "ST105", 1)]);
         assert!(!engine.insert(WaitingRide::new("r1", "ST109", "ST110", 9)));
         assert_eq!(engine.len(), 1);
-        assert_eq!(
-            engine.get("r1"),
-            Some(&WaitingRide::new("r1", "ST103", "ST105", 1))
-        );
+        assert_eq!(engine.get("r1"), Some(&WaitingRide::new("r1", "ST103", "ST105", 1)));
         assert_eq!(engine.waiting_at("ST109"), 0);
     }
 
@@ -341,10 +313,7 @@ mod tests {
 
     #[test]
     fn equal_seq_is_broken_by_ride_id_like_the_naive_scan() {
-        let rides = [
-            WaitingRide::new("b", "ST103", "ST105", 7),
-            WaitingRide::new("a", "ST103", "Whitefield", 7),
-        ];
+        let rides = [WaitingRide::new("b", "ST103", "ST105", 7), WaitingRide::new("a", "ST103", "Whitefield", 7)];
         let mut engine = MatchingEngine::new();
         for ride in rides.clone() {
             engine.insert(ride);

@@ -11,14 +11,8 @@ use crate::ride::{DriverOffer, WaitingRide};
 ///
 /// O(n log n) in `waiting.len()` whatever the number of matches.
 pub fn naive_select(waiting: &[WaitingRide], offer: &DriverOffer) -> Vec<WaitingRide> {
-    let mut candidates: Vec<&WaitingRide> = waiting
-        .iter()
-        .filter(|r| r.station_id == offer.station_id && offer.serves(&r.destination))
-        .collect();
+    let mut candidates: Vec<&WaitingRide> =
+        waiting.iter().filter(|r| r.station_id == offer.station_id && offer.serves(&r.destination)).collect();
     candidates.sort_by(|a, b| (a.seq, &a.ride_id).cmp(&(b.seq, &b.ride_id)));
-    candidates
-        .into_iter()
-        .take(offer.free_seats as usize)
-        .cloned()
-        .collect()
+    candidates.into_iter().take(offer.free_seats as usize).cloned().collect()
 }

@@ -23,12 +23,7 @@ impl WaitingRide {
         destination: impl Into<String>,
         seq: u64,
     ) -> Self {
-        Self {
-            ride_id: ride_id.into(),
-            station_id: station_id.into(),
-            destination: destination.into(),
-            seq,
-        }
+        Self { ride_id: ride_id.into(), station_id: station_id.into(), destination: destination.into(), seq }
     }
 }
 
@@ -72,12 +67,7 @@ impl DriverOffer {
                 serves.push(stop.to_owned());
             }
         }
-        Self {
-            driver_id: driver_id.into(),
-            station_id,
-            serves,
-            free_seats,
-        }
+        Self { driver_id: driver_id.into(), station_id, serves, free_seats }
     }
 
     /// Whether this driver serves `destination` from its current station.

@@ -16,20 +16,10 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError, TestRunner};
 /// The seed used when `PROPTEST_RNG_SEED` is not set, so a plain `cargo test` is reproducible.
 const DEFAULT_SEED: u64 = 0x1a57_311e;
 
-const STATIONS: [&str; 12] = [
-    "ST101", "ST102", "ST103", "ST104", "ST105", "ST106", "ST107", "ST108", "ST109", "ST110",
-    "ST111", "ST112",
-];
-const DESTINATIONS: [&str; 8] = [
-    "ST103",
-    "ST105",
-    "ST107",
-    "ST109",
-    "ST111",
-    "Whitefield",
-    "Koramangala",
-    "Indiranagar",
-];
+const STATIONS: [&str; 12] =
+    ["ST101", "ST102", "ST103", "ST104", "ST105", "ST106", "ST107", "ST108", "ST109", "ST110", "ST111", "ST112"];
+const DESTINATIONS: [&str; 8] =
+    ["ST103", "ST105", "ST107", "ST109", "ST111", "Whitefield", "Koramangala", "Indiranagar"];
 
 #[derive(Clone, Debug)]
 struct Driver {
@@ -50,25 +40,12 @@ enum Op {
     /// A rider cancels (possibly after being matched, or twice).
     Cancel { ride: Index },
     /// Drivers reaching one station in the same window, served in order.
-    Arrive {
-        station: usize,
-        on_route: bool,
-        at: Index,
-        drivers: Vec<Driver>,
-    },
+    Arrive { station: usize, on_route: bool, at: Index, drivers: Vec<Driver> },
 }
 
 fn driver() -> impl Strategy<Value = Driver> {
-    (
-        subsequence((0..STATIONS.len()).collect::<Vec<_>>(), 1..7).prop_shuffle(),
-        0..DESTINATIONS.len(),
-        0..6u32,
-    )
-        .prop_map(|(route, destination, free_seats)| Driver {
-            route,
-            destination,
-            free_seats,
-        })
+    (subsequence((0..STATIONS.len()).collect::<Vec<_>>(), 1..7).prop_shuffle(), 0..DESTINATIONS.len(), 0..6u32)
+        .prop_map(|(route, destination, free_seats)| Driver { route, destination, free_seats })
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -102,17 +79,9 @@ fn check(ops: Vec<Op>) -> Result<usize, TestCaseError> {
 
     for op in ops {
         match op {
-            Op::Request {
-                station,
-                destination,
-            } => {
+            Op::Request { station, destination } => {
                 let seq = issued.len() as u64;
-                let ride = WaitingRide::new(
-                    format!("r{seq}"),
-                    STATIONS[station],
-                    DESTINATIONS[destination],
-                    seq,
-                );
+                let ride = WaitingRide::new(format!("r{seq}"), STATIONS[station], DESTINATIONS[destination], seq);
                 prop_assert!(engine.insert(ride.clone()), "fresh {ride:?} rejected");
                 waiting.push(ride.clone());
                 issued.push(ride);
@@ -127,34 +96,19 @@ fn check(ops: Vec<Op>) -> Result<usize, TestCaseError> {
             }
             Op::Cancel { ride } if !issued.is_empty() => {
                 let ride_id = &ride.get(&issued).ride_id;
-                let expected = waiting
-                    .iter()
-                    .position(|w| w.ride_id == *ride_id)
-                    .map(|i| waiting.swap_remove(i));
+                let expected = waiting.iter().position(|w| w.ride_id == *ride_id).map(|i| waiting.swap_remove(i));
                 prop_assert_eq!(engine.remove(ride_id), expected, "remove {}", ride_id);
             }
             Op::Redeliver { .. } | Op::Cancel { .. } => {}
-            Op::Arrive {
-                station,
-                on_route,
-                at,
-                drivers,
-            } => {
+            Op::Arrive { station, on_route, at, drivers } => {
                 let offers: Vec<DriverOffer> = drivers
                     .iter()
                     .enumerate()
                     .map(|(i, driver)| {
-                        let route: Vec<String> = driver
-                            .route
-                            .iter()
-                            .map(|&s| STATIONS[s].to_owned())
-                            .collect();
+                        let route: Vec<String> = driver.route.iter().map(|&s| STATIONS[s].to_owned()).collect();
                         // Mostly a station on this driver's route; sometimes any station.
-                        let here = if on_route {
-                            route[at.index(route.len())].clone()
-                        } else {
-                            STATIONS[station].to_owned()
-                        };
+                        let here =
+                            if on_route { route[at.index(route.len())].clone() } else { STATIONS[station].to_owned() };
                         DriverOffer::for_route(
                             format!("d{i}"),
                             here,
@@ -180,10 +134,7 @@ fn check(ops: Vec<Op>) -> Result<usize, TestCaseError> {
                     prop_assert_eq!(engine.take_batch(&offers), expected, "batch {:?}", offers);
                 }
                 for offer in &offers {
-                    let at_station = waiting
-                        .iter()
-                        .filter(|w| w.station_id == offer.station_id)
-                        .count();
+                    let at_station = waiting.iter().filter(|w| w.station_id == offer.station_id).count();
                     prop_assert_eq!(engine.waiting_at(&offer.station_id), at_station);
                 }
             }
@@ -195,18 +146,12 @@ fn check(ops: Vec<Op>) -> Result<usize, TestCaseError> {
 
 #[test]
 fn engine_selects_exactly_what_the_naive_scan_selects() {
-    let mut config = Config {
-        failure_persistence: None,
-        ..Config::default()
-    };
+    let mut config = Config { failure_persistence: None, ..Config::default() };
     if let RngSeed::Random = config.rng_seed {
         config.rng_seed = RngSeed::Fixed(DEFAULT_SEED);
     }
     let seed = config.rng_seed;
-    eprintln!(
-        "engine vs naive: PROPTEST_RNG_SEED={seed} PROPTEST_CASES={}",
-        config.cases
-    );
+    eprintln!("engine vs naive: PROPTEST_RNG_SEED={seed} PROPTEST_CASES={}", config.cases);
 
     let matched = Cell::new(0usize);
     let mut runner = TestRunner::new(config);
@@ -220,8 +165,5 @@ fn engine_selects_exactly_what_the_naive_scan_selects() {
              cargo test -p lastmile-engine --test matches_naive"
         );
     }
-    assert!(
-        matched.get() > 0,
-        "no rider was ever matched: the comparison proves nothing"
-    );
+    assert!(matched.get() > 0, "no rider was ever matched: the comparison proves nothing");
 }

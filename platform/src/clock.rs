@@ -6,9 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 /// Milliseconds since the Unix epoch: real time, or simulated time inside a simulation.
 pub fn now_ms() -> u64 {
     let now = system_now();
-    now.duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as u64
+    now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_millis() as u64
 }
 
 #[cfg(madsim)]
@@ -23,6 +21,7 @@ fn system_now() -> SystemTime {
 }
 
 /// A uniformly random `u64`: seeded by the simulation under madsim, from the OS otherwise.
+#[allow(clippy::disallowed_methods)] // madsim's RNG: the run's seeded RNG inside a simulation
 pub fn random_u64() -> u64 {
     use madsim::rand::Rng;
     madsim::rand::thread_rng().gen()
@@ -37,4 +36,11 @@ pub fn jitter(max: Duration) -> Duration {
 /// A fresh 128-bit identifier in hex, for event and message ids.
 pub fn new_id() -> String {
     format!("{:016x}{:016x}", random_u64(), random_u64())
+}
+
+/// The current instant of `tokio::time`: simulated under madsim (where madsim makes
+/// `Instant::now` read the simulated clock), real otherwise.
+#[allow(clippy::disallowed_methods)] // the one sanctioned read of the monotonic clock
+pub fn instant_now() -> tokio::time::Instant {
+    tokio::time::Instant::now()
 }

@@ -8,8 +8,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, StatusCode};
 pub use axum::http::Method;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::Bytes;
@@ -312,12 +312,7 @@ impl HttpClient {
     }
 
     /// Send a request with retries and the breaker; return any status with its raw body.
-    pub async fn call_raw(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<(u16, Bytes), CallError> {
+    pub async fn call_raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes), CallError> {
         let policy = &self.inner.policy;
         self.check_breaker()?;
         let mut last = None;
@@ -362,9 +357,8 @@ impl HttpClient {
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let request = request
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| unreachable(e.to_string()))?;
+        let request =
+            request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| unreachable(e.to_string()))?;
         let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
@@ -374,7 +368,7 @@ impl HttpClient {
     fn check_breaker(&self) -> Result<(), CallError> {
         let mut breaker = self.inner.breaker.lock().expect("breaker");
         if let Some(until) = breaker.open_until {
-            if Instant::now() < until {
+            if crate::clock::instant_now() < until {
                 return Err(CallError::CircuitOpen { peer: self.inner.peer.clone() });
             }
             // Half-open: let this call through; its result decides.
@@ -391,7 +385,7 @@ impl HttpClient {
         }
         breaker.consecutive_failures += 1;
         if breaker.consecutive_failures >= self.inner.policy.breaker_threshold {
-            breaker.open_until = Some(Instant::now() + self.inner.policy.breaker_cooldown);
+            breaker.open_until = Some(crate::clock::instant_now() + self.inner.policy.breaker_cooldown);
             breaker.consecutive_failures = 0;
         }
     }

@@ -30,11 +30,8 @@ impl Journal {
         let path = path.as_ref().to_path_buf();
         let (file, bytes) = imp::open(&path).await?;
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let records = bytes[..complete]
-            .split(|b| *b == b'\n')
-            .filter(|line| !line.is_empty())
-            .map(<[u8]>::to_vec)
-            .collect();
+        let records =
+            bytes[..complete].split(|b| *b == b'\n').filter(|line| !line.is_empty()).map(<[u8]>::to_vec).collect();
         // Cut a torn tail off so the next append starts on a record boundary.
         if complete < bytes.len() {
             imp::truncate(&file, complete as u64).await?;
@@ -78,12 +75,7 @@ mod imp {
                 std::fs::create_dir_all(dir)?;
             }
         }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         Ok((file, bytes))

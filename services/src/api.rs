@@ -63,7 +63,9 @@ impl Context {
 
     /// Whether the service can serve: broker connected, topology declared, own flags set.
     pub fn is_ready(&self) -> bool {
-        *self.declared.borrow() && self.broker.is_connected() && self.ready_flags.iter().all(|f| f.load(Ordering::SeqCst))
+        *self.declared.borrow()
+            && self.broker.is_connected()
+            && self.ready_flags.iter().all(|f| f.load(Ordering::SeqCst))
     }
 }
 
@@ -85,7 +87,8 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
     let (declared_tx, declared) = watch::channel(false);
     let mut tasks = Vec::new();
     {
-        let (broker, topology, mut shutdown) = (broker.clone(), topology(&config.names, config.queue_expires), shutdown.clone());
+        let (broker, topology, mut shutdown) =
+            (broker.clone(), topology(&config.names, config.queue_expires), shutdown.clone());
         tasks.push(tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
@@ -104,7 +107,8 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
             }
         }));
     }
-    let mut ctx = Context { config: config.clone(), broker: broker.clone(), shutdown, declared, ready_flags: Vec::new() };
+    let mut ctx =
+        Context { config: config.clone(), broker: broker.clone(), shutdown, declared, ready_flags: Vec::new() };
     let (routes, more) = match name {
         ServiceName::User => crate::user::start(&mut ctx).await?,
         ServiceName::Location => crate::location::start(&mut ctx).await?,

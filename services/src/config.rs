@@ -101,10 +101,9 @@ impl std::str::FromStr for ServiceName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let short = s.strip_suffix("-service").unwrap_or(s);
-        ServiceName::ALL
-            .into_iter()
-            .find(|n| n.as_str().strip_suffix("-service") == Some(short))
-            .ok_or_else(|| format!("unknown service {s:?}; expected one of user, location, trip, matching, notification"))
+        ServiceName::ALL.into_iter().find(|n| n.as_str().strip_suffix("-service") == Some(short)).ok_or_else(|| {
+            format!("unknown service {s:?}; expected one of user, location, trip, matching, notification")
+        })
     }
 }
 

@@ -296,7 +296,11 @@ mod tests {
 
     #[test]
     fn a_shift_serves_its_destination_and_later_route_stations() {
-        let shift = Shift { route: vec!["ST101".into(), "ST102".into(), "ST103".into()], destination: "Tech Park".into(), seats: 3 };
+        let shift = Shift {
+            route: vec!["ST101".into(), "ST102".into(), "ST103".into()],
+            destination: "Tech Park".into(),
+            seats: 3,
+        };
         assert!(shift.serves("ST101", "Tech Park"));
         assert!(shift.serves("ST101", "ST103"));
         assert!(!shift.serves("ST103", "ST101"), "stations behind the driver are not served");
@@ -359,7 +363,8 @@ mod rule_tests {
             ride("d", "ST101", "ST102", 4),      // served: a later route station
             ride("e", "ST101", "Whitefield", 5), // no seat left
         ];
-        let picked: Vec<&str> = select_riders(&waiting, &shift, "ST101", 2).iter().map(|r| r.ride_id.as_str()).collect();
+        let picked: Vec<&str> =
+            select_riders(&waiting, &shift, "ST101", 2).iter().map(|r| r.ride_id.as_str()).collect();
         assert_eq!(picked, ["b", "d"]);
         assert!(select_riders(&waiting, &shift, "ST101", 0).is_empty(), "no seats, no match");
     }

@@ -60,11 +60,7 @@ impl EventBody {
 impl Event {
     /// A new event with a fresh id, stamped now.
     pub fn new(body: EventBody) -> Event {
-        Event {
-            event_id: lastmile_platform::clock::new_id(),
-            occurred_at_ms: lastmile_platform::clock::now_ms(),
-            body,
-        }
+        Event { event_id: lastmile_platform::clock::new_id(), occurred_at_ms: lastmile_platform::clock::now_ms(), body }
     }
 
     /// The broker message carrying this event (persistent).

@@ -127,7 +127,10 @@ async fn position(AxState(state): AxState<Shared>, Path(driver_id): Path<String>
         .ok_or_else(|| ApiError::not_found("no_position", format!("no position known for driver {driver_id}")))
 }
 
-async fn drivers_near(AxState(state): AxState<Shared>, Path(station_id): Path<String>) -> Result<Json<DriversNear>, ApiError> {
+async fn drivers_near(
+    AxState(state): AxState<Shared>,
+    Path(station_id): Path<String>,
+) -> Result<Json<DriversNear>, ApiError> {
     if state.network.get(&station_id).is_none() {
         return Err(ApiError::not_found("unknown_station", format!("no station {station_id}")));
     }

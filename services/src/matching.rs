@@ -9,10 +9,10 @@
 
 use crate::api::Context;
 use crate::config::ServiceName;
+use crate::domain::Trip;
 use crate::events::{Event, EventBody};
 use crate::location::{DriversNear, Position};
 use crate::trip::{Candidates, Proposal};
-use crate::domain::Trip;
 use axum::extract::State as AxState;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -117,10 +117,11 @@ impl Matcher {
                 self.try_match(driver_id, station_id).await.map_or_else(retry, |_| Outcome::Done)
             }
             EventBody::RideRequested(ride) => {
-                let near = match self.locations.get::<DriversNear>(&format!("/stations/{}/drivers", ride.station_id)).await {
-                    Ok(n) => n,
-                    Err(e) => return retry(e),
-                };
+                let near =
+                    match self.locations.get::<DriversNear>(&format!("/stations/{}/drivers", ride.station_id)).await {
+                        Ok(n) => n,
+                        Err(e) => return retry(e),
+                    };
                 for driver_id in &near.driver_ids {
                     if let Err(e) = self.try_match(driver_id, &ride.station_id).await {
                         return retry(e);

@@ -63,14 +63,28 @@ impl Inboxes {
         let mut out = Vec::new();
         let mut tell = |user_id: &str, text: String| {
             if !self.seen.contains(&(event.event_id.clone(), user_id.to_string())) {
-                out.push(Notification { event_id: event.event_id.clone(), user_id: user_id.to_string(), kind: kind.clone(), text });
+                out.push(Notification {
+                    event_id: event.event_id.clone(),
+                    user_id: user_id.to_string(),
+                    kind: kind.clone(),
+                    text,
+                });
             }
         };
         match &event.body {
             EventBody::MatchFound(trip) => {
-                tell(&trip.driver_id, format!("Pick up {} rider(s) at {} ({}).", trip.rider_ids.len(), trip.station_id, trip.trip_id));
+                tell(
+                    &trip.driver_id,
+                    format!("Pick up {} rider(s) at {} ({}).", trip.rider_ids.len(), trip.station_id, trip.trip_id),
+                );
                 for rider in &trip.rider_ids {
-                    tell(rider, format!("Driver {} will pick you up at {} ({}).", trip.driver_id, trip.station_id, trip.trip_id));
+                    tell(
+                        rider,
+                        format!(
+                            "Driver {} will pick you up at {} ({}).",
+                            trip.driver_id, trip.station_id, trip.trip_id
+                        ),
+                    );
                 }
             }
             EventBody::TripUpdated(trip) => {
@@ -159,7 +173,12 @@ mod tests {
         }
         assert!(inboxes.fresh(&event).is_empty(), "a redelivery adds nothing");
         // Even a replayed change is idempotent.
-        inboxes.apply(&Notified(Notification { event_id: "e1".into(), user_id: "u1".into(), kind: "x".into(), text: "x".into() }));
+        inboxes.apply(&Notified(Notification {
+            event_id: "e1".into(),
+            user_id: "u1".into(),
+            kind: "x".into(),
+            text: "x".into(),
+        }));
         assert_eq!(inboxes.by_user["u1"].len(), 1);
     }
 }

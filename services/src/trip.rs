@@ -236,7 +236,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let directory = Directory::new(ctx.client(ServiceName::User));
     let follower = {
-        let (ctx, queue, directory) = (ctx.clone(), ctx.config.names.queue(ServiceName::Trip.as_str()), directory.clone());
+        let (ctx, queue, directory) =
+            (ctx.clone(), ctx.config.names.queue(ServiceName::Trip.as_str()), directory.clone());
         tokio::spawn(async move {
             ctx.declared().await;
             directory.follow(ctx.broker.clone(), queue, ctx.shutdown.clone()).await
@@ -284,7 +285,10 @@ async fn set_shift(
         check_station(&app.network, station)?;
     }
     if body.seats == 0 || body.seats > MAX_SEATS {
-        return Err(ApiError::unprocessable("invalid_seats", format!("seats must be 1..={MAX_SEATS}, not {}", body.seats)));
+        return Err(ApiError::unprocessable(
+            "invalid_seats",
+            format!("seats must be 1..={MAX_SEATS}, not {}", body.seats),
+        ));
     }
     if body.destination.trim().is_empty() {
         return Err(ApiError::unprocessable("invalid_destination", "destination must not be empty"));
@@ -313,10 +317,18 @@ fn driver_view(state: &Trips, driver_id: &str) -> Result<DriverView, ApiError> {
         .filter(|t| t.driver_id == driver_id && t.status.is_active())
         .map(|t| t.trip_id.clone())
         .collect();
-    Ok(DriverView { driver_id: driver_id.to_string(), shift: shift.clone(), free_seats: state.free_seats(driver_id), active_trips })
+    Ok(DriverView {
+        driver_id: driver_id.to_string(),
+        shift: shift.clone(),
+        free_seats: state.free_seats(driver_id),
+        active_trips,
+    })
 }
 
-async fn get_driver(AxState(app): AxState<AppState>, Path(driver_id): Path<String>) -> Result<Json<DriverView>, ApiError> {
+async fn get_driver(
+    AxState(app): AxState<AppState>,
+    Path(driver_id): Path<String>,
+) -> Result<Json<DriverView>, ApiError> {
     driver_view(app.store.lock().await.state(), &driver_id).map(Json)
 }
 
@@ -354,7 +366,10 @@ async fn request_ride(
 }
 
 fn same_request(existing: &Ride, body: &RideRequest) -> Result<Ride, ApiError> {
-    if existing.rider_id == body.rider_id && existing.station_id == body.station_id && existing.destination == body.destination {
+    if existing.rider_id == body.rider_id
+        && existing.station_id == body.station_id
+        && existing.destination == body.destination
+    {
         Ok(existing.clone())
     } else {
         Err(ApiError::conflict("ride_id_taken", format!("ride {} exists with other details", existing.ride_id)))
@@ -384,11 +399,17 @@ async fn cancel_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String
     match ride.status {
         RideStatus::Waiting => {
             let reason = "cancelled by the rider".to_string();
-            store.commit(vec![Change::RideCancelled { ride_id: ride_id.clone(), reason }], vec![]).await.map_err(storage)?;
+            store
+                .commit(vec![Change::RideCancelled { ride_id: ride_id.clone(), reason }], vec![])
+                .await
+                .map_err(storage)?;
         }
         RideStatus::Cancelled { .. } => {}
         other => {
-            return Err(ApiError::conflict("not_waiting", format!("ride {ride_id} is {other:?}; cancel its trip instead")))
+            return Err(ApiError::conflict(
+                "not_waiting",
+                format!("ride {ride_id} is {other:?}; cancel its trip instead"),
+            ))
         }
     }
     Ok(Json(store.state().rides[&ride_id].clone()))
@@ -407,7 +428,8 @@ async fn candidates(
         .get(&query.driver_id)
         .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {} has no shift", query.driver_id)))?;
     let free_seats = state.free_seats(&query.driver_id);
-    let rides = select_riders(state.waiting_at(&station_id), shift, &station_id, free_seats).into_iter().cloned().collect();
+    let rides =
+        select_riders(state.waiting_at(&station_id), shift, &station_id, free_seats).into_iter().cloned().collect();
     Ok(Json(Candidates { driver_id: query.driver_id, station_id, free_seats, rides }))
 }
 
@@ -441,7 +463,10 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Re
         if proposal.ride_ids[..i].contains(ride_id) {
             return Err(ApiError::unprocessable("duplicate_ride", format!("ride {ride_id} is proposed twice")));
         }
-        let ride = state.rides.get(ride_id).ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
+        let ride = state
+            .rides
+            .get(ride_id)
+            .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
         if ride.status != RideStatus::Waiting {
             return Err(stale(format!("ride {ride_id} is no longer waiting")));
         }
@@ -455,7 +480,11 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Re
     }
     let free = state.free_seats(&proposal.driver_id);
     if (proposal.ride_ids.len() as u32) > free {
-        return Err(stale(format!("driver {} has {free} free seats, not {}", proposal.driver_id, proposal.ride_ids.len())));
+        return Err(stale(format!(
+            "driver {} has {free} free seats, not {}",
+            proposal.driver_id,
+            proposal.ride_ids.len()
+        )));
     }
     Ok(Trip {
         trip_id,
@@ -607,7 +636,8 @@ mod tests {
     fn of_two_proposals_for_the_same_rider_exactly_one_commits() {
         let mut t = record();
         let a = check_proposal(&t, &proposal("p-a", &["r1"]), "trip-p-a".into()).expect("first proposal is valid");
-        let b = check_proposal(&t, &proposal("p-b", &["r1"]), "trip-p-b".into()).expect("valid before the first commits");
+        let b =
+            check_proposal(&t, &proposal("p-b", &["r1"]), "trip-p-b".into()).expect("valid before the first commits");
         t.apply(&Change::TripCommitted { trip: a });
         // The second replica's proposal is now stale: the rider is no longer waiting.
         let err = check_proposal(&t, &proposal("p-b", &["r1"]), "trip-p-b".into()).unwrap_err();

@@ -41,7 +41,10 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     /// One replica of each service; rides expire after 30 simulated seconds.
     fn default() -> Self {
-        ClusterConfig { replicas: ServiceName::ALL.into_iter().map(|s| (s, 1)).collect(), ride_ttl: Duration::from_secs(30) }
+        ClusterConfig {
+            replicas: ServiceName::ALL.into_iter().map(|s| (s, 1)).collect(),
+            ride_ttl: Duration::from_secs(30),
+        }
     }
 }
 
@@ -118,7 +121,8 @@ impl SimCluster {
             net.global_ipvs().add_service(ServiceAddr::Tcp(vip.to_string()), Scheduler::RoundRobin);
         }
         let client = handle.create_node().name("clients").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1))).build();
-        let mut sim = SimCluster { handle, config, broker, probe, replicas: BTreeMap::new(), created: BTreeMap::new(), client };
+        let mut sim =
+            SimCluster { handle, config, broker, probe, replicas: BTreeMap::new(), created: BTreeMap::new(), client };
         for service in ServiceName::ALL {
             let n = cluster.replicas.get(&service).copied().unwrap_or(1);
             sim.scale(service, n);
@@ -149,7 +153,9 @@ impl SimCluster {
                 }
             })
             .build();
-        NetSim::current().global_ipvs().add_server(ServiceAddr::Tcp(virtual_addr(service).to_string()), &addr.to_string());
+        NetSim::current()
+            .global_ipvs()
+            .add_server(ServiceAddr::Tcp(virtual_addr(service).to_string()), &addr.to_string());
         Replica { node, addr }
     }
 

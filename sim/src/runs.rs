@@ -28,7 +28,7 @@ pub fn demo(seed: u64) -> SimRun<DemoReport> {
         let cluster = SimCluster::start(&ClusterConfig::default());
         let history = History::new();
         let api = cluster.api(history.clone());
-        let started = tokio::time::Instant::now();
+        let started = lastmile_platform::clock::instant_now();
         let outcome = cluster
             .client_node()
             .spawn(async move { demo::run(&api, &DemoTimeouts::default()).await.map_err(|e| e.to_string()) })

@@ -69,7 +69,13 @@ impl LastMileClient {
         result
     }
 
-    async fn get<T: Serialize + DeserializeOwned>(&self, client: &HttpClient, who: &str, action: &str, path: String) -> Result<T, CallError> {
+    async fn get<T: Serialize + DeserializeOwned>(
+        &self,
+        client: &HttpClient,
+        who: &str,
+        action: &str,
+        path: String,
+    ) -> Result<T, CallError> {
         self.recorded(who, action, path.clone(), client.get::<T>(&path)).await
     }
 

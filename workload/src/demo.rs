@@ -96,12 +96,18 @@ pub async fn run(api: &LastMileClient, timeouts: &DemoTimeouts) -> Result<DemoRe
         api.register_driver(id, &format!("Driver {id}"), &format!("+91 98450 0000{i}"), "KA-01 hatchback")
             .await
             .map_err(step("register driver"))?;
-        let shift = ShiftRequest { route: route.iter().map(|s| s.to_string()).collect(), destination: destination.to_string(), seats: *seats };
+        let shift = ShiftRequest {
+            route: route.iter().map(|s| s.to_string()).collect(),
+            destination: destination.to_string(),
+            seats: *seats,
+        };
         // The shift needs trip-service to know the driver: from the event or a look-up.
         api.start_shift(id, &shift).await.map_err(step("start shift"))?;
     }
     for (i, (ride_id, rider, station, destination)) in RIDES.iter().enumerate() {
-        api.register_rider(rider, &format!("Rider {rider}"), &format!("+91 99000 1000{i}")).await.map_err(step("register rider"))?;
+        api.register_rider(rider, &format!("Rider {rider}"), &format!("+91 99000 1000{i}"))
+            .await
+            .map_err(step("register rider"))?;
         let request = RideRequest {
             ride_id: ride_id.to_string(),
             rider_id: rider.to_string(),
@@ -133,7 +139,8 @@ pub async fn run(api: &LastMileClient, timeouts: &DemoTimeouts) -> Result<DemoRe
             if done.len() >= 4 {
                 break;
             }
-            wait_until("ride-6 matched after seats came back", timeouts.matching, || all_matched(api, &["ride-6"])).await?;
+            wait_until("ride-6 matched after seats came back", timeouts.matching, || all_matched(api, &["ride-6"]))
+                .await?;
             continue;
         }
         for trip in open {
@@ -188,9 +195,9 @@ async fn current_trips(api: &LastMileClient) -> Result<BTreeMap<String, Trip>, D
             RideStatus::Matched { trip_id } | RideStatus::Completed { trip_id } => trip_id,
             _ => continue,
         };
-        if !trips.contains_key(&trip_id) {
-            let trip = api.trip(&trip_id).await.map_err(step("read trip"))?;
-            trips.insert(trip_id, trip);
+        if let std::collections::btree_map::Entry::Vacant(slot) = trips.entry(trip_id) {
+            let trip = api.trip(slot.key()).await.map_err(step("read trip"))?;
+            slot.insert(trip);
         }
     }
     Ok(trips)
@@ -252,8 +259,14 @@ impl DemoReport {
             Some(RideStatus::Completed { trip_id }) => Some(trip_id.clone()),
             _ => None,
         };
-        if ride_trip("ride-4").is_none() || ride_trip("ride-4") != ride_trip("ride-5") || ride_trip("ride-6") == ride_trip("ride-4") {
-            v.push("first come first served broken: ride-4 and ride-5 should share d1's first trip, ride-6 ride later".into());
+        if ride_trip("ride-4").is_none()
+            || ride_trip("ride-4") != ride_trip("ride-5")
+            || ride_trip("ride-6") == ride_trip("ride-4")
+        {
+            v.push(
+                "first come first served broken: ride-4 and ride-5 should share d1's first trip, ride-6 ride later"
+                    .into(),
+            );
         }
         if ride_trip("ride-2").is_none() || ride_trip("ride-2") != ride_trip("ride-3") {
             v.push("ride-2 and ride-3 should share d2's trip".into());

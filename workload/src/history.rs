@@ -47,7 +47,7 @@ pub struct History {
 impl History {
     /// An empty history starting now.
     pub fn new() -> Arc<History> {
-        Arc::new(History { start: Instant::now(), ops: Mutex::new(Vec::new()) })
+        Arc::new(History { start: lastmile_platform::clock::instant_now(), ops: Mutex::new(Vec::new()) })
     }
 
     /// Milliseconds since the start.
@@ -57,7 +57,13 @@ impl History {
 
     /// Append an entry stamped now.
     pub fn record(&self, client: &str, action: &str, phase: Phase, detail: impl Into<String>) {
-        let op = Op { at_ms: self.now_ms(), client: client.to_string(), action: action.to_string(), phase, detail: detail.into() };
+        let op = Op {
+            at_ms: self.now_ms(),
+            client: client.to_string(),
+            action: action.to_string(),
+            phase,
+            detail: detail.into(),
+        };
         self.ops.lock().expect("history").push(op);
     }
 

@@ -22,12 +22,12 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = lastmile_platform::clock::instant_now() + timeout;
     loop {
         if let Some(value) = check().await {
             return Ok(value);
         }
-        if tokio::time::Instant::now() >= deadline {
+        if lastmile_platform::clock::instant_now() >= deadline {
             return Err(WaitTimeout { what: what.to_string(), timeout });
         }
         tokio::time::sleep(POLL_INTERVAL).await;

@@ -9,8 +9,8 @@ use super::{BrokerError, Delivery, Message, Topology};
 use crate::clock::new_id;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -225,10 +225,6 @@ impl Acker {
     }
 
     pub async fn nack(self, requeue: bool) -> Result<(), BrokerError> {
-        self.0
-            .nack(BasicNackOptions { requeue, multiple: false })
-            .await
-            .map(|_| ())
-            .map_err(lost)
+        self.0.nack(BasicNackOptions { requeue, multiple: false }).await.map(|_| ()).map_err(lost)
     }
 }

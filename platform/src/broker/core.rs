@@ -227,10 +227,7 @@ impl BrokerCore {
 
     /// Route a message to every queue bound to `exchange` with a matching pattern.
     pub fn publish(&mut self, exchange: &str, message: Message) -> Result<Vec<JournalOp>, CoreError> {
-        let bindings = self
-            .bindings
-            .get(exchange)
-            .ok_or_else(|| CoreError::NotFound(exchange.to_string()))?;
+        let bindings = self.bindings.get(exchange).ok_or_else(|| CoreError::NotFound(exchange.to_string()))?;
         let mut targets: Vec<String> = bindings
             .iter()
             .filter(|(pattern, _)| topic_matches(pattern, &message.routing_key))
@@ -273,10 +270,7 @@ impl BrokerCore {
         }
         let q = self.queues.get_mut(queue).ok_or_else(|| CoreError::NotFound(queue.to_string()))?;
         q.consumers.push(key.clone());
-        self.consumers.insert(
-            key,
-            ConsumerState { queue: queue.to_string(), prefetch: prefetch.max(1), unacked: 0 },
-        );
+        self.consumers.insert(key, ConsumerState { queue: queue.to_string(), prefetch: prefetch.max(1), unacked: 0 });
         Ok(())
     }
 
@@ -310,21 +304,13 @@ impl BrokerCore {
 
     /// A connection closed or died: drop its consumers and requeue everything it held.
     pub fn disconnect(&mut self, connection: ConnectionId) -> Vec<JournalOp> {
-        let tags: Vec<String> = self
-            .consumers
-            .keys()
-            .filter(|(c, _)| *c == connection)
-            .map(|(_, t)| t.clone())
-            .collect();
+        let tags: Vec<String> =
+            self.consumers.keys().filter(|(c, _)| *c == connection).map(|(_, t)| t.clone()).collect();
         for tag in tags {
             self.cancel(connection, &tag);
         }
-        let held: Vec<DeliveryTag> = self
-            .unacked
-            .iter()
-            .filter(|(_, u)| u.connection == connection)
-            .map(|(t, _)| *t)
-            .collect();
+        let held: Vec<DeliveryTag> =
+            self.unacked.iter().filter(|(_, u)| u.connection == connection).map(|(t, _)| *t).collect();
         // Requeue in reverse so the oldest delivery ends up first again.
         let mut ops = Vec::new();
         for tag in held.into_iter().rev() {
@@ -348,11 +334,8 @@ impl BrokerCore {
     }
 
     fn return_to_queue(&mut self, entry: Unacked, requeue: bool) -> Vec<JournalOp> {
-        let limit = self
-            .queues
-            .get(&entry.queue)
-            .and_then(|q| q.spec.as_ref())
-            .map_or(u32::MAX, |s| s.delivery_limit.max(1));
+        let limit =
+            self.queues.get(&entry.queue).and_then(|q| q.spec.as_ref()).map_or(u32::MAX, |s| s.delivery_limit.max(1));
         if requeue && entry.stored.deliveries < limit {
             self.stats.requeued += 1;
             let mut stored = entry.stored;
@@ -394,10 +377,8 @@ impl BrokerCore {
                     message: stored.message.clone(),
                     redelivered: stored.redelivered,
                 });
-                self.unacked.insert(
-                    tag,
-                    Unacked { connection: key.0, consumer_tag: key.1, queue: name.clone(), stored },
-                );
+                self.unacked
+                    .insert(tag, Unacked { connection: key.0, consumer_tag: key.1, queue: name.clone(), stored });
             }
         }
         out
@@ -463,7 +444,12 @@ mod tests {
     }
 
     fn msg(id: &str, persistent: bool) -> Message {
-        Message { message_id: id.into(), routing_key: "ride.requested".into(), body: id.as_bytes().to_vec(), persistent }
+        Message {
+            message_id: id.into(),
+            routing_key: "ride.requested".into(),
+            body: id.as_bytes().to_vec(),
+            persistent,
+        }
     }
 
     #[test]

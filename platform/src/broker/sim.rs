@@ -111,10 +111,11 @@ impl Session {
         let (pending, consumers, alive) = (session.pending.clone(), session.consumers.clone(), session.alive.clone());
         tokio::spawn(async move {
             loop {
-                let frame = match tokio::time::timeout(HEARTBEAT_TIMEOUT, read_frame::<_, ServerFrame>(&mut reader)).await {
-                    Ok(Ok(frame)) => frame,
-                    _ => break,
-                };
+                let frame =
+                    match tokio::time::timeout(HEARTBEAT_TIMEOUT, read_frame::<_, ServerFrame>(&mut reader)).await {
+                        Ok(Ok(frame)) => frame,
+                        _ => break,
+                    };
                 if !alive.load(Ordering::SeqCst) {
                     break;
                 }
@@ -254,9 +255,7 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         session.consumers.lock().unwrap().insert(tag.clone(), tx);
         let (queue, t) = (queue.to_string(), tag.clone());
-        session
-            .request(|req| ClientFrame::Consume { req, queue, tag: t, prefetch: prefetch as u32 })
-            .await?;
+        session.request(|req| ClientFrame::Consume { req, queue, tag: t, prefetch: prefetch as u32 }).await?;
         Ok(Consumer { session, tag, rx })
     }
 
@@ -480,15 +479,12 @@ fn serve_connection(id: ConnectionId, stream: TcpStream, events: mpsc::Unbounded
         }
     });
     tokio::spawn(async move {
-        loop {
-            match tokio::time::timeout(HEARTBEAT_TIMEOUT, read_frame::<_, ClientFrame>(&mut reader)).await {
-                Ok(Ok(frame)) => {
-                    if events.send(Event::Frame(id, frame)).is_err() {
-                        break;
-                    }
-                }
-                // EOF, garbage or a silent peer: the connection is dead.
-                _ => break,
+        // EOF, garbage or a silent peer ends the loop: the connection is dead.
+        while let Ok(Ok(frame)) =
+            tokio::time::timeout(HEARTBEAT_TIMEOUT, read_frame::<_, ClientFrame>(&mut reader)).await
+        {
+            if events.send(Event::Frame(id, frame)).is_err() {
+                break;
             }
         }
         closed.store(true, Ordering::SeqCst);

@@ -83,7 +83,11 @@ async fn a_dead_consumers_unacked_deliveries_are_redelivered_and_processed_once(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working() {
-    let cluster = Cluster::start(&[ServiceName::User, ServiceName::Location, ServiceName::Trip, ServiceName::Matching], Duration::from_secs(60)).await;
+    let cluster = Cluster::start(
+        &[ServiceName::User, ServiceName::Location, ServiceName::Trip, ServiceName::Matching],
+        Duration::from_secs(60),
+    )
+    .await;
     let names = cluster.config.names.clone();
     let publisher = cluster.broker();
     publisher.declare(&topology(&names, cluster.config.queue_expires)).await.unwrap();
@@ -98,7 +102,10 @@ async fn a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working() {
     let dead_queue = format!("{}.dead", names.queue(ServiceName::Matching.as_str()));
     let inspector = Broker::new(cluster.config.amqp_url.clone());
     let mut dead = inspector.consume(&dead_queue, 1).await.unwrap();
-    let d = tokio::time::timeout(Duration::from_secs(20), dead.next()).await.expect("dead-lettered in time").expect("a dead letter");
+    let d = tokio::time::timeout(Duration::from_secs(20), dead.next())
+        .await
+        .expect("dead-lettered in time")
+        .expect("a dead letter");
     assert_eq!(d.message.message_id, "poison-1");
     d.ack().await.unwrap();
 
@@ -112,7 +119,11 @@ async fn a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working() {
     .unwrap();
     api.register_driver("d1", "Driver", "+91 98450 00001", "car").await.unwrap();
     api.register_rider("u1", "Rider", "+91 99000 00001").await.unwrap();
-    let shift = lastmile_services::trip::ShiftRequest { route: vec!["ST101".into()], destination: "Whitefield".into(), seats: 1 };
+    let shift = lastmile_services::trip::ShiftRequest {
+        route: vec!["ST101".into()],
+        destination: "Whitefield".into(),
+        seats: 1,
+    };
     api.start_shift("d1", &shift).await.unwrap();
     let request = lastmile_services::trip::RideRequest {
         ride_id: "ride-1".into(),

@@ -55,10 +55,16 @@ mod imp {
             Ok(report) => {
                 println!("trips: {}", report.trips.len());
                 for trip in report.trips.values() {
-                    println!("  {} driver {} at {} riders {:?}: {:?}", trip.trip_id, trip.driver_id, trip.station_id, trip.rider_ids, trip.status);
+                    println!(
+                        "  {} driver {} at {} riders {:?}: {:?}",
+                        trip.trip_id, trip.driver_id, trip.station_id, trip.rider_ids, trip.status
+                    );
                 }
                 for (ride_id, ride) in &report.rides {
-                    println!("  {ride_id} ({} at {} → {}): {:?}", ride.rider_id, ride.station_id, ride.destination, ride.status);
+                    println!(
+                        "  {ride_id} ({} at {} → {}): {:?}",
+                        ride.rider_id, ride.station_id, ride.destination, ride.status
+                    );
                 }
                 report.violations()
             }

@@ -74,7 +74,11 @@ fn persistent_messages_survive_a_broker_restart_and_transient_ones_do_not() {
             .await
             .unwrap();
         let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["p1", "p2", "p3"], "seed {seed}: persistent messages survive in order, transient ones are gone");
+        assert_eq!(
+            ids,
+            ["p1", "p2", "p3"],
+            "seed {seed}: persistent messages survive in order, transient ones are gone"
+        );
         assert!(got.iter().all(|(_, redelivered)| *redelivered), "recovered messages are flagged redelivered");
     });
 }
@@ -89,7 +93,8 @@ fn lost_consumer_work_is_requeued(seed: u64, partition: bool) {
         let queue = config.names.queue(ServiceName::Matching.as_str());
         let (url, q) = (config.amqp_url.clone(), queue.clone());
         let (held_tx, mut held_rx) = tokio::sync::mpsc::unbounded_channel();
-        let consumer_node = Handle::current().create_node().name("doomed-consumer").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 2))).build();
+        let consumer_node =
+            Handle::current().create_node().name("doomed-consumer").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 2))).build();
         let names = config.names.clone();
         let exchange = config.names.events_exchange();
         cluster
@@ -128,7 +133,10 @@ fn lost_consumer_work_is_requeued(seed: u64, partition: bool) {
         let got = cluster.client_node().spawn(async move { drain(&Broker::new(url), &queue).await }).await.unwrap();
         let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["m0", "m1", "m2", "m3"], "seed {seed}: every held delivery comes back once");
-        assert!(got.iter().all(|(_, redelivered)| *redelivered), "seed {seed}: requeued deliveries are flagged redelivered");
+        assert!(
+            got.iter().all(|(_, redelivered)| *redelivered),
+            "seed {seed}: requeued deliveries are flagged redelivered"
+        );
     });
 }
 
