@@ -144,15 +144,10 @@ pub struct Shift {
 
 impl Shift {
     /// Whether a driver at `station` on this shift serves riders going to `destination`:
-    /// its own destination, or a route station strictly after `station`.
+    /// its own destination, or a route station strictly after `station` (the matching engine's
+    /// rule, so proposals are checked exactly as candidates are picked).
     pub fn serves(&self, station: &str, destination: &str) -> bool {
-        if destination == self.destination {
-            return true;
-        }
-        match self.route.iter().position(|s| s == station) {
-            Some(i) => self.route[i + 1..].iter().any(|s| s == destination),
-            None => false,
-        }
+        lastmile_engine::DriverOffer::for_route("", station, &self.route, &self.destination, 0).serves(destination)
     }
 }
 
@@ -317,55 +312,5 @@ mod tests {
         assert!(Completed.transition(Cancelled).is_err());
         assert!(Cancelled.transition(PickedUp).is_err());
         assert!(PickedUp.transition(Scheduled).is_err());
-    }
-}
-
-/// The matching rule ("golden logic") over the rides waiting at `station`, given in first come
-/// first served order: the ones whose destination the driver serves, oldest first, up to
-/// `free_seats`.
-pub fn select_riders<'a>(
-    waiting_fifo: impl IntoIterator<Item = &'a Ride>,
-    shift: &Shift,
-    station: &str,
-    free_seats: u32,
-) -> Vec<&'a Ride> {
-    waiting_fifo
-        .into_iter()
-        .filter(|r| r.station_id == station && r.status == RideStatus::Waiting)
-        .filter(|r| shift.serves(station, &r.destination))
-        .take(free_seats as usize)
-        .collect()
-}
-
-#[cfg(test)]
-mod rule_tests {
-    use super::*;
-
-    fn ride(id: &str, station: &str, dest: &str, seq: u64) -> Ride {
-        Ride {
-            ride_id: id.into(),
-            rider_id: format!("rider-{id}"),
-            station_id: station.into(),
-            destination: dest.into(),
-            seq,
-            requested_at_ms: 0,
-            status: RideStatus::Waiting,
-        }
-    }
-
-    #[test]
-    fn matching_takes_served_riders_first_come_first_served_up_to_the_free_seats() {
-        let shift = Shift { route: vec!["ST101".into(), "ST102".into()], destination: "Whitefield".into(), seats: 2 };
-        let waiting = vec![
-            ride("a", "ST101", "Airport", 1),    // not served
-            ride("b", "ST101", "Whitefield", 2), // first served
-            ride("c", "ST102", "Whitefield", 3), // other station
-            ride("d", "ST101", "ST102", 4),      // served: a later route station
-            ride("e", "ST101", "Whitefield", 5), // no seat left
-        ];
-        let picked: Vec<&str> =
-            select_riders(&waiting, &shift, "ST101", 2).iter().map(|r| r.ride_id.as_str()).collect();
-        assert_eq!(picked, ["b", "d"]);
-        assert!(select_riders(&waiting, &shift, "ST101", 0).is_empty(), "no seats, no match");
     }
 }

@@ -9,13 +9,14 @@
 use crate::api::Context;
 use crate::config::ServiceName;
 use crate::directory::Directory;
-use crate::domain::{select_riders, Network, Ride, RideStatus, Role, Shift, Trip, TripStatus};
+use crate::domain::{Network, Ride, RideStatus, Role, Shift, Trip, TripStatus};
 use crate::events::{Event, EventBody};
 use crate::store::{SharedStore, State, Store};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::clock::{new_id, now_ms};
 use lastmile_platform::http::{ApiError, ApiJson};
 use serde::{Deserialize, Serialize};
@@ -34,8 +35,9 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Trips {
     shifts: BTreeMap<String, Shift>,
     rides: BTreeMap<String, Ride>,
-    /// station → seq → ride id: the waiting rides of each station in arrival order.
-    waiting: BTreeMap<String, BTreeMap<u64, String>>,
+    /// The waiting rides, indexed by station and destination in arrival order, so picking a
+    /// driver's riders costs only the riders it takes.
+    waiting: MatchingEngine,
     trips: BTreeMap<String, Trip>,
     /// proposal id → trip id, so a retried proposal finds its trip.
     by_proposal: BTreeMap<String, String>,
@@ -63,16 +65,8 @@ pub enum Change {
 }
 
 impl Trips {
-    fn unwait(&mut self, ride_id: &str) {
-        if let Some(ride) = self.rides.get(ride_id) {
-            if let Some(q) = self.waiting.get_mut(&ride.station_id) {
-                q.remove(&ride.seq);
-            }
-        }
-    }
-
     fn set_ride(&mut self, ride_id: &str, status: RideStatus) {
-        self.unwait(ride_id);
+        self.waiting.remove(ride_id);
         if let Some(ride) = self.rides.get_mut(ride_id) {
             ride.status = status;
         }
@@ -84,9 +78,18 @@ impl Trips {
         total.saturating_sub(self.seats_in_use.get(driver_id).copied().unwrap_or(0))
     }
 
-    /// The waiting rides at a station, first come first served.
-    pub fn waiting_at<'a>(&'a self, station: &str) -> impl Iterator<Item = &'a Ride> + 'a {
-        self.waiting.get(station).into_iter().flat_map(|q| q.values()).filter_map(|id| self.rides.get(id))
+    /// The rides the matching rule picks for `driver_id` at `station`: waiting there, going
+    /// where the driver serves, first come first served, up to its free seats.
+    pub fn candidates(&self, driver_id: &str, station: &str) -> Vec<&Ride> {
+        let Some(shift) = self.shifts.get(driver_id) else { return Vec::new() };
+        let offer =
+            DriverOffer::for_route(driver_id, station, &shift.route, &shift.destination, self.free_seats(driver_id));
+        self.waiting.select(&offer).iter().filter_map(|w| self.rides.get(&w.ride_id)).collect()
+    }
+
+    /// Rides waiting, across all stations.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
     }
 }
 
@@ -100,7 +103,7 @@ impl State for Trips {
             }
             Change::RideAccepted { ride } => {
                 self.next_seq = self.next_seq.max(ride.seq + 1);
-                self.waiting.entry(ride.station_id.clone()).or_default().insert(ride.seq, ride.ride_id.clone());
+                self.waiting.insert(WaitingRide::new(&ride.ride_id, &ride.station_id, &ride.destination, ride.seq));
                 self.rides.insert(ride.ride_id.clone(), ride.clone());
             }
             Change::TripCommitted { trip } => {
@@ -423,13 +426,11 @@ async fn candidates(
     check_station(&app.network, &station_id)?;
     let store = app.store.lock().await;
     let state = store.state();
-    let shift = state
-        .shifts
-        .get(&query.driver_id)
-        .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {} has no shift", query.driver_id)))?;
+    if !state.shifts.contains_key(&query.driver_id) {
+        return Err(ApiError::not_found("no_shift", format!("driver {} has no shift", query.driver_id)));
+    }
     let free_seats = state.free_seats(&query.driver_id);
-    let rides =
-        select_riders(state.waiting_at(&station_id), shift, &station_id, free_seats).into_iter().cloned().collect();
+    let rides = state.candidates(&query.driver_id, &station_id).into_iter().cloned().collect();
     Ok(Json(Candidates { driver_id: query.driver_id, station_id, free_seats, rides }))
 }
 
@@ -573,9 +574,8 @@ async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: la
         let due: Vec<Ride> = store
             .state()
             .waiting
-            .values()
-            .flat_map(|q| q.values())
-            .filter_map(|id| store.state().rides.get(id))
+            .iter()
+            .filter_map(|w| store.state().rides.get(&w.ride_id))
             .filter(|r| r.requested_at_ms + ttl.as_millis() as u64 <= now)
             .cloned()
             .collect();
@@ -649,6 +649,25 @@ mod tests {
     }
 
     #[test]
+    fn candidates_are_the_oldest_served_riders_up_to_the_free_seats() {
+        let mut t = record();
+        let other = Ride {
+            ride_id: "r0".into(),
+            rider_id: "rider-r0".into(),
+            station_id: "ST101".into(),
+            destination: "Airport".into(),
+            seq: 99,
+            requested_at_ms: 0,
+            status: RideStatus::Waiting,
+        };
+        t.apply(&Change::RideAccepted { ride: other });
+        let picked: Vec<&str> = t.candidates("d1", "ST101").iter().map(|r| r.ride_id.as_str()).collect();
+        assert_eq!(picked, ["r1", "r2"], "first come first served, two seats, Airport not served");
+        assert!(t.candidates("d1", "ST102").is_empty(), "riders at another station are not candidates");
+        assert!(t.candidates("nobody", "ST101").is_empty());
+    }
+
+    #[test]
     fn a_proposal_over_the_free_seats_is_refused() {
         let mut t = record();
         let trip = check_proposal(&t, &proposal("p1", &["r1"]), "trip-p1".into()).unwrap();
@@ -665,7 +684,8 @@ mod tests {
         let trip_id = trip.trip_id.clone();
         t.apply(&Change::TripCommitted { trip });
         assert_eq!(t.free_seats("d1"), 0);
-        assert_eq!(t.waiting_at("ST101").map(|r| r.ride_id.as_str()).collect::<Vec<_>>(), ["r3"]);
+        assert_eq!(t.waiting_count(), 1);
+        assert!(t.candidates("d1", "ST101").is_empty(), "no free seats, no candidates");
         t.apply(&Change::TripMoved { trip_id: trip_id.clone(), status: TripStatus::PickedUp });
         assert_eq!(t.free_seats("d1"), 0, "seats stay taken while riders are on board");
         t.apply(&Change::TripMoved { trip_id, status: TripStatus::Completed });
