@@ -1,6 +1,30 @@
-//! Scenario files shared by both worlds (planned), and the data every scenario uses: the default
-//! station network in `scenarios/stations.csv` (12 stations on two metro lines), which
-//! `lastmile_services::domain::Network::default_network` embeds.
+//! LastMile's scenario files: one format both worlds run (the simulation and real processes).
+//!
+//! A scenario says what runs (a workload on a deployment), what happens to it (a timeline of
+//! steps: scale, kill, partition, ...), how long the system gets to converge afterwards, and
+//! what must hold: steady-state probes and expectations per phase. It follows Chaos Toolkit's
+//! shape — steady-state hypothesis, method, rollbacks — where the rollback is implicit: after
+//! the timeline every fault is healed and the deployment restored, then the liveness phase runs.
+//!
+//! A broken file is rejected with its file name, line and field:
+//! `scenarios/x.toml:14: step[1].target: unknown service "matchng-service"`.
 //!
 //! # Layout
-//! Empty for now; see the README's status section.
+//! - [`format`]: the file format, every field documented.
+//! - [`load`]: parsing and validation with located errors.
+//! - [`faults`]: seeded random fault mixes added on top of a scenario's timeline.
+
+pub mod faults;
+pub mod format;
+pub mod load;
+
+pub use format::{Action, Expectation, Metric, Phase, Probe, Scenario, Step, Workload, WorkloadKind};
+pub use load::{load, parse, ScenarioError};
+
+/// The default station network (12 stations on two lines) every scenario uses unless it names
+/// its own stations file.
+pub const DEFAULT_STATIONS_CSV: &str = include_str!("../stations.csv");
+
+/// The five services a scenario can target.
+pub const SERVICES: [&str; 5] =
+    ["user-service", "location-service", "trip-service", "matching-service", "notification-service"];

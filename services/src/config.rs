@@ -46,6 +46,9 @@ pub struct Config {
     pub network: Arc<Network>,
     /// Delete unused queues after this long (test topologies only; `None` in production).
     pub queue_expires: Option<Duration>,
+    /// The original LastMile's matching, for demonstrations only: waiting riders and seat
+    /// counts in each matching replica's memory, matches committed without a compare-and-set.
+    pub naive_matching: bool,
 }
 
 /// The five services, and the port each listens on by default.
@@ -122,6 +125,7 @@ impl Default for Config {
             call_policy: CallPolicy::default(),
             network: Arc::new(Network::default_network()),
             queue_expires: None,
+            naive_matching: false,
         }
     }
 }

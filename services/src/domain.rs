@@ -164,7 +164,7 @@ pub enum RideStatus {
     Completed { trip_id: String },
     /// Nobody could take it in time.
     Expired { reason: String },
-    /// Withdrawn by the rider or with its trip.
+    /// Withdrawn by the rider.
     Cancelled { reason: String },
 }
 
@@ -205,7 +205,8 @@ pub enum TripStatus {
     PickedUp,
     /// Riders dropped; seats are free again.
     Completed,
-    /// Called off; riders' requests are cancelled and seats freed.
+    /// Called off (e.g. the driver missed the pickup); seats are freed and the riders wait again
+    /// with their place in the queue.
     Cancelled,
 }
 
@@ -261,6 +262,12 @@ pub struct Trip {
     pub rider_ids: Vec<String>,
     /// Where it is now.
     pub status: TripStatus,
+    /// When the match was committed (ms since epoch).
+    #[serde(default)]
+    pub created_at_ms: u64,
+    /// When it completed or was cancelled (seats given back).
+    #[serde(default)]
+    pub closed_at_ms: Option<u64>,
 }
 
 #[cfg(test)]

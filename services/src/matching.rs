@@ -9,17 +9,20 @@
 
 use crate::api::Context;
 use crate::config::ServiceName;
-use crate::domain::Trip;
+use crate::domain::{Shift, Trip};
 use crate::events::{Event, EventBody};
 use crate::location::{DriversNear, Position};
+use crate::trip::DriverView;
 use crate::trip::{Candidates, Proposal};
 use axum::extract::State as AxState;
 use axum::routing::get;
 use axum::{Json, Router};
+use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
 use lastmile_platform::clock::new_id;
 use lastmile_platform::http::{CallError, HttpClient};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -53,6 +56,19 @@ pub struct Matcher {
     trips: HttpClient,
     locations: HttpClient,
     counters: Counters,
+    /// `Some` only in the original design (demonstrations): this replica's private memory.
+    naive: Option<tokio::sync::Mutex<NaiveMemory>>,
+}
+
+/// What the original LastMile kept in each matching replica: the waiting riders it happened to
+/// receive and its own idea of every driver's free seats. With more than one replica, a rider
+/// and the driver that could take it land on different replicas (a lost match), and each replica
+/// hands out the same seats (a driver over capacity).
+#[derive(Default)]
+struct NaiveMemory {
+    waiting: MatchingEngine,
+    shifts: BTreeMap<String, Shift>,
+    free_seats: BTreeMap<String, i64>,
 }
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
@@ -60,6 +76,7 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         trips: ctx.client(ServiceName::Trip),
         locations: ctx.client(ServiceName::Location),
         counters: Counters::default(),
+        naive: ctx.config.naive_matching.then(|| tokio::sync::Mutex::new(NaiveMemory::default())),
     });
     let worker = {
         let (ctx, m) = (ctx.clone(), matcher.clone());
@@ -103,6 +120,9 @@ fn retry(e: CallError) -> Outcome {
 impl Matcher {
     /// Process one event; `Retry` when a peer is unavailable.
     pub async fn handle(&self, event: &Event) -> Outcome {
+        if let Some(memory) = &self.naive {
+            return self.handle_naive(&mut *memory.lock().await, event).await;
+        }
         match &event.body {
             EventBody::DriverNearStation { driver_id, station_id } => {
                 let position = match self.locations.get::<Position>(&format!("/drivers/{driver_id}/position")).await {
@@ -179,5 +199,59 @@ impl Matcher {
             }
         }
         Ok(0)
+    }
+
+    async fn handle_naive(&self, memory: &mut NaiveMemory, event: &Event) -> Outcome {
+        match &event.body {
+            EventBody::RideRequested(ride) => {
+                memory.waiting.insert(WaitingRide::new(&ride.ride_id, &ride.station_id, &ride.destination, ride.seq));
+                Outcome::Done
+            }
+            EventBody::DriverNearStation { driver_id, station_id } => {
+                if !memory.shifts.contains_key(driver_id) {
+                    match self.trips.get::<DriverView>(&format!("/drivers/{driver_id}")).await {
+                        Ok(view) => {
+                            // First sight: the original assumed every seat free.
+                            memory.free_seats.insert(driver_id.clone(), i64::from(view.shift.seats));
+                            memory.shifts.insert(driver_id.clone(), view.shift);
+                        }
+                        Err(e) if e.status() == Some(404) => return Outcome::Done,
+                        Err(e) => return retry(e),
+                    }
+                }
+                let shift = &memory.shifts[driver_id];
+                let free = memory.free_seats.get(driver_id).copied().unwrap_or(0).max(0) as u32;
+                let offer = DriverOffer::for_route(driver_id, station_id, &shift.route, &shift.destination, free);
+                let taken = memory.waiting.take(&offer);
+                if taken.is_empty() {
+                    return Outcome::Done;
+                }
+                let proposal = Proposal {
+                    proposal_id: new_id(),
+                    driver_id: driver_id.clone(),
+                    station_id: station_id.clone(),
+                    ride_ids: taken.iter().map(|r| r.ride_id.clone()).collect(),
+                };
+                self.counters.proposals.fetch_add(1, Ordering::Relaxed);
+                match self.trips.post::<_, Trip>("/matches/unchecked", &proposal).await {
+                    Ok(trip) => {
+                        self.counters.matches.fetch_add(1, Ordering::Relaxed);
+                        *memory.free_seats.entry(driver_id.clone()).or_default() -= trip.ride_ids.len() as i64;
+                        Outcome::Done
+                    }
+                    Err(e) => {
+                        for ride in taken {
+                            memory.waiting.insert(ride);
+                        }
+                        retry(e)
+                    }
+                }
+            }
+            EventBody::TripUpdated(trip) if !trip.status.is_active() => {
+                *memory.free_seats.entry(trip.driver_id.clone()).or_default() += trip.ride_ids.len() as i64;
+                Outcome::Done
+            }
+            _ => Outcome::Done,
+        }
     }
 }

@@ -57,7 +57,13 @@ pub enum Change {
     /// A match was committed.
     TripCommitted { trip: Trip },
     /// A trip moved on.
-    TripMoved { trip_id: String, status: TripStatus },
+    TripMoved {
+        trip_id: String,
+        status: TripStatus,
+        /// When (ms since epoch); the journal carries it so replay reads no clock.
+        #[serde(default)]
+        at_ms: u64,
+    },
     /// A waiting ride ran out of time.
     RideExpired { ride_id: String, reason: String },
     /// A waiting ride was withdrawn.
@@ -114,20 +120,28 @@ impl State for Trips {
                 self.by_proposal.insert(trip.proposal_id.clone(), trip.trip_id.clone());
                 self.trips.insert(trip.trip_id.clone(), trip.clone());
             }
-            Change::TripMoved { trip_id, status } => {
+            Change::TripMoved { trip_id, status, at_ms } => {
                 let Some(trip) = self.trips.get_mut(trip_id) else { return };
                 let was_active = trip.status.is_active();
                 trip.status = *status;
-                let trip = trip.clone();
                 if was_active && !status.is_active() {
+                    trip.closed_at_ms = Some(*at_ms);
+                    let trip = trip.clone();
                     let used = self.seats_in_use.entry(trip.driver_id.clone()).or_default();
                     *used = used.saturating_sub(trip.ride_ids.len() as u32);
-                    let ride_status = |trip_id: String| match status {
-                        TripStatus::Completed => RideStatus::Completed { trip_id },
-                        _ => RideStatus::Cancelled { reason: format!("trip {trip_id} was cancelled") },
-                    };
                     for ride_id in &trip.ride_ids {
-                        self.set_ride(ride_id, ride_status(trip.trip_id.clone()));
+                        if *status == TripStatus::Completed {
+                            self.set_ride(ride_id, RideStatus::Completed { trip_id: trip.trip_id.clone() });
+                        } else if let Some(ride) = self.rides.get_mut(ride_id) {
+                            // A cancelled trip puts its riders back in the queue, in their place.
+                            ride.status = RideStatus::Waiting;
+                            self.waiting.insert(WaitingRide::new(
+                                &ride.ride_id,
+                                &ride.station_id,
+                                &ride.destination,
+                                ride.seq,
+                            ));
+                        }
                     }
                 }
             }
@@ -225,11 +239,24 @@ pub struct Summary {
     pub unpublished_events: u64,
 }
 
+/// `GET /export`: the whole record, for the harness's checkers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Export {
+    /// Every ride request ever accepted.
+    pub rides: Vec<Ride>,
+    /// Every trip ever committed.
+    pub trips: Vec<Trip>,
+    /// Every driver's shift.
+    pub shifts: BTreeMap<String, Shift>,
+}
+
 #[derive(Clone)]
 struct AppState {
     store: SharedStore<Trips>,
     directory: Arc<Directory>,
     network: Arc<Network>,
+    /// Whether the original design's unchecked commits are accepted (demonstrations only).
+    naive_matching: bool,
 }
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
@@ -247,7 +274,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         })
     };
     let expiry = tokio::spawn(expire_rides(store.clone(), ctx.config.ride_ttl, ctx.shutdown.clone()));
-    let state = AppState { store, directory, network: ctx.config.network.clone() };
+    let state =
+        AppState { store, directory, network: ctx.config.network.clone(), naive_matching: ctx.config.naive_matching };
     let router = Router::new()
         .route("/drivers/{id}/shift", put(set_shift))
         .route("/drivers/{id}", get(get_driver))
@@ -256,6 +284,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         .route("/rides/{id}/cancel", post(cancel_ride))
         .route("/stations/{id}/candidates", get(candidates))
         .route("/matches", post(commit_match))
+        .route("/matches/unchecked", post(commit_unchecked))
+        .route("/export", get(export))
         .route("/trips/{id}", get(get_trip))
         .route("/trips/{id}/pickup", post(pickup))
         .route("/trips/{id}/complete", post(complete))
@@ -443,10 +473,59 @@ async fn commit_match(
     if let Some(trip_id) = state.by_proposal.get(&proposal.proposal_id) {
         return Ok((StatusCode::OK, Json(state.trips[trip_id].clone())));
     }
-    let trip = check_proposal(state, &proposal, format!("trip-{}", new_id()))?;
+    let mut trip = check_proposal(state, &proposal, format!("trip-{}", new_id()))?;
+    trip.created_at_ms = now_ms();
     let event = Event::new(EventBody::MatchFound(trip.clone()));
     store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
     Ok((StatusCode::CREATED, Json(trip)))
+}
+
+/// The original LastMile's commit: whatever matching decided, without a compare-and-set. Only
+/// served when the deployment runs the naive design, to show what the checkers catch.
+async fn commit_unchecked(
+    AxState(app): AxState<AppState>,
+    ApiJson(proposal): ApiJson<Proposal>,
+) -> Result<(StatusCode, Json<Trip>), ApiError> {
+    if !app.naive_matching {
+        return Err(ApiError::not_found("no_such_route", "unchecked matches exist only in the naive design"));
+    }
+    let mut store = app.store.lock().await;
+    let state = store.state();
+    if let Some(trip_id) = state.by_proposal.get(&proposal.proposal_id) {
+        return Ok((StatusCode::OK, Json(state.trips[trip_id].clone())));
+    }
+    let mut rider_ids = Vec::new();
+    for ride_id in &proposal.ride_ids {
+        let ride = state
+            .rides
+            .get(ride_id)
+            .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
+        rider_ids.push(ride.rider_id.clone());
+    }
+    let trip = Trip {
+        trip_id: format!("trip-{}", new_id()),
+        proposal_id: proposal.proposal_id,
+        driver_id: proposal.driver_id,
+        station_id: proposal.station_id,
+        ride_ids: proposal.ride_ids,
+        rider_ids,
+        status: TripStatus::Scheduled,
+        created_at_ms: now_ms(),
+        closed_at_ms: None,
+    };
+    let event = Event::new(EventBody::MatchFound(trip.clone()));
+    store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+    Ok((StatusCode::CREATED, Json(trip)))
+}
+
+async fn export(AxState(app): AxState<AppState>) -> Json<Export> {
+    let store = app.store.lock().await;
+    let state = store.state();
+    Json(Export {
+        rides: state.rides.values().cloned().collect(),
+        trips: state.trips.values().cloned().collect(),
+        shifts: state.shifts.clone(),
+    })
 }
 
 /// The compare-and-set: the trip a proposal would create, or why it is stale.
@@ -495,6 +574,8 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Re
         ride_ids: proposal.ride_ids.clone(),
         rider_ids,
         status: TripStatus::Scheduled,
+        created_at_ms: 0,
+        closed_at_ms: None,
     })
 }
 
@@ -523,9 +604,11 @@ async fn move_trip(app: AppState, trip_id: String, to: TripStatus) -> Result<Jso
         return Ok(Json(trip));
     }
     trip.status.transition(to).map_err(|e| ApiError::conflict("invalid_transition", e.to_string()))?;
-    let moved = Trip { status: to, ..trip };
+    let at_ms = now_ms();
+    let closed_at_ms = if to.is_active() { None } else { Some(at_ms) };
+    let moved = Trip { status: to, closed_at_ms, ..trip };
     let event = Event::new(EventBody::TripUpdated(moved.clone()));
-    store.commit(vec![Change::TripMoved { trip_id, status: to }], vec![event]).await.map_err(storage)?;
+    store.commit(vec![Change::TripMoved { trip_id, status: to, at_ms }], vec![event]).await.map_err(storage)?;
     Ok(Json(moved))
 }
 
@@ -668,6 +751,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_trip_puts_its_riders_back_in_the_queue_in_their_place() {
+        let mut t = record();
+        let trip = check_proposal(&t, &proposal("p1", &["r1", "r2"]), "trip-p1".into()).unwrap();
+        t.apply(&Change::TripCommitted { trip });
+        t.apply(&Change::TripMoved { trip_id: "trip-p1".into(), status: TripStatus::Cancelled, at_ms: 5 });
+        assert_eq!(t.free_seats("d1"), 2);
+        assert_eq!(t.trips["trip-p1"].closed_at_ms, Some(5));
+        let picked: Vec<&str> = t.candidates("d1", "ST101").iter().map(|r| r.ride_id.as_str()).collect();
+        assert_eq!(picked, ["r1", "r2"], "back at the head of the queue");
+    }
+
+    #[test]
     fn a_proposal_over_the_free_seats_is_refused() {
         let mut t = record();
         let trip = check_proposal(&t, &proposal("p1", &["r1"]), "trip-p1".into()).unwrap();
@@ -686,9 +781,9 @@ mod tests {
         assert_eq!(t.free_seats("d1"), 0);
         assert_eq!(t.waiting_count(), 1);
         assert!(t.candidates("d1", "ST101").is_empty(), "no free seats, no candidates");
-        t.apply(&Change::TripMoved { trip_id: trip_id.clone(), status: TripStatus::PickedUp });
+        t.apply(&Change::TripMoved { trip_id: trip_id.clone(), status: TripStatus::PickedUp, at_ms: 1 });
         assert_eq!(t.free_seats("d1"), 0, "seats stay taken while riders are on board");
-        t.apply(&Change::TripMoved { trip_id, status: TripStatus::Completed });
+        t.apply(&Change::TripMoved { trip_id, status: TripStatus::Completed, at_ms: 2 });
         assert_eq!(t.free_seats("d1"), 2);
         assert!(matches!(t.rides["r1"].status, RideStatus::Completed { .. }));
     }

@@ -1,14 +1,17 @@
 //! A typed client of the LastMile HTTP API that records every call in a [`History`].
+//!
+//! Every call names `who` makes it (a rider, a driver, the harness's probes), so the history
+//! reads like the log of many independent clients.
 
 use crate::history::{History, Phase};
 use lastmile_platform::http::{CallError, CallPolicy, HttpClient, Method};
 use lastmile_services::domain::{Ride, Station, Trip, User};
 use lastmile_services::location::{LocationUpdate, Position};
 use lastmile_services::notification::Inbox;
-use lastmile_services::trip::{DriverView, RideRequest, ShiftRequest, Summary};
+use lastmile_services::trip::{DriverView, Export, RideRequest, ShiftRequest, Summary};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -25,13 +28,14 @@ pub struct Endpoints {
     pub notification: String,
 }
 
-/// The LastMile API as one client sees it.
+/// The LastMile API as clients see it.
 #[derive(Debug, Clone)]
 pub struct LastMileClient {
     user: HttpClient,
     location: HttpClient,
     trip: HttpClient,
     notification: HttpClient,
+    policy: CallPolicy,
     history: Arc<History>,
 }
 
@@ -42,7 +46,8 @@ impl LastMileClient {
             user: HttpClient::new("user-service", &endpoints.user, policy.clone()),
             location: HttpClient::new("location-service", &endpoints.location, policy.clone()),
             trip: HttpClient::new("trip-service", &endpoints.trip, policy.clone()),
-            notification: HttpClient::new("notification-service", &endpoints.notification, policy),
+            notification: HttpClient::new("notification-service", &endpoints.notification, policy.clone()),
+            policy,
             history,
         }
     }
@@ -56,15 +61,17 @@ impl LastMileClient {
         &self,
         who: &str,
         action: &str,
-        args: String,
+        args: Value,
         call: impl Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
         self.history.record(who, action, Phase::Invoke, args);
         let result = call.await;
         match &result {
-            Ok(value) => self.history.record(who, action, Phase::Ok, serde_json::to_string(value).unwrap_or_default()),
-            Err(e @ CallError::Timeout { .. }) => self.history.record(who, action, Phase::Timeout, e.to_string()),
-            Err(e) => self.history.record(who, action, Phase::Fail, e.to_string()),
+            Ok(value) => self.history.record(who, action, Phase::Ok, serde_json::to_value(value).unwrap_or_default()),
+            Err(e @ CallError::Timeout { .. }) => {
+                self.history.record(who, action, Phase::Timeout, e.to_string().into())
+            }
+            Err(e) => self.history.record(who, action, Phase::Fail, e.to_string().into()),
         }
         result
     }
@@ -76,19 +83,19 @@ impl LastMileClient {
         action: &str,
         path: String,
     ) -> Result<T, CallError> {
-        self.recorded(who, action, path.clone(), client.get::<T>(&path)).await
+        self.recorded(who, action, Value::String(path.clone()), client.get::<T>(&path)).await
     }
 
     /// `POST /drivers`.
     pub async fn register_driver(&self, id: &str, name: &str, phone: &str, vehicle: &str) -> Result<User, CallError> {
         let body = json!({ "driver_id": id, "name": name, "phone": phone, "vehicle": vehicle });
-        self.recorded(id, "register_driver", body.to_string(), self.user.post("/drivers", &body)).await
+        self.recorded(id, "register_driver", body.clone(), self.user.post("/drivers", &body)).await
     }
 
     /// `POST /riders`.
     pub async fn register_rider(&self, id: &str, name: &str, phone: &str) -> Result<User, CallError> {
         let body = json!({ "rider_id": id, "name": name, "phone": phone });
-        self.recorded(id, "register_rider", body.to_string(), self.user.post("/riders", &body)).await
+        self.recorded(id, "register_rider", body.clone(), self.user.post("/riders", &body)).await
     }
 
     /// `PUT /drivers/{id}/shift`.
@@ -96,7 +103,7 @@ impl LastMileClient {
         let body = serde_json::to_vec(shift).expect("serializes");
         let path = format!("/drivers/{driver_id}/shift");
         let call = self.trip.call::<DriverView>(Method::PUT, &path, Some(body));
-        self.recorded(driver_id, "start_shift", serde_json::to_string(shift).unwrap_or_default(), call).await
+        self.recorded(driver_id, "start_shift", serde_json::to_value(shift).unwrap_or_default(), call).await
     }
 
     /// `POST /drivers/{id}/location` at a station's coordinates.
@@ -108,40 +115,61 @@ impl LastMileClient {
     pub async fn move_to(&self, driver_id: &str, lat: f64, lng: f64) -> Result<Position, CallError> {
         let body = LocationUpdate { lat, lng };
         let path = format!("/drivers/{driver_id}/location");
-        self.recorded(driver_id, "location", format!("{lat},{lng}"), self.location.post(&path, &body)).await
+        self.recorded(driver_id, "location", json!({ "lat": lat, "lng": lng }), self.location.post(&path, &body)).await
     }
 
     /// `POST /rides`.
     pub async fn request_ride(&self, request: &RideRequest) -> Result<Ride, CallError> {
-        let args = serde_json::to_string(request).unwrap_or_default();
+        let args = serde_json::to_value(request).unwrap_or_default();
         self.recorded(&request.rider_id, "request_ride", args, self.trip.post("/rides", request)).await
     }
 
-    /// `GET /rides/{id}`.
+    /// `GET /rides/{id}`, as `who`.
+    pub async fn ride_as(&self, who: &str, ride_id: &str) -> Result<Ride, CallError> {
+        self.get(&self.trip, who, "get_ride", format!("/rides/{ride_id}")).await
+    }
+
+    /// `GET /rides/{id}`, as the harness.
     pub async fn ride(&self, ride_id: &str) -> Result<Ride, CallError> {
-        self.get(&self.trip, "probe", "get_ride", format!("/rides/{ride_id}")).await
+        self.ride_as("probe", ride_id).await
     }
 
-    /// `GET /drivers/{id}`.
+    /// `GET /drivers/{id}`, as `who`.
+    pub async fn driver_as(&self, who: &str, driver_id: &str) -> Result<DriverView, CallError> {
+        self.get(&self.trip, who, "get_driver", format!("/drivers/{driver_id}")).await
+    }
+
+    /// `GET /drivers/{id}`, as the harness.
     pub async fn driver(&self, driver_id: &str) -> Result<DriverView, CallError> {
-        self.get(&self.trip, "probe", "get_driver", format!("/drivers/{driver_id}")).await
+        self.driver_as("probe", driver_id).await
     }
 
-    /// `GET /trips/{id}`.
+    /// `GET /trips/{id}`, as `who`.
+    pub async fn trip_as(&self, who: &str, trip_id: &str) -> Result<Trip, CallError> {
+        self.get(&self.trip, who, "get_trip", format!("/trips/{trip_id}")).await
+    }
+
+    /// `GET /trips/{id}`, as the harness.
     pub async fn trip(&self, trip_id: &str) -> Result<Trip, CallError> {
-        self.get(&self.trip, "probe", "get_trip", format!("/trips/{trip_id}")).await
+        self.trip_as("probe", trip_id).await
     }
 
     /// `POST /trips/{id}/pickup`.
     pub async fn pickup(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
         let path = format!("/trips/{trip_id}/pickup");
-        self.recorded(driver_id, "pickup", trip_id.to_string(), self.trip.post(&path, &json!({}))).await
+        self.recorded(driver_id, "pickup", Value::String(trip_id.into()), self.trip.post(&path, &json!({}))).await
     }
 
     /// `POST /trips/{id}/complete`.
     pub async fn complete(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
         let path = format!("/trips/{trip_id}/complete");
-        self.recorded(driver_id, "complete", trip_id.to_string(), self.trip.post(&path, &json!({}))).await
+        self.recorded(driver_id, "complete", Value::String(trip_id.into()), self.trip.post(&path, &json!({}))).await
+    }
+
+    /// `POST /trips/{id}/cancel`.
+    pub async fn cancel_trip(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
+        let path = format!("/trips/{trip_id}/cancel");
+        self.recorded(driver_id, "cancel_trip", Value::String(trip_id.into()), self.trip.post(&path, &json!({}))).await
     }
 
     /// `GET /summary` of trip-service.
@@ -149,9 +177,21 @@ impl LastMileClient {
         self.get(&self.trip, "probe", "summary", "/summary".to_string()).await
     }
 
+    /// `GET /export` of trip-service: the whole record, unrecorded (it is evidence, not an
+    /// operation).
+    pub async fn export(&self) -> Result<Export, CallError> {
+        self.trip.get("/export").await
+    }
+
     /// `GET /users/{id}/notifications`.
     pub async fn inbox(&self, user_id: &str) -> Result<Inbox, CallError> {
         self.get(&self.notification, user_id, "inbox", format!("/users/{user_id}/notifications")).await
+    }
+
+    /// `GET path` of any replica or service at `base_url`, recorded as `who`/`action`.
+    pub async fn probe(&self, who: &str, action: &str, base_url: &str, path: &str) -> Result<Value, CallError> {
+        let client = HttpClient::new(who, base_url, self.policy.clone());
+        self.recorded(who, action, Value::String(format!("{base_url}{path}")), client.get::<Value>(path)).await
     }
 
     /// Whether every service answers `/ready` with 200.

@@ -33,8 +33,8 @@ pub struct Op {
     pub action: String,
     /// Invoke or the outcome.
     pub phase: Phase,
-    /// Arguments on invoke, the result or error on completion.
-    pub detail: String,
+    /// Arguments on invoke, the result (or the error as a string) on completion.
+    pub detail: serde_json::Value,
 }
 
 /// An append-only, shareable operation log.
@@ -56,14 +56,8 @@ impl History {
     }
 
     /// Append an entry stamped now.
-    pub fn record(&self, client: &str, action: &str, phase: Phase, detail: impl Into<String>) {
-        let op = Op {
-            at_ms: self.now_ms(),
-            client: client.to_string(),
-            action: action.to_string(),
-            phase,
-            detail: detail.into(),
-        };
+    pub fn record(&self, client: &str, action: &str, phase: Phase, detail: serde_json::Value) {
+        let op = Op { at_ms: self.now_ms(), client: client.to_string(), action: action.to_string(), phase, detail };
         self.ops.lock().expect("history").push(op);
     }
 
@@ -106,7 +100,13 @@ mod tests {
 
     #[test]
     fn the_digest_changes_with_any_entry() {
-        let a = vec![Op { at_ms: 1, client: "r1".into(), action: "x".into(), phase: Phase::Ok, detail: "".into() }];
+        let a = vec![Op {
+            at_ms: 1,
+            client: "r1".into(),
+            action: "x".into(),
+            phase: Phase::Ok,
+            detail: serde_json::Value::Null,
+        }];
         let mut b = a.clone();
         assert_eq!(digest_ops(&a), digest_ops(&b));
         b[0].at_ms = 2;

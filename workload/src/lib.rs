@@ -13,6 +13,7 @@
 pub mod client;
 pub mod demo;
 pub mod history;
+pub mod load;
 pub mod wait;
 
 pub use client::{Endpoints, LastMileClient};

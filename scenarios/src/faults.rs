@@ -1,0 +1,185 @@
+//! The run's timeline: the scenario's steps plus, per seed, random faults drawn from what the
+//! scenario allows (TigerBeetle's VOPR style). The draw happens before the run starts, from the
+//! seed alone, so the plan can be printed first and replayed exactly.
+
+use crate::format::{Action, Scenario};
+use serde::{Deserialize, Serialize};
+
+/// Where a step came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Written in the scenario file.
+    Scenario,
+    /// Drawn from the seed.
+    Random,
+}
+
+/// One action of a run, with every parameter resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineStep {
+    /// Seconds from the start.
+    pub at_s: f64,
+    /// What to do.
+    pub action: Action,
+    /// The service, if the action targets one.
+    pub target: Option<String>,
+    /// For scale.
+    pub replicas: Option<usize>,
+    /// For kill: which replica (taken modulo the replicas running then); `None` = newest.
+    pub replica: Option<usize>,
+    /// How long the fault lasts; `None` = until the heal.
+    pub for_s: Option<f64>,
+    /// For latency.
+    pub latency_ms: Option<u64>,
+    /// For loss.
+    pub loss: Option<f64>,
+    /// File or seed.
+    pub origin: Origin,
+}
+
+impl std::fmt::Display for TimelineStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let action = serde_json::to_value(self.action).expect("serializes");
+        write!(f, "t={:>6.1}s {:<14}", self.at_s, action.as_str().unwrap_or("?"))?;
+        if let Some(t) = &self.target {
+            write!(f, " {t}")?;
+        }
+        if let Some(n) = self.replicas {
+            write!(f, " replicas={n}")?;
+        }
+        if let Some(r) = self.replica {
+            write!(f, " replica={r}")?;
+        }
+        if let Some(d) = self.for_s {
+            write!(f, " for={d:.1}s")?;
+        }
+        if let Some(ms) = self.latency_ms {
+            write!(f, " latency={ms}ms")?;
+        }
+        if let Some(l) = self.loss {
+            write!(f, " loss={l:.2}")?;
+        }
+        if self.origin == Origin::Random {
+            write!(f, " (random)")?;
+        }
+        Ok(())
+    }
+}
+
+/// SplitMix64: a tiny seeded generator, independent of any runtime, so the plan is a pure
+/// function of the seed.
+#[derive(Debug, Clone)]
+pub struct SeedRng(u64);
+
+impl SeedRng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> SeedRng {
+        SeedRng(seed ^ 0x5eed_1a57_4d11_e000)
+    }
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+    /// Uniform in `[lo, hi)`.
+    pub fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        lo + (hi - lo) * unit
+    }
+}
+
+/// The scenario's steps, plus the seed's random faults when `random` is on and the scenario
+/// enables them, in time order.
+pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineStep> {
+    let mut steps: Vec<TimelineStep> = scenario
+        .steps
+        .iter()
+        .map(|s| TimelineStep {
+            at_s: *s.at_s.get_ref(),
+            action: s.action,
+            target: s.target.as_ref().map(|t| t.get_ref().clone()),
+            replicas: s.replicas,
+            replica: s.replica,
+            for_s: s.for_s.or(if s.action == Action::BrokerRestart { Some(5.0) } else { None }),
+            latency_ms: s.latency_ms,
+            loss: s.loss,
+            origin: Origin::Scenario,
+        })
+        .collect();
+    let rf = &scenario.random_faults;
+    if random && rf.enabled && !rf.actions.is_empty() {
+        let mut rng = SeedRng::new(seed);
+        let count = rng.below(u64::from(rf.max) + 1);
+        let to = rf.to_s.unwrap_or(scenario.duration_s());
+        for _ in 0..count {
+            let action = rf.actions[rng.below(rf.actions.len() as u64) as usize];
+            let needs_target = matches!(action, Action::Kill | Action::Pause | Action::Partition);
+            if needs_target && rf.targets.is_empty() {
+                continue;
+            }
+            let target = needs_target.then(|| rf.targets[rng.below(rf.targets.len() as u64) as usize].clone());
+            let at_s = (rng.between(rf.from_s, to) * 10.0).round() / 10.0;
+            let for_s = (rng.between(2.0, rf.max_for_s.max(2.0)) * 10.0).round() / 10.0;
+            steps.push(TimelineStep {
+                at_s,
+                action,
+                target,
+                replicas: None,
+                replica: (action == Action::Kill).then(|| rng.below(8) as usize),
+                for_s: Some(for_s),
+                latency_ms: (action == Action::Latency).then(|| 20 + rng.below(280)),
+                loss: (action == Action::Loss).then(|| (rng.between(0.05, 0.3) * 100.0).round() / 100.0),
+                origin: Origin::Random,
+            });
+        }
+    }
+    steps.sort_by(|a, b| a.at_s.total_cmp(&b.at_s));
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::parse;
+
+    const FILE: &str = r#"
+[scenario]
+name = "t"
+duration_s = 100
+[workload]
+kind = "load"
+[[step]]
+at_s = 50
+action = "scale"
+target = "matching-service"
+replicas = 2
+[random_faults]
+enabled = true
+max = 4
+actions = ["kill", "latency"]
+targets = ["matching-service"]
+"#;
+
+    #[test]
+    fn the_plan_is_a_pure_function_of_the_seed() {
+        let s = parse("t.toml", FILE).unwrap();
+        assert_eq!(timeline(&s, 7, true), timeline(&s, 7, true));
+        let plans: Vec<usize> = (0..20).map(|seed| timeline(&s, seed, true).len()).collect();
+        assert!(plans.iter().any(|n| *n > 1), "some seed adds faults: {plans:?}");
+        assert!(plans.iter().any(|n| *n != plans[0]), "seeds differ: {plans:?}");
+        for seed in 0..20 {
+            let plan = timeline(&s, seed, true);
+            assert!(plan.windows(2).all(|w| w[0].at_s <= w[1].at_s), "in time order");
+            assert!(plan.iter().all(|p| p.at_s <= 100.0));
+            assert_eq!(timeline(&s, seed, false).len(), 1, "the switch turns random faults off");
+        }
+    }
+}
