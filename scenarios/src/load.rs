@@ -37,12 +37,17 @@ pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioError> {
     let scenario: Scenario = toml::from_str(text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
         let line = line_of(text, span.start);
-        let name = quoted(e.message());
+        let line_text = text.lines().nth(line.saturating_sub(1)).unwrap_or("");
+        let key_on_line = line_text
+            .split_once('=')
+            .map(|(k, _)| k.trim().trim_matches('"').to_string())
+            .filter(|k| !k.is_empty() && !k.starts_with('[') && !k.contains(' '));
+        let name = if e.message().contains("missing field") { quoted(e.message()) } else { key_on_line };
         let field = match (table_at(text, line), name) {
             (Some(table), Some(name)) => format!("{table}.{name}"),
             (Some(table), None) => table,
             (None, Some(name)) => name,
-            (None, None) => "(document)".into(),
+            (None, None) => "(syntax)".into(),
         };
         ScenarioError { file: file.to_string(), line, field, message: e.message().trim().to_string() }
     })?;

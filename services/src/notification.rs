@@ -23,6 +23,9 @@ pub struct Notification {
     pub user_id: String,
     /// The event kind (`match.found`, ...).
     pub kind: String,
+    /// What it is about: the trip (`match.found`, `trip.updated`) or the ride (`ride.expired`).
+    #[serde(default)]
+    pub subject: String,
     /// What the user reads.
     pub text: String,
 }
@@ -61,12 +64,18 @@ impl Inboxes {
     pub fn fresh(&self, event: &Event) -> Vec<Notification> {
         let kind = event.body.routing_key().to_string();
         let mut out = Vec::new();
+        let subject = match &event.body {
+            EventBody::MatchFound(t) | EventBody::TripUpdated(t) => t.trip_id.clone(),
+            EventBody::RideExpired(r) => r.ride_id.clone(),
+            _ => String::new(),
+        };
         let mut tell = |user_id: &str, text: String| {
             if !self.seen.contains(&(event.event_id.clone(), user_id.to_string())) {
                 out.push(Notification {
                     event_id: event.event_id.clone(),
                     user_id: user_id.to_string(),
                     kind: kind.clone(),
+                    subject: subject.clone(),
                     text,
                 });
             }
@@ -177,6 +186,7 @@ mod tests {
             event_id: "e1".into(),
             user_id: "u1".into(),
             kind: "x".into(),
+            subject: "t1".into(),
             text: "x".into(),
         }));
         assert_eq!(inboxes.by_user["u1"].len(), 1);

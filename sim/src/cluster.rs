@@ -36,6 +36,8 @@ pub struct ClusterConfig {
     pub replicas: BTreeMap<ServiceName, usize>,
     /// How long rides wait before they expire.
     pub ride_ttl: Duration,
+    /// Run the original matching design (demonstrations only).
+    pub naive_matching: bool,
 }
 
 impl Default for ClusterConfig {
@@ -44,6 +46,7 @@ impl Default for ClusterConfig {
         ClusterConfig {
             replicas: ServiceName::ALL.into_iter().map(|s| (s, 1)).collect(),
             ride_ttl: Duration::from_secs(30),
+            naive_matching: false,
         }
     }
 }
@@ -77,8 +80,11 @@ pub struct SimCluster {
     broker: NodeHandle,
     probe: BrokerProbe,
     replicas: BTreeMap<ServiceName, Vec<Replica>>,
-    /// Replica slots ever created per service (addresses are not reused).
+    /// Replica slots ever created per service.
     created: BTreeMap<ServiceName, usize>,
+    /// Replicas scaled down, newest last. Scaling up brings these back first, with their disk:
+    /// like a StatefulSet whose pods keep their volumes, a service's journal survives 0 and back.
+    stopped: BTreeMap<ServiceName, Vec<Replica>>,
     client: NodeHandle,
 }
 
@@ -113,6 +119,7 @@ impl SimCluster {
             trip_url: host(ServiceName::Trip),
             data_dir: "data".into(),
             ride_ttl: cluster.ride_ttl,
+            naive_matching: cluster.naive_matching,
             ..Config::default()
         };
         for service in ServiceName::ALL {
@@ -121,8 +128,16 @@ impl SimCluster {
             net.global_ipvs().add_service(ServiceAddr::Tcp(vip.to_string()), Scheduler::RoundRobin);
         }
         let client = handle.create_node().name("clients").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1))).build();
-        let mut sim =
-            SimCluster { handle, config, broker, probe, replicas: BTreeMap::new(), created: BTreeMap::new(), client };
+        let mut sim = SimCluster {
+            handle,
+            config,
+            broker,
+            probe,
+            replicas: BTreeMap::new(),
+            created: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+            client,
+        };
         for service in ServiceName::ALL {
             let n = cluster.replicas.get(&service).copied().unwrap_or(1);
             sim.scale(service, n);
@@ -159,19 +174,27 @@ impl SimCluster {
         Replica { node, addr }
     }
 
-    /// Scale `service` to `n` replicas: new nodes join its virtual address; removed ones leave
-    /// it first, then get a graceful stop (Ctrl-C), newest first.
+    /// Scale `service` to `n` replicas: replicas join its virtual address (a stopped one comes
+    /// back first, with its disk); removed ones leave it first, then get a graceful stop
+    /// (Ctrl-C), newest first.
     pub fn scale(&mut self, service: ServiceName, n: usize) {
+        let vip = ServiceAddr::Tcp(virtual_addr(service).to_string());
         while self.replicas.get(&service).map_or(0, Vec::len) < n {
-            let replica = self.spawn_replica(service);
+            let replica = match self.stopped.get_mut(&service).and_then(Vec::pop) {
+                Some(r) => {
+                    self.handle.restart(r.node.id());
+                    NetSim::current().global_ipvs().add_server(vip.clone(), &r.addr.to_string());
+                    r
+                }
+                None => self.spawn_replica(service),
+            };
             self.replicas.entry(service).or_default().push(replica);
         }
         while self.replicas.get(&service).map_or(0, Vec::len) > n {
             let replica = self.replicas.get_mut(&service).expect("non-empty").pop().expect("non-empty");
-            NetSim::current()
-                .global_ipvs()
-                .del_server(ServiceAddr::Tcp(virtual_addr(service).to_string()), &replica.addr.to_string());
+            NetSim::current().global_ipvs().del_server(vip.clone(), &replica.addr.to_string());
             self.handle.send_ctrl_c(replica.node.id());
+            self.stopped.entry(service).or_default().push(replica);
         }
     }
 
@@ -198,6 +221,39 @@ impl SimCluster {
     /// Restart a node (its init task runs again; its disk survives).
     pub fn restart(&self, node: &NodeHandle) {
         self.handle.restart(node.id());
+    }
+
+    /// Freeze a node: its tasks stop running, its connections stay open.
+    pub fn pause(&self, node: &NodeHandle) {
+        self.handle.pause(node.id());
+    }
+
+    /// Let a paused node run again.
+    pub fn resume(&self, node: &NodeHandle) {
+        self.handle.resume(node.id());
+    }
+
+    /// Cut a node off the network (messages wait until it is reconnected).
+    pub fn partition(&self, node: &NodeHandle) {
+        NetSim::current().clog_node(node.id());
+    }
+
+    /// Reconnect a partitioned node.
+    pub fn reconnect(&self, node: &NodeHandle) {
+        NetSim::current().unclog_node(node.id());
+    }
+
+    /// Set the latency range of every message and the packet loss rate (0 for none).
+    pub fn set_network(&self, latency: std::ops::Range<Duration>, loss: f64) {
+        NetSim::current().update_config(|c| {
+            c.send_latency = latency;
+            c.packet_loss_rate = loss;
+        });
+    }
+
+    /// Whether a node is killed (or exited).
+    pub fn is_down(&self, node: &NodeHandle) -> bool {
+        self.handle.is_exit(node.id())
     }
 
     /// Counters and queue depths of the broker.

@@ -1,39 +1,59 @@
-//! Whole simulated runs: `(seed) → outcome`, with the history digest that proves determinism.
+//! Whole simulated runs: `(scenario, seed) → journal`, sweeps, and the determinism check.
 
-use crate::cluster::{ClusterConfig, SimCluster};
-use lastmile_workload::demo::{self, DemoReport, DemoTimeouts};
-use lastmile_workload::History;
+use crate::target::SimTarget;
+use lastmile_harness::report::{self, Journal};
+use lastmile_harness::{Evidence, RunConfig};
+use lastmile_scenarios::Scenario;
 use madsim::runtime::Runtime;
 use std::time::Duration;
 
-/// The outcome of one simulated run.
-#[derive(Debug)]
-pub struct SimRun<T> {
-    /// The seed that produced it.
-    pub seed: u64,
-    /// What the workload reported (or why it could not finish).
-    pub outcome: Result<T, String>,
-    /// Digest of the full operation history.
-    pub digest: String,
-    /// Operations recorded.
-    pub ops: usize,
-    /// Simulated time the run took.
-    pub simulated: Duration,
+/// Simulated seconds a run may take beyond its scenario before the simulation gives up.
+const TIME_LIMIT_SLACK: Duration = Duration::from_secs(900);
+
+/// One finished run.
+#[derive(Debug, Clone)]
+pub struct ScenarioRun {
+    /// What the run left behind.
+    pub evidence: Evidence,
+    /// The verdict.
+    pub journal: Journal,
 }
 
-/// Run the original demo in a fresh simulation seeded with `seed`.
-pub fn demo(seed: u64) -> SimRun<DemoReport> {
-    let runtime = Runtime::with_seed_and_config(seed, madsim::Config::default());
-    runtime.block_on(async move {
-        let cluster = SimCluster::start(&ClusterConfig::default());
-        let history = History::new();
-        let api = cluster.api(history.clone());
-        let started = lastmile_platform::clock::instant_now();
-        let outcome = cluster
-            .client_node()
-            .spawn(async move { demo::run(&api, &DemoTimeouts::default()).await.map_err(|e| e.to_string()) })
-            .await
-            .unwrap_or_else(|e| Err(format!("the workload task failed: {e}")));
-        SimRun { seed, outcome, digest: history.digest(), ops: history.len(), simulated: started.elapsed() }
-    })
+/// Run `scenario` in a fresh simulation seeded with `config.seed`.
+pub fn run(scenario: &Scenario, config: &RunConfig) -> ScenarioRun {
+    let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
+    let limit = Duration::from_secs_f64(scenario.duration_s() + scenario.scenario.settle_s) + TIME_LIMIT_SLACK;
+    runtime.set_time_limit(limit);
+    let (s, c) = (scenario.clone(), config.clone());
+    let evidence = runtime.block_on(async move {
+        let mut target = SimTarget::start(&s, &c);
+        lastmile_harness::run(&s, &c, &mut target).await
+    });
+    let journal = report::judge(scenario, &evidence);
+    ScenarioRun { evidence, journal }
+}
+
+/// Where two runs of the same seed first differ.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Divergence {
+    /// Index of the first differing operation.
+    pub index: usize,
+    /// That operation in the first run (as JSON), or `None` if the first run ended there.
+    pub first: Option<String>,
+    /// And in the second.
+    pub second: Option<String>,
+}
+
+/// Run the seed twice; `None` if the histories are identical.
+pub fn check_determinism(scenario: &Scenario, config: &RunConfig) -> (ScenarioRun, Option<Divergence>) {
+    let a = run(scenario, config);
+    let b = run(scenario, config);
+    let (x, y) = (&a.evidence.history, &b.evidence.history);
+    let index = (0..x.len().max(y.len())).find(|&i| x.get(i) != y.get(i));
+    let divergence = index.map(|i| Divergence {
+        index: i,
+        first: x.get(i).map(|op| serde_json::to_string(op).unwrap_or_default()),
+        second: y.get(i).map(|op| serde_json::to_string(op).unwrap_or_default()),
+    });
+    (a, divergence)
 }

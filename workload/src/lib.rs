@@ -14,6 +14,7 @@ pub mod client;
 pub mod demo;
 pub mod history;
 pub mod load;
+pub mod multi_station;
 pub mod wait;
 
 pub use client::{Endpoints, LastMileClient};

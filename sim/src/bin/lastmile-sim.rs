@@ -1,12 +1,21 @@
-//! `lastmile-sim`: run LastMile inside the deterministic simulation.
+//! `lastmile-sim`: run scenario files inside the deterministic simulation.
 //!
-//! `cargo sim demo --seed 7` runs the original demo (3 drivers, 7 riders) against the five
-//! services and the simulated broker, prints the seed first, and on failure the one command that
-//! replays the run exactly.
+//! ```text
+//! cargo sim run scenarios/matching-outage.toml --seed 7
+//! cargo sim run scenarios/scale-under-load.toml --seeds 1..50 --jobs 2
+//! cargo sim run scenarios/scale-under-load.toml --seed 3 --naive-matching
+//! cargo sim run scenarios/demo.toml --seed 1 --check-determinism --json journal.json
+//! ```
+//!
+//! A run prints its seed and every derived fault first, then a summary per phase and a verdict
+//! per rule; a failing run prints the one command that replays it. The exit status is non-zero
+//! when any check fails.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
-/// Run LastMile in the deterministic simulation.
+/// Run LastMile scenarios in the deterministic simulation.
 #[derive(Debug, Parser)]
 #[command(name = "lastmile-sim", version)]
 struct Args {
@@ -16,69 +25,251 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// The original mixed demo: 3 drivers, 7 riders on 3 stations.
-    Demo {
-        /// The seed (a run is a pure function of it).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+    /// Run a scenario for one seed or sweep a range of seeds.
+    Run(RunArgs),
+    /// Validate a scenario file (file, line and field of the first problem).
+    Check {
+        /// The scenario file.
+        file: PathBuf,
     },
 }
 
-fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match args.command {
-        Command::Demo { seed } => imp::demo(seed),
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// The scenario file.
+    file: PathBuf,
+    /// The seed of a single run (a run is a pure function of it).
+    #[arg(long, default_value_t = 1, conflicts_with = "seeds")]
+    seed: u64,
+    /// Sweep seeds `A..B` (end exclusive) or `A..=B`.
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Runs in parallel during a sweep.
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Do not add the seed's random faults to the scenario's timeline.
+    #[arg(long)]
+    no_random_faults: bool,
+    /// Run the original matching design (riders and seats in each replica's memory).
+    #[arg(long)]
+    naive_matching: bool,
+    /// Write the JSON journal of the run (of the first failing seed in a sweep) to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Run the seed twice and report the first point where the histories diverge.
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+fn main() -> ExitCode {
+    match Args::parse().command {
+        Command::Check { file } => match lastmile_scenarios::load(&file) {
+            Ok(s) => {
+                println!(
+                    "{}: ok ({}: {} steps, {} phases, {} expectations)",
+                    file.display(),
+                    s.scenario.name,
+                    s.steps.len(),
+                    s.phases.len(),
+                    s.expectations.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run(args) => imp::run(args),
     }
+}
+
+/// Parse `A..B` or `A..=B`.
+fn seed_range(text: &str) -> Result<std::ops::Range<u64>, String> {
+    let bad = || format!("--seeds {text:?}: expected A..B or A..=B");
+    let (a, b) = text.split_once("..").ok_or_else(bad)?;
+    let start: u64 = a.trim().parse().map_err(|_| bad())?;
+    let end = match b.strip_prefix('=') {
+        Some(b) => b.trim().parse::<u64>().map_err(|_| bad())? + 1,
+        None => b.trim().parse().map_err(|_| bad())?,
+    };
+    if end <= start {
+        return Err(bad());
+    }
+    Ok(start..end)
 }
 
 #[cfg(madsim)]
 mod imp {
+    use super::*;
+    use lastmile_harness::report::human;
+    use lastmile_harness::RunConfig;
+    use lastmile_scenarios::faults::timeline;
+    use lastmile_scenarios::Scenario;
     use lastmile_sim::{replay_command, runs};
-    use std::process::ExitCode;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::{Duration, Instant};
 
-    pub fn demo(seed: u64) -> ExitCode {
-        println!("lastmile-sim demo: seed {seed}");
-        // Wall time is read by the harness around the simulation, never inside it.
-        #[allow(clippy::disallowed_methods)]
-        let wall = std::time::Instant::now();
-        let run = runs::demo(seed);
-        let wall = wall.elapsed();
-        let ratio = run.simulated.as_secs_f64() / wall.as_secs_f64().max(1e-9);
-        println!(
-            "simulated {:.1} s in {:.2} s wall ({ratio:.0}x); {} operations; history digest {}",
-            run.simulated.as_secs_f64(),
-            wall.as_secs_f64(),
-            run.ops,
-            run.digest
-        );
-        let violations = match &run.outcome {
-            Ok(report) => {
-                println!("trips: {}", report.trips.len());
-                for trip in report.trips.values() {
-                    println!(
-                        "  {} driver {} at {} riders {:?}: {:?}",
-                        trip.trip_id, trip.driver_id, trip.station_id, trip.rider_ids, trip.status
-                    );
-                }
-                for (ride_id, ride) in &report.rides {
-                    println!(
-                        "  {ride_id} ({} at {} → {}): {:?}",
-                        ride.rider_id, ride.station_id, ride.destination, ride.status
-                    );
-                }
-                report.violations()
+    // The harness measures wall time around simulations, never inside them.
+    #[allow(clippy::disallowed_methods)]
+    fn wall_now() -> Instant {
+        Instant::now()
+    }
+
+    pub fn run(args: RunArgs) -> ExitCode {
+        let scenario = match lastmile_scenarios::load(&args.file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
             }
-            Err(e) => vec![e.clone()],
         };
-        if violations.is_empty() {
-            println!("verdict: PASS");
+        let file = args.file.display().to_string();
+        match &args.seeds {
+            Some(range) => match seed_range(range) {
+                Ok(range) => sweep(&scenario, &file, range, &args),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            },
+            None => single(&scenario, &file, &args),
+        }
+    }
+
+    fn config(args: &RunArgs, seed: u64) -> RunConfig {
+        RunConfig { seed, random_faults: !args.no_random_faults, naive_matching: args.naive_matching }
+    }
+
+    fn single(scenario: &Scenario, file: &str, args: &RunArgs) -> ExitCode {
+        let cfg = config(args, args.seed);
+        println!("lastmile-sim: scenario {} ({file}) seed {}", scenario.scenario.name, cfg.seed);
+        println!(
+            "  random faults {}, matching {}",
+            if cfg.random_faults { "on" } else { "off" },
+            if cfg.naive_matching || scenario.options.naive_matching {
+                "naive (original design)"
+            } else {
+                "stateless + compare-and-set"
+            }
+        );
+        println!("  timeline:");
+        for step in timeline(scenario, cfg.seed, cfg.random_faults) {
+            println!("    {step}");
+        }
+        let started = wall_now();
+        let (run, divergence) = if args.check_determinism {
+            let (run, d) = runs::check_determinism(scenario, &cfg);
+            (run, Some(d))
+        } else {
+            (runs::run(scenario, &cfg), None)
+        };
+        let wall = started.elapsed() / if args.check_determinism { 2 } else { 1 };
+        print!("{}", human(&run.journal, Some(wall)));
+        if let Some(path) = &args.json {
+            let json = serde_json::to_string_pretty(&run.journal).expect("journals serialize");
+            if let Err(e) = std::fs::write(path, json + "\n") {
+                eprintln!("cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            println!("journal written to {}", path.display());
+        }
+        let mut ok = run.journal.passed();
+        match divergence {
+            Some(None) => println!(
+                "determinism: the seed ran twice with identical histories ({} operations)",
+                run.evidence.history.len()
+            ),
+            Some(Some(d)) => {
+                ok = false;
+                println!("determinism: FAILED, histories diverge at operation {}", d.index);
+                println!("  first run:  {}", d.first.unwrap_or_else(|| "(ended)".into()));
+                println!("  second run: {}", d.second.unwrap_or_else(|| "(ended)".into()));
+            }
+            None => {}
+        }
+        if ok {
             ExitCode::SUCCESS
         } else {
-            println!("verdict: FAIL");
-            for v in &violations {
-                println!("  - {v}");
+            println!("replay: {}", replay_command(file, cfg.seed, cfg.random_faults, cfg.naive_matching));
+            ExitCode::FAILURE
+        }
+    }
+
+    fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &RunArgs) -> ExitCode {
+        let total = seeds.end - seeds.start;
+        println!(
+            "lastmile-sim: scenario {} ({file}) seeds {}..{} on {} jobs",
+            scenario.scenario.name,
+            seeds.start,
+            seeds.end,
+            args.jobs.max(1)
+        );
+        let next = Arc::new(AtomicU64::new(seeds.start));
+        let (tx, rx) = mpsc::channel();
+        let mut workers = Vec::new();
+        for _ in 0..args.jobs.max(1) {
+            let (next, tx, scenario, end) = (next.clone(), tx.clone(), scenario.clone(), seeds.end);
+            let (random, naive) = (!args.no_random_faults, args.naive_matching);
+            // Each simulation runs on its own OS thread with its own runtime: the harness, not
+            // simulated code.
+            #[allow(clippy::disallowed_methods)]
+            workers.push(std::thread::spawn(move || loop {
+                let seed = next.fetch_add(1, Ordering::SeqCst);
+                if seed >= end {
+                    return;
+                }
+                let started = wall_now();
+                let cfg = RunConfig { seed, random_faults: random, naive_matching: naive };
+                let run = runs::run(&scenario, &cfg);
+                if tx.send((seed, run, started.elapsed())).is_err() {
+                    return;
+                }
+            }));
+        }
+        drop(tx);
+        let mut failed = Vec::new();
+        let mut times: Vec<(Duration, u64)> = Vec::new();
+        let mut done = 0;
+        let mut first_failure = None;
+        for (seed, run, wall) in rx {
+            done += 1;
+            times.push((wall, seed));
+            let verdict = if run.journal.passed() { "pass" } else { "FAIL" };
+            eprintln!(
+                "[{done:>3}/{total}] seed {seed:>5}: {verdict} ({:.1} s wall, {:.0} s simulated)",
+                wall.as_secs_f64(),
+                run.journal.end_at_s
+            );
+            if !run.journal.passed() {
+                let first = run.journal.violations().first().map(|v| v.message.clone()).unwrap_or_default();
+                failed.push((seed, first));
+                if first_failure.is_none() {
+                    first_failure = Some(run.journal);
+                }
             }
-            println!("replay: {}", replay_command(seed));
+        }
+        for w in workers {
+            let _ = w.join();
+        }
+        failed.sort();
+        times.sort();
+        println!("summary: {} passed, {} failed of {total}", total as usize - failed.len(), failed.len());
+        for (seed, why) in &failed {
+            println!("  seed {seed}: {why}");
+            println!("    replay: {}", replay_command(file, *seed, !args.no_random_faults, args.naive_matching));
+        }
+        let slowest: Vec<String> =
+            times.iter().rev().take(3).map(|(w, s)| format!("seed {s} {:.1} s", w.as_secs_f64())).collect();
+        println!("  slowest: {}", slowest.join(", "));
+        if let (Some(path), Some(journal)) = (&args.json, first_failure) {
+            let json = serde_json::to_string_pretty(&journal).expect("journals serialize");
+            let _ = std::fs::write(path, json + "\n");
+        }
+        if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
             ExitCode::FAILURE
         }
     }
@@ -86,10 +277,11 @@ mod imp {
 
 #[cfg(not(madsim))]
 mod imp {
-    use std::process::ExitCode;
+    use super::*;
 
-    pub fn demo(_seed: u64) -> ExitCode {
-        eprintln!("lastmile-sim runs only in the simulation build: use `cargo sim demo` (see README.md)");
+    pub fn run(args: RunArgs) -> ExitCode {
+        let _ = (args, seed_range);
+        eprintln!("lastmile-sim runs scenarios only in the simulation build: use `cargo sim run ...` (see README.md)");
         ExitCode::from(2)
     }
 }

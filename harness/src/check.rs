@@ -1,0 +1,367 @@
+//! The checkers: each reads the evidence and reports violations naming the rule, the entities
+//! and the time. They know nothing about how the run was produced.
+
+use crate::metrics::{measure, Window};
+use crate::runner::Evidence;
+use lastmile_scenarios::Scenario;
+use lastmile_services::domain::{RideStatus, TripStatus};
+use lastmile_workload::history::Phase as OpPhase;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Violation {
+    /// The rule (`no_double_match`, ...).
+    pub rule: String,
+    /// The riders, drivers, trips or rides involved.
+    pub entities: Vec<String>,
+    /// When (scenario ms), where known.
+    pub at_ms: Option<u64>,
+    /// What happened.
+    pub message: String,
+}
+
+fn violation(rule: &str, entities: Vec<String>, at_ms: Option<u64>, message: String) -> Violation {
+    Violation { rule: rule.to_string(), entities, at_ms, message }
+}
+
+/// The rules every run is judged by, in report order.
+pub const RULES: [&str; 9] = [
+    "run_completed",
+    "workload_did_something",
+    "no_double_match",
+    "no_over_capacity",
+    "trip_states_forward",
+    "no_lost_request",
+    "no_duplicate_notification",
+    "every_servable_ride_matched",
+    "notifications_delivered",
+];
+
+/// Every safety and liveness checker over `e`.
+pub fn all(e: &Evidence) -> Vec<Violation> {
+    let mut v = Vec::new();
+    v.extend(run_completed(e));
+    v.extend(workload_did_something(e));
+    v.extend(no_double_match(e));
+    v.extend(no_over_capacity(e));
+    v.extend(trip_states_forward(e));
+    v.extend(no_lost_request(e));
+    v.extend(no_duplicate_notification(e));
+    v.extend(every_servable_ride_matched(e));
+    v.extend(notifications_delivered(e));
+    v
+}
+
+/// The run itself worked: services became ready, steps applied, the record was readable, and a
+/// scripted workload's own expectations held.
+pub fn run_completed(e: &Evidence) -> Vec<Violation> {
+    let mut v: Vec<Violation> =
+        e.run_errors.iter().map(|m| violation("run_completed", vec![], None, m.clone())).collect();
+    if e.export.is_none() && e.run_errors.is_empty() {
+        v.push(violation(
+            "run_completed",
+            vec!["trip-service".into()],
+            None,
+            "the final record could not be read".into(),
+        ));
+    }
+    v.extend(
+        e.scripted_violations
+            .iter()
+            .map(|m| violation("run_completed", vec![], None, format!("workload expectation: {m}"))),
+    );
+    v
+}
+
+/// A run without matches proves nothing.
+pub fn workload_did_something(e: &Evidence) -> Vec<Violation> {
+    let trips = e.export.as_ref().map_or(0, |x| x.trips.len());
+    if trips == 0 {
+        return vec![violation(
+            "workload_did_something",
+            vec![],
+            None,
+            "no trip was ever committed: the run proves nothing".into(),
+        )];
+    }
+    Vec::new()
+}
+
+/// No ride is on two live trips (a cancelled trip gives its riders back).
+pub fn no_double_match(e: &Evidence) -> Vec<Violation> {
+    let Some(export) = &e.export else { return Vec::new() };
+    let mut trips_of: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for trip in export.trips.iter().filter(|t| t.status != TripStatus::Cancelled) {
+        for ride in &trip.ride_ids {
+            trips_of.entry(ride).or_default().push(&trip.trip_id);
+        }
+    }
+    trips_of
+        .into_iter()
+        .filter(|(_, trips)| trips.len() > 1)
+        .map(|(ride, trips)| {
+            let mut entities = vec![ride.to_string()];
+            entities.extend(trips.iter().map(|t| t.to_string()));
+            violation(
+                "no_double_match",
+                entities,
+                None,
+                format!("ride {ride} is on {} trips: {}", trips.len(), trips.join(", ")),
+            )
+        })
+        .collect()
+}
+
+/// At no moment does a driver carry more riders (on scheduled or picked-up trips) than seats.
+pub fn no_over_capacity(e: &Evidence) -> Vec<Violation> {
+    let Some(export) = &e.export else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut by_driver: BTreeMap<&str, Vec<(u64, i64, &str)>> = BTreeMap::new();
+    for trip in &export.trips {
+        let n = trip.ride_ids.len() as i64;
+        let list = by_driver.entry(&trip.driver_id).or_default();
+        list.push((trip.created_at_ms, n, &trip.trip_id));
+        if let Some(closed) = trip.closed_at_ms {
+            list.push((closed, -n, &trip.trip_id));
+        }
+    }
+    for (driver, mut changes) in by_driver {
+        let seats = export.shifts.get(driver).map_or(0, |s| s.seats) as i64;
+        // Releases before takes at the same instant.
+        changes.sort_by_key(|(at, delta, _)| (*at, *delta));
+        let mut load = 0;
+        for (at, delta, trip) in changes {
+            load += delta;
+            if load > seats {
+                out.push(violation(
+                    "no_over_capacity",
+                    vec![driver.to_string(), trip.to_string()],
+                    Some(at.saturating_sub(e.end_epoch_ms.saturating_sub(e.end_at_ms))),
+                    format!("driver {driver} carried {load} riders with {seats} seats once {trip} was committed"),
+                ));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// What clients saw of each trip only moves forward (scheduled → picked up → completed).
+pub fn trip_states_forward(e: &Evidence) -> Vec<Violation> {
+    let mut last: BTreeMap<String, (u8, String, u64)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for op in e.history.iter().filter(|op| op.phase == OpPhase::Ok) {
+        if !matches!(op.action.as_str(), "get_trip" | "pickup" | "complete" | "cancel_trip") {
+            continue;
+        }
+        let (Some(trip_id), Some(status)) = (
+            op.detail.get("trip_id").and_then(Value::as_str),
+            op.detail.get("status").and_then(|s| serde_json::from_value::<TripStatus>(s.clone()).ok()),
+        ) else {
+            continue;
+        };
+        let at = op.at_ms.saturating_sub(e.t0_ms);
+        let name = format!("{status:?}");
+        if let Some((rank, prev, prev_at)) = last.get(trip_id) {
+            if status.rank() < *rank {
+                out.push(violation(
+                    "trip_states_forward",
+                    vec![trip_id.to_string(), op.client.clone()],
+                    Some(at),
+                    format!("trip {trip_id} was seen {prev} at {prev_at} ms and {name} later"),
+                ));
+            }
+        }
+        last.insert(trip_id.to_string(), (status.rank(), name, at));
+    }
+    out
+}
+
+/// Every accepted ride request is in the record, and none waits past its deadline.
+pub fn no_lost_request(e: &Evidence) -> Vec<Violation> {
+    let Some(export) = &e.export else { return Vec::new() };
+    let rides: BTreeMap<&str, &lastmile_services::domain::Ride> =
+        export.rides.iter().map(|r| (r.ride_id.as_str(), r)).collect();
+    let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
+    for op in e.history.iter().filter(|op| op.action == "request_ride" && op.phase == OpPhase::Ok) {
+        let Some(ride_id) = op.detail.get("ride_id").and_then(Value::as_str) else { continue };
+        if !seen.insert(ride_id) {
+            continue;
+        }
+        let at = op.at_ms.saturating_sub(e.t0_ms);
+        match rides.get(ride_id) {
+            None => out.push(violation(
+                "no_lost_request",
+                vec![ride_id.to_string()],
+                Some(at),
+                format!("ride {ride_id} was accepted at {at} ms but is not in the record"),
+            )),
+            Some(r)
+                if r.status == RideStatus::Waiting && r.requested_at_ms + e.ride_ttl_ms + 10_000 < e.end_epoch_ms =>
+            {
+                out.push(violation(
+                    "no_lost_request",
+                    vec![ride_id.to_string()],
+                    Some(at),
+                    format!("ride {ride_id} is still waiting long past its deadline: it never reached a final state"),
+                ))
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// No user sees the same event twice.
+pub fn no_duplicate_notification(e: &Evidence) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (user, inbox) in &e.inboxes {
+        let mut seen = BTreeSet::new();
+        for n in &inbox.notifications {
+            if !seen.insert(&n.event_id) {
+                out.push(violation(
+                    "no_duplicate_notification",
+                    vec![user.clone(), n.event_id.clone()],
+                    None,
+                    format!("{user} sees event {} ({}) twice", n.event_id, n.kind),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Liveness: after the heal and the settle time, every servable ride that was accepted is
+/// matched (a driver serving it passes its station with seats in every run).
+pub fn every_servable_ride_matched(e: &Evidence) -> Vec<Violation> {
+    let (Some(plan), Some(export)) = (&e.plan, &e.export) else { return Vec::new() };
+    let servable: BTreeSet<&str> = plan.arrivals.iter().filter(|a| a.servable).map(|a| a.ride_id.as_str()).collect();
+    export
+        .rides
+        .iter()
+        .filter(|r| servable.contains(r.ride_id.as_str()))
+        .filter(|r| !matches!(r.status, RideStatus::Matched { .. } | RideStatus::Completed { .. }))
+        .map(|r| {
+            violation(
+                "every_servable_ride_matched",
+                vec![r.ride_id.clone(), r.rider_id.clone(), r.station_id.clone()],
+                Some(e.end_at_ms),
+                format!(
+                    "ride {} ({} → {}) was never matched though drivers serve it; {:.0} s after the heal it is {:?}",
+                    r.ride_id,
+                    r.station_id,
+                    r.destination,
+                    e.end_at_ms.saturating_sub(e.heal_at_ms) as f64 / 1000.0,
+                    r.status
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Liveness: every participant of every trip was told about its match (and its completion),
+/// and every rider of an expired ride was told why — even if notification-service was down.
+pub fn notifications_delivered(e: &Evidence) -> Vec<Violation> {
+    let Some(export) = &e.export else { return Vec::new() };
+    let has = |user: &str, kind: &str, subject: &str| {
+        e.inboxes.get(user).is_some_and(|i| i.notifications.iter().any(|n| n.kind == kind && n.subject == subject))
+    };
+    let mut out = Vec::new();
+    for trip in &export.trips {
+        for user in std::iter::once(&trip.driver_id).chain(&trip.rider_ids) {
+            if !has(user, "match.found", &trip.trip_id) {
+                out.push(violation(
+                    "notifications_delivered",
+                    vec![user.clone(), trip.trip_id.clone()],
+                    None,
+                    format!("{user} was never told about match {}", trip.trip_id),
+                ));
+            }
+            if trip.status == TripStatus::Completed && !has(user, "trip.updated", &trip.trip_id) {
+                out.push(violation(
+                    "notifications_delivered",
+                    vec![user.clone(), trip.trip_id.clone()],
+                    None,
+                    format!("{user} was never told that {} completed", trip.trip_id),
+                ));
+            }
+        }
+    }
+    for ride in export.rides.iter().filter(|r| matches!(r.status, RideStatus::Expired { .. })) {
+        if !has(&ride.rider_id, "ride.expired", &ride.ride_id) {
+            out.push(violation(
+                "notifications_delivered",
+                vec![ride.rider_id.clone(), ride.ride_id.clone()],
+                None,
+                format!("{} was never told that ride {} expired", ride.rider_id, ride.ride_id),
+            ));
+        }
+    }
+    out
+}
+
+/// The value and verdict of one expectation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExpectationResult {
+    /// The phase.
+    pub phase: String,
+    /// The metric.
+    pub metric: lastmile_scenarios::Metric,
+    /// For probe metrics.
+    pub probe: Option<String>,
+    /// Lower bound.
+    pub min: Option<f64>,
+    /// Upper bound.
+    pub max: Option<f64>,
+    /// What was measured (`None`: nothing to measure in the phase).
+    pub value: Option<f64>,
+    /// Whether it held.
+    pub ok: bool,
+}
+
+/// Judge the scenario's expectations; a metric with nothing to measure fails a `min` bound.
+pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult>, Vec<Violation>) {
+    let mut results = Vec::new();
+    let mut out = Vec::new();
+    for x in &scenario.expectations {
+        let phase = x.phase.get_ref();
+        let Some(p) = scenario.phases.iter().find(|p| &p.name == phase) else { continue };
+        let w = Window { from_ms: (p.from_s * 1000.0) as u64, to_ms: (p.to_s * 1000.0) as u64 };
+        let value = measure(e, x.metric, w, x.probe.as_deref());
+        let ok = match value {
+            Some(v) => x.min.is_none_or(|m| v >= m) && x.max.is_none_or(|m| v <= m),
+            None => x.min.is_none(),
+        };
+        if !ok {
+            let metric =
+                serde_json::to_value(x.metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let bound = match (x.min, x.max) {
+                (Some(a), Some(b)) => format!("in [{a}, {b}]"),
+                (Some(a), None) => format!(">= {a}"),
+                (None, Some(b)) => format!("<= {b}"),
+                (None, None) => String::new(),
+            };
+            let got = value.map_or("nothing to measure".to_string(), |v| format!("{v:.3}"));
+            out.push(violation(
+                "expectation",
+                vec![phase.clone(), metric.clone()],
+                Some(w.from_ms),
+                format!("phase {phase}: {metric} should be {bound}, was {got}"),
+            ));
+        }
+        results.push(ExpectationResult {
+            phase: phase.clone(),
+            metric: x.metric,
+            probe: x.probe.clone(),
+            min: x.min,
+            max: x.max,
+            value,
+            ok,
+        });
+    }
+    (results, out)
+}

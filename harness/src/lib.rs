@@ -1,0 +1,22 @@
+//! The harness both worlds share: run a scenario against a [`Target`] (the simulated cluster, or
+//! real processes), collect the evidence, and judge it.
+//!
+//! The runner drives the workload and the timeline and records everything in one history;
+//! the checkers are separate from both and only read the evidence, so the same checkers judge a
+//! simulated run and a real one.
+//!
+//! # Layout
+//! - [`target`]: what a scenario needs from a deployment (scale, kill, partition, heal, ...).
+//! - [`runner`]: runs a scenario on a target: workload, probes, timeline, heal, settle, evidence.
+//! - [`metrics`]: per-phase numbers computed from the history.
+//! - [`check`]: the safety and liveness checkers and the scenario's expectations.
+//! - [`report`]: the verdict as a JSON journal (no wall-clock values) and a human summary.
+
+pub mod check;
+pub mod metrics;
+pub mod report;
+pub mod runner;
+pub mod target;
+
+pub use runner::{run, Evidence, RunConfig};
+pub use target::Target;

@@ -1,0 +1,149 @@
+//! Per-phase numbers, computed from the evidence only.
+
+use crate::runner::Evidence;
+use lastmile_scenarios::Metric;
+use lastmile_workload::history::{Op, Phase as OpPhase};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A window of scenario time, in milliseconds since t0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Start (inclusive).
+    pub from_ms: u64,
+    /// End (exclusive).
+    pub to_ms: u64,
+}
+
+impl Window {
+    fn contains(&self, t: u64) -> bool {
+        (self.from_ms..self.to_ms).contains(&t)
+    }
+}
+
+/// An op's time in scenario time (ops before the start count as time 0).
+fn t(e: &Evidence, op: &Op) -> u64 {
+    op.at_ms.saturating_sub(e.t0_ms)
+}
+
+/// Share of completed calls of `actions` that succeeded, for calls completing in the window.
+fn success_rate(e: &Evidence, w: Window, actions: &[&str]) -> Option<f64> {
+    let (mut ok, mut all) = (0u64, 0u64);
+    for op in &e.history {
+        if actions.contains(&op.action.as_str()) && op.phase != OpPhase::Invoke && w.contains(t(e, op)) {
+            all += 1;
+            ok += u64::from(op.phase == OpPhase::Ok);
+        }
+    }
+    (all > 0).then(|| ok as f64 / all as f64)
+}
+
+/// Ride requests first sent in the window, and whether each was eventually accepted (retries
+/// of one request count once: what the rider experienced).
+fn requests_accepted(e: &Evidence, w: Window) -> Option<f64> {
+    let mut first: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut accepted: BTreeMap<&str, bool> = BTreeMap::new();
+    for op in e.history.iter().filter(|op| op.action == "request_ride") {
+        let id = match op.phase {
+            OpPhase::Invoke => op.detail.get("ride_id").and_then(Value::as_str),
+            OpPhase::Ok => op.detail.get("ride_id").and_then(Value::as_str),
+            _ => None,
+        };
+        let Some(id) = id else { continue };
+        first.entry(id).or_insert(t(e, op));
+        if op.phase == OpPhase::Ok {
+            accepted.insert(id, true);
+        }
+    }
+    let in_window: Vec<&str> = first.iter().filter(|(_, at)| w.contains(**at)).map(|(id, _)| *id).collect();
+    if in_window.is_empty() {
+        return None;
+    }
+    let ok = in_window.iter().filter(|id| accepted.get(*id).copied().unwrap_or(false)).count();
+    Some(ok as f64 / in_window.len() as f64)
+}
+
+/// When each ride was first seen matched by its rider (scenario ms), and when it was accepted.
+pub fn match_observations(e: &Evidence) -> BTreeMap<String, (u64, u64)> {
+    let mut accepted_at: BTreeMap<String, u64> = BTreeMap::new();
+    let mut matched_at: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for op in &e.history {
+        if op.phase != OpPhase::Ok {
+            continue;
+        }
+        let Some(ride_id) = op.detail.get("ride_id").and_then(Value::as_str) else { continue };
+        match op.action.as_str() {
+            "request_ride" => {
+                accepted_at.entry(ride_id.to_string()).or_insert(t(e, op));
+            }
+            "get_ride" => {
+                let state = op.detail.pointer("/status/state").and_then(Value::as_str);
+                if matches!(state, Some("matched" | "completed")) && !matched_at.contains_key(ride_id) {
+                    let accepted = accepted_at.get(ride_id).copied().unwrap_or(0);
+                    matched_at.insert(ride_id.to_string(), (t(e, op), accepted));
+                }
+            }
+            _ => {}
+        }
+    }
+    matched_at
+}
+
+fn share_metrics(e: &Evidence, w: Window) -> (Option<f64>, Option<f64>) {
+    let at = |ms: u64| e.stats.iter().find(|s| s.at_ms == ms);
+    let (Some(start), Some(end)) = (at(w.from_ms), at(w.to_ms)) else { return (None, None) };
+    let mut deltas = Vec::new();
+    for (name, stats) in &end.replicas {
+        let before = start.replicas.get(name).map_or(0, |s| s.events_handled);
+        // A replica that restarted counts from zero again.
+        let delta = if stats.events_handled >= before { stats.events_handled - before } else { stats.events_handled };
+        deltas.push(delta);
+    }
+    let total: u64 = deltas.iter().sum();
+    let active = deltas.iter().filter(|d| **d > 0).count() as f64;
+    if total == 0 {
+        return (None, Some(active));
+    }
+    let min_share = deltas.iter().map(|d| *d as f64 / total as f64).fold(f64::INFINITY, f64::min);
+    (Some(min_share), Some(active))
+}
+
+/// The value of `metric` over `w` (`None` when the phase had nothing to measure).
+pub fn measure(e: &Evidence, metric: Metric, w: Window, probe: Option<&str>) -> Option<f64> {
+    match metric {
+        Metric::RideRequestsAccepted => requests_accepted(e, w),
+        Metric::LocationUpdatesAccepted => success_rate(e, w, &["location"]),
+        Metric::TripUpdatesAccepted => success_rate(e, w, &["pickup", "complete", "cancel_trip"]),
+        Metric::Matches => Some(match_observations(e).values().filter(|(at, _)| w.contains(*at)).count() as f64),
+        Metric::FirstMatchAfterS => match_observations(e)
+            .values()
+            .filter(|(at, _)| w.contains(*at))
+            .map(|(at, _)| (*at - w.from_ms) as f64 / 1000.0)
+            .reduce(f64::min),
+        Metric::MatchLatencyP95S => {
+            let mut latencies: Vec<f64> = match_observations(e)
+                .values()
+                .filter(|(at, _)| w.contains(*at))
+                .map(|(at, accepted)| at.saturating_sub(*accepted) as f64 / 1000.0)
+                .collect();
+            if latencies.is_empty() {
+                return None;
+            }
+            latencies.sort_by(f64::total_cmp);
+            Some(latencies[((latencies.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)])
+        }
+        Metric::ReplicaShareMin => share_metrics(e, w).0,
+        Metric::ActiveReplicas => share_metrics(e, w).1,
+        Metric::ProbeSuccess => {
+            let who = format!("probe:{}", probe.unwrap_or_default());
+            let (mut ok, mut all) = (0u64, 0u64);
+            for op in e.history.iter().filter(|op| op.client == who && op.phase != OpPhase::Invoke) {
+                if w.contains(t(e, op)) {
+                    all += 1;
+                    ok += u64::from(op.phase == OpPhase::Ok);
+                }
+            }
+            (all > 0).then(|| ok as f64 / all as f64)
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The verdict of a run: a JSON journal (in the spirit of Chaos Toolkit's) and a human summary.
+//!
+//! The journal holds no wall-clock values: the same scenario and seed give a byte-identical
+//! journal, including the history digest. Wall time belongs in the human summary only.
+
+use crate::check::{self, ExpectationResult, Violation, RULES};
+use crate::metrics::{match_observations, measure, Window};
+use crate::runner::Evidence;
+use lastmile_scenarios::faults::TimelineStep;
+use lastmile_scenarios::{Metric, Scenario};
+use lastmile_services::domain::RideStatus;
+use lastmile_workload::history::digest_ops;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Numbers of one phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    /// Its name.
+    pub name: String,
+    /// Start, seconds.
+    pub from_s: f64,
+    /// End, seconds.
+    pub to_s: f64,
+    /// Every metric that had something to measure.
+    pub metrics: BTreeMap<Metric, f64>,
+    /// Events handled per matching replica in the phase.
+    pub work_per_replica: BTreeMap<String, u64>,
+}
+
+/// One rule's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    /// The rule.
+    pub rule: String,
+    /// Whether it held.
+    pub ok: bool,
+    /// What broke it.
+    pub violations: Vec<Violation>,
+}
+
+/// Counts of the whole run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Operations in the history.
+    pub operations: u64,
+    /// Ride requests accepted.
+    pub rides_accepted: u64,
+    /// Rides matched or completed at the end.
+    pub rides_matched: u64,
+    /// Rides that expired.
+    pub rides_expired: u64,
+    /// Trips committed.
+    pub trips: u64,
+    /// Notifications delivered.
+    pub notifications: u64,
+}
+
+/// The journal of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    /// The scenario.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// Whether random faults were on.
+    pub random_faults: bool,
+    /// Whether the naive matching design ran.
+    pub naive_matching: bool,
+    /// Every step carried out, random ones included.
+    pub timeline: Vec<TimelineStep>,
+    /// Scenario second the faults were healed.
+    pub heal_at_s: f64,
+    /// Scenario second the run ended.
+    pub end_at_s: f64,
+    /// Per phase.
+    pub phases: Vec<PhaseReport>,
+    /// The scenario's expectations.
+    pub expectations: Vec<ExpectationResult>,
+    /// Every rule, in order.
+    pub checks: Vec<CheckResult>,
+    /// Counts.
+    pub totals: Totals,
+    /// Digest of the operation history.
+    pub history_digest: String,
+    /// `pass` or `fail`.
+    pub verdict: String,
+}
+
+impl Journal {
+    /// Whether every rule and expectation held.
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+
+    /// Every violation, in rule order.
+    pub fn violations(&self) -> Vec<&Violation> {
+        self.checks.iter().flat_map(|c| c.violations.iter()).collect()
+    }
+}
+
+const ALL_METRICS: [Metric; 8] = [
+    Metric::RideRequestsAccepted,
+    Metric::LocationUpdatesAccepted,
+    Metric::TripUpdatesAccepted,
+    Metric::Matches,
+    Metric::FirstMatchAfterS,
+    Metric::MatchLatencyP95S,
+    Metric::ReplicaShareMin,
+    Metric::ActiveReplicas,
+];
+
+/// Judge `evidence` against `scenario`.
+pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
+    let mut violations = check::all(evidence);
+    let (expectations, broken) = check::expectations(evidence, scenario);
+    violations.extend(broken);
+    let mut checks: Vec<CheckResult> = RULES
+        .iter()
+        .chain(std::iter::once(&"expectation"))
+        .map(|rule| {
+            let mine: Vec<Violation> = violations.iter().filter(|v| v.rule == *rule).cloned().collect();
+            CheckResult { rule: rule.to_string(), ok: mine.is_empty(), violations: mine }
+        })
+        .collect();
+    checks.retain(|c| c.rule != "expectation" || !scenario.expectations.is_empty());
+    let phases = scenario
+        .phases
+        .iter()
+        .map(|p| {
+            let w = Window { from_ms: (p.from_s * 1000.0) as u64, to_ms: (p.to_s * 1000.0) as u64 };
+            let metrics = ALL_METRICS.iter().filter_map(|m| measure(evidence, *m, w, None).map(|v| (*m, v))).collect();
+            PhaseReport {
+                name: p.name.clone(),
+                from_s: p.from_s,
+                to_s: p.to_s,
+                metrics,
+                work_per_replica: work(evidence, w),
+            }
+        })
+        .collect();
+    let export = evidence.export.as_ref();
+    let totals = Totals {
+        operations: evidence.history.len() as u64,
+        rides_accepted: export.map_or(0, |x| x.rides.len() as u64),
+        rides_matched: export.map_or(0, |x| {
+            x.rides
+                .iter()
+                .filter(|r| matches!(r.status, RideStatus::Matched { .. } | RideStatus::Completed { .. }))
+                .count() as u64
+        }),
+        rides_expired: export
+            .map_or(0, |x| x.rides.iter().filter(|r| matches!(r.status, RideStatus::Expired { .. })).count() as u64),
+        trips: export.map_or(0, |x| x.trips.len() as u64),
+        notifications: evidence.inboxes.values().map(|i| i.notifications.len() as u64).sum(),
+    };
+    let _ = match_observations;
+    let passed = checks.iter().all(|c| c.ok);
+    Journal {
+        scenario: evidence.scenario.clone(),
+        seed: evidence.config.seed,
+        random_faults: evidence.config.random_faults,
+        naive_matching: evidence.config.naive_matching,
+        timeline: evidence.timeline.clone(),
+        heal_at_s: evidence.heal_at_ms as f64 / 1000.0,
+        end_at_s: evidence.end_at_ms as f64 / 1000.0,
+        phases,
+        expectations,
+        checks,
+        totals,
+        history_digest: digest_ops(&evidence.history),
+        verdict: if passed { "pass" } else { "fail" }.to_string(),
+    }
+}
+
+fn work(e: &Evidence, w: Window) -> BTreeMap<String, u64> {
+    let at = |ms: u64| e.stats.iter().find(|s| s.at_ms == ms);
+    let (Some(start), Some(end)) = (at(w.from_ms), at(w.to_ms)) else { return BTreeMap::new() };
+    end.replicas
+        .iter()
+        .map(|(name, s)| {
+            let before = start.replicas.get(name).map_or(0, |b| b.events_handled);
+            let delta = if s.events_handled >= before { s.events_handled - before } else { s.events_handled };
+            (name.clone(), delta)
+        })
+        .collect()
+}
+
+/// A person's summary of the journal; `wall` (if known) adds the simulated/wall time ratio.
+pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "scenario {} seed {}: {}", journal.scenario, journal.seed, journal.verdict.to_uppercase());
+    let t = &journal.totals;
+    let _ = writeln!(
+        s,
+        "  {} operations; {} rides accepted, {} matched, {} expired; {} trips; {} notifications",
+        t.operations, t.rides_accepted, t.rides_matched, t.rides_expired, t.trips, t.notifications
+    );
+    let _ = writeln!(
+        s,
+        "  healed at {:.1} s, ended at {:.1} s; history digest {}",
+        journal.heal_at_s, journal.end_at_s, journal.history_digest
+    );
+    if let Some(wall) = wall {
+        let ratio = journal.end_at_s / wall.as_secs_f64().max(1e-9);
+        let _ = writeln!(s, "  wall time {:.2} s ({ratio:.0}x simulated/wall)", wall.as_secs_f64());
+    }
+    for p in &journal.phases {
+        let _ = write!(s, "  phase {:<14} {:>5.0}-{:<5.0}s", p.name, p.from_s, p.to_s);
+        for (m, v) in &p.metrics {
+            let name = serde_json::to_value(m).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let _ = write!(s, " {name}={v:.2}");
+        }
+        if !p.work_per_replica.is_empty() {
+            let work: Vec<String> = p.work_per_replica.iter().map(|(r, n)| format!("{r}:{n}")).collect();
+            let _ = write!(s, " work=[{}]", work.join(" "));
+        }
+        let _ = writeln!(s);
+    }
+    for c in &journal.checks {
+        let _ = writeln!(s, "  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.rule);
+        for v in c.violations.iter().take(5) {
+            let at = v.at_ms.map(|t| format!(" at {:.1} s", t as f64 / 1000.0)).unwrap_or_default();
+            let _ = writeln!(s, "       - {}{at} [{}]", v.message, v.entities.join(", "));
+        }
+        if c.violations.len() > 5 {
+            let _ = writeln!(s, "       ... and {} more", c.violations.len() - 5);
+        }
+    }
+    s
+}

@@ -1,0 +1,396 @@
+//! Run a scenario against a target and collect the evidence.
+//!
+//! Order of a run: wait until every service is ready; register drivers and riders; start the
+//! workload, the probes and the timeline (scenario steps plus the seed's random faults); at
+//! `duration_s` stop new riders, undo every fault and restore the replica counts (the heal);
+//! then let the system settle until every servable ride is matched or `settle_s` runs out;
+//! finally read the record, every inbox and the per-replica counters.
+//!
+//! All times in the evidence are milliseconds since the workload started (`t0`).
+
+use crate::target::Target;
+use lastmile_platform::clock::{instant_now, now_ms};
+use lastmile_platform::http::CallPolicy;
+use lastmile_scenarios::faults::{timeline, TimelineStep};
+use lastmile_scenarios::{Scenario, WorkloadKind};
+use lastmile_services::domain::{Network, RideStatus};
+use lastmile_services::matching::MatchingStats;
+use lastmile_services::notification::Inbox;
+use lastmile_services::trip::Export;
+use lastmile_workload::history::{History, Op, Phase as OpPhase};
+use lastmile_workload::load::{self, LoadPlan, LoadSpec, Stage};
+use lastmile_workload::wait::wait_until;
+use lastmile_workload::{demo, multi_station, LastMileClient};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How one run is set up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// The seed (random faults, workload, and the simulation itself).
+    pub seed: u64,
+    /// Whether the seed adds random faults (when the scenario enables them).
+    pub random_faults: bool,
+    /// Run the original matching design (waiting riders in each replica's memory).
+    pub naive_matching: bool,
+}
+
+/// Counters of every matching replica at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatsSnapshot {
+    /// When (ms since t0).
+    pub at_ms: u64,
+    /// Replica name → its counters (replicas that did not answer are absent).
+    pub replicas: BTreeMap<String, MatchingStats>,
+}
+
+/// Everything a run left behind for the checkers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The run's configuration.
+    pub config: RunConfig,
+    /// Every step the run carried out, random ones included.
+    pub timeline: Vec<TimelineStep>,
+    /// The operation history; `at_ms` is relative to the history's start, see `t0_ms`.
+    pub history: Vec<Op>,
+    /// History time at which the workload (and the scenario clock) started.
+    pub t0_ms: u64,
+    /// Scenario time the faults were healed.
+    pub heal_at_ms: u64,
+    /// Scenario time the run ended.
+    pub end_at_ms: u64,
+    /// trip-service's clock (ms since epoch) at the end, to age rides.
+    pub end_epoch_ms: u64,
+    /// The ride deadline the services ran with.
+    pub ride_ttl_ms: u64,
+    /// The load's plan (drivers, routes, arrivals), for load scenarios.
+    pub plan: Option<LoadPlan>,
+    /// trip-service's record at the end (`None` if it could not be read: itself a failure).
+    pub export: Option<Export>,
+    /// Every user's notifications at the end.
+    pub inboxes: BTreeMap<String, Inbox>,
+    /// Matching counters at the start and end of every phase.
+    pub stats: Vec<StatsSnapshot>,
+    /// Expectations of a scripted workload (demo, multi-station) that did not hold.
+    pub scripted_violations: Vec<String>,
+    /// Problems of the run itself (services never ready, a step that could not be applied).
+    pub run_errors: Vec<String>,
+}
+
+const NEMESIS: &str = "nemesis";
+
+/// Seconds to milliseconds.
+fn ms(s: f64) -> u64 {
+    (s * 1000.0).max(0.0) as u64
+}
+
+enum Due {
+    Apply(usize),
+    Undo(usize),
+    Snapshot,
+}
+
+/// Run `scenario` on `target`.
+pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mut T) -> Evidence {
+    let steps = timeline(scenario, config.seed, config.random_faults);
+    let history = History::new();
+    let api = LastMileClient::new(&target.endpoints(), CallPolicy::default(), history.clone());
+    let network = Arc::new(Network::default_network());
+    let w = &scenario.workload;
+    let mut evidence = Evidence {
+        scenario: scenario.scenario.name.clone(),
+        config: config.clone(),
+        timeline: steps.clone(),
+        history: Vec::new(),
+        t0_ms: 0,
+        heal_at_ms: 0,
+        end_at_ms: 0,
+        end_epoch_ms: 0,
+        ride_ttl_ms: ms(w.ride_ttl_s),
+        plan: None,
+        export: None,
+        inboxes: BTreeMap::new(),
+        stats: Vec::new(),
+        scripted_violations: Vec::new(),
+        run_errors: Vec::new(),
+    };
+
+    let ready = {
+        let api = api.clone();
+        target.spawn_client(async move {
+            wait_until("every service ready", Duration::from_secs(120), || async {
+                api.all_ready().await.then_some(())
+            })
+            .await
+        })
+    };
+    let not_ready = match ready.await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(format!("the readiness check failed: {e}")),
+    };
+    if let Some(e) = not_ready {
+        evidence.run_errors.push(e);
+        return finish(evidence, &history);
+    }
+
+    let spec = LoadSpec {
+        drivers: w.drivers,
+        seats: w.seats,
+        riders_per_minute: w.riders_per_minute,
+        unserved_share: w.unserved_share,
+        dwell: Duration::from_secs_f64(w.dwell_s),
+        travel: Duration::from_secs_f64(w.travel_s),
+        poll: Duration::from_secs_f64(w.poll_s),
+        duration: Duration::from_secs_f64(scenario.duration_s()),
+    };
+    let (stage_tx, stage_rx) = watch::channel(Stage::Running);
+    let workload = match w.kind {
+        WorkloadKind::Load => {
+            let plan = Arc::new(load::plan(&spec, &network, config.seed));
+            evidence.plan = Some((*plan).clone());
+            let registered = {
+                let (api, plan) = (api.clone(), plan.clone());
+                target.spawn_client(async move { load::register(&api, &plan, spec.seats).await })
+            };
+            if let Ok(Err(e)) = registered.await {
+                evidence.run_errors.push(format!("registration failed: {e}"));
+                return finish(evidence, &history);
+            }
+            let (api, net, rx) = (api.clone(), network.clone(), stage_rx.clone());
+            target.spawn_client(async move {
+                load::run(api, plan, spec, net, rx).await;
+                Vec::new()
+            })
+        }
+        WorkloadKind::Demo => {
+            let api = api.clone();
+            target.spawn_client(async move {
+                match demo::run(&api, &demo::DemoTimeouts::default()).await {
+                    Ok(report) => report.violations(),
+                    Err(e) => vec![e.to_string()],
+                }
+            })
+        }
+        WorkloadKind::MultiStation => {
+            let api = api.clone();
+            target.spawn_client(async move {
+                match multi_station::run(&api).await {
+                    Ok(report) => report.violations(),
+                    Err(e) => vec![e.to_string()],
+                }
+            })
+        }
+    };
+    evidence.t0_ms = history.now_ms();
+    let t0 = instant_now();
+    history.record(NEMESIS, "start", OpPhase::Ok, json!({ "seed": config.seed, "scenario": scenario.scenario.name }));
+
+    let mut probes = Vec::new();
+    for probe in &scenario.probes {
+        let urls = target.endpoints();
+        let base = match probe.target.as_str() {
+            "user-service" => urls.user,
+            "location-service" => urls.location,
+            "trip-service" => urls.trip,
+            "notification-service" => urls.notification,
+            _ => target.replica_urls(&probe.target).first().map(|r| r.1.clone()).unwrap_or_default(),
+        };
+        let (api, probe, mut rx) = (api.clone(), probe.clone(), stage_rx.clone());
+        probes.push(target.spawn_client(async move {
+            let who = format!("probe:{}", probe.name);
+            loop {
+                let _ = api.probe(&who, "probe", &base, &probe.path).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs_f64(probe.every_s)) => {}
+                    _ = rx.wait_for(|s| *s == Stage::Stopped) => return,
+                }
+            }
+        }));
+    }
+
+    // Every moment something is due, in time order: steps, their undos, counter snapshots.
+    let duration_ms = ms(scenario.duration_s());
+    let settle_ms = ms(scenario.scenario.settle_s);
+    let mut agenda: Vec<(u64, Due)> = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
+        agenda.push((ms(step.at_s), Due::Apply(i)));
+        if let Some(for_s) = step.for_s {
+            let end = ms(step.at_s + for_s);
+            if end < duration_ms {
+                agenda.push((end, Due::Undo(i)));
+            }
+        }
+    }
+    let mut snapshot_times: BTreeSet<u64> = BTreeSet::from([0]);
+    for p in &scenario.phases {
+        snapshot_times.insert(ms(p.from_s));
+        snapshot_times.insert(ms(p.to_s));
+    }
+    for t in &snapshot_times {
+        if *t < duration_ms {
+            agenda.push((*t, Due::Snapshot));
+        }
+    }
+    // At a phase boundary the counters are read before the steps due then: the end of one
+    // phase is the start of the next, and new replicas start from zero anyway.
+    agenda.sort_by_key(|(t, d)| (*t, !matches!(d, Due::Snapshot)));
+    let mut undone = BTreeSet::new();
+    for (at, due) in agenda {
+        tokio::time::sleep_until(t0 + Duration::from_millis(at)).await;
+        match due {
+            Due::Apply(i) => apply(target, &history, &steps[i], false, &mut evidence).await,
+            Due::Undo(i) => {
+                undone.insert(i);
+                apply(target, &history, &steps[i], true, &mut evidence).await;
+            }
+            Due::Snapshot => evidence.stats.push(snapshot(target, &api, at).await),
+        }
+    }
+    tokio::time::sleep_until(t0 + Duration::from_millis(duration_ms)).await;
+
+    // The rollback: no new riders, every fault undone, replica counts restored.
+    let _ = stage_tx.send(Stage::Settling);
+    let replicas: BTreeMap<String, usize> =
+        lastmile_scenarios::SERVICES.iter().map(|s| (s.to_string(), scenario.final_replicas(s))).collect();
+    history.record(NEMESIS, "heal", OpPhase::Invoke, json!(replicas));
+    match target.heal(&replicas).await {
+        Ok(done) => history.record(NEMESIS, "heal", OpPhase::Ok, json!(done)),
+        Err(e) => {
+            history.record(NEMESIS, "heal", OpPhase::Fail, json!(e));
+            evidence.run_errors.push(format!("heal failed: {e}"));
+        }
+    }
+    evidence.heal_at_ms = instant_now().duration_since(t0).as_millis() as u64;
+
+    // The liveness phase: wait until every servable accepted ride is matched, or time runs out.
+    let settle_end = t0 + Duration::from_millis(duration_ms + settle_ms);
+    let mut pending_snapshots: Vec<u64> = snapshot_times.into_iter().filter(|t| *t >= duration_ms).collect();
+    loop {
+        let now_rel = instant_now().duration_since(t0).as_millis() as u64;
+        while pending_snapshots.first().is_some_and(|t| *t <= now_rel) {
+            let at = pending_snapshots.remove(0);
+            evidence.stats.push(snapshot(target, &api, at).await);
+        }
+        if instant_now() >= settle_end {
+            break;
+        }
+        if w.kind == WorkloadKind::Load && converged(target, &api, evidence.plan.as_ref()).await {
+            break;
+        }
+        if w.kind != WorkloadKind::Load && workload.is_finished() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    evidence.end_at_ms = instant_now().duration_since(t0).as_millis() as u64;
+    evidence.end_epoch_ms = now_ms();
+    evidence.stats.push(snapshot(target, &api, evidence.end_at_ms).await);
+    for at in pending_snapshots {
+        // Phases ending after convergence end now.
+        let mut s = evidence.stats.last().cloned().expect("just pushed");
+        s.at_ms = at;
+        evidence.stats.push(s);
+    }
+    let _ = stage_tx.send(Stage::Stopped);
+    match workload.await {
+        Ok(violations) => evidence.scripted_violations = violations,
+        Err(e) => evidence.run_errors.push(format!("the workload task failed: {e}")),
+    }
+    for p in probes {
+        let _ = p.await;
+    }
+    history.record(NEMESIS, "stop", OpPhase::Ok, json!({}));
+
+    // The evidence: the record, every inbox.
+    let final_read = {
+        let (api, plan) = (api.clone(), evidence.plan.clone());
+        target.spawn_client(async move {
+            let export = api.export().await.ok();
+            let mut users: BTreeSet<String> = BTreeSet::new();
+            if let Some(export) = &export {
+                for t in &export.trips {
+                    users.insert(t.driver_id.clone());
+                    users.extend(t.rider_ids.iter().cloned());
+                }
+                users.extend(export.rides.iter().map(|r| r.rider_id.clone()));
+            }
+            if let Some(plan) = plan {
+                users.extend(plan.drivers.iter().map(|d| d.driver_id.clone()));
+            }
+            let mut inboxes = BTreeMap::new();
+            for user in users {
+                if let Ok(inbox) = api.inbox(&user).await {
+                    inboxes.insert(user, inbox);
+                }
+            }
+            (export, inboxes)
+        })
+    };
+    match final_read.await {
+        Ok((export, inboxes)) => {
+            evidence.export = export;
+            evidence.inboxes = inboxes;
+        }
+        Err(e) => evidence.run_errors.push(format!("reading the final state failed: {e}")),
+    }
+    finish(evidence, &history)
+}
+
+fn finish(mut evidence: Evidence, history: &Arc<History>) -> Evidence {
+    evidence.history = history.ops();
+    evidence
+}
+
+async fn apply<T: Target>(target: &mut T, history: &History, step: &TimelineStep, undo: bool, evidence: &mut Evidence) {
+    let action = if undo { "undo" } else { "apply" };
+    let detail = json!({ "step": step.to_string() });
+    history.record(NEMESIS, action, OpPhase::Invoke, detail);
+    let result = if undo { target.undo(step).await } else { target.apply(step).await };
+    match result {
+        Ok(done) => history.record(NEMESIS, action, OpPhase::Ok, json!(done)),
+        Err(e) => {
+            history.record(NEMESIS, action, OpPhase::Fail, json!(e));
+            evidence.run_errors.push(format!("{action} {step}: {e}"));
+        }
+    }
+}
+
+async fn snapshot<T: Target>(target: &T, api: &LastMileClient, at_ms: u64) -> StatsSnapshot {
+    let replicas = target.replica_urls("matching-service");
+    let api = api.clone();
+    let read = target.spawn_client(async move {
+        let mut out = BTreeMap::new();
+        for (name, url) in replicas {
+            if let Ok(v) = api.probe("harness", "matching_stats", &url, "/stats").await {
+                if let Ok(stats) = serde_json::from_value::<MatchingStats>(v) {
+                    out.insert(name, stats);
+                }
+            }
+        }
+        out
+    });
+    StatsSnapshot { at_ms, replicas: read.await.unwrap_or_default() }
+}
+
+/// Whether every servable ride that was accepted is matched or completed.
+async fn converged<T: Target>(target: &T, api: &LastMileClient, plan: Option<&LoadPlan>) -> bool {
+    let Some(plan) = plan else { return true };
+    let servable: BTreeSet<String> = plan.arrivals.iter().filter(|a| a.servable).map(|a| a.ride_id.clone()).collect();
+    let api = api.clone();
+    let check = target.spawn_client(async move {
+        let Ok(export) = api.export().await else { return false };
+        export
+            .rides
+            .iter()
+            .filter(|r| servable.contains(&r.ride_id))
+            .all(|r| matches!(r.status, RideStatus::Completed { .. }))
+    });
+    check.await.unwrap_or(false)
+}

@@ -1,0 +1,32 @@
+//! What a scenario needs from a deployment. One implementation drives the simulated cluster;
+//! the real world's drive processes or Kubernetes.
+
+use lastmile_scenarios::faults::TimelineStep;
+use lastmile_workload::Endpoints;
+use std::collections::BTreeMap;
+use std::future::Future;
+
+/// A deployment a scenario can run against.
+#[allow(async_fn_in_trait)] // used through generics only; the runner needs no Send bound
+pub trait Target {
+    /// Spawn a task where clients run (the simulation's client node, or the local runtime).
+    fn spawn_client<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static;
+
+    /// Where clients reach the services.
+    fn endpoints(&self) -> Endpoints;
+
+    /// Each running replica of `service` as (name, base URL), for per-replica probes.
+    fn replica_urls(&self, service: &str) -> Vec<(String, String)>;
+
+    /// Carry out one step of the timeline; the answer says what was done.
+    async fn apply(&mut self, step: &TimelineStep) -> Result<String, String>;
+
+    /// Undo a step whose `for_s` ran out (restart the killed, unclog the partitioned, ...).
+    async fn undo(&mut self, step: &TimelineStep) -> Result<String, String>;
+
+    /// Undo every fault still in force and set each service to `replicas` (the rollback).
+    async fn heal(&mut self, replicas: &BTreeMap<String, usize>) -> Result<String, String>;
+}

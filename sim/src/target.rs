@@ -1,0 +1,221 @@
+//! The simulated cluster as a scenario [`Target`]: every fault of the timeline maps to a madsim
+//! operation on the nodes behind a service.
+
+use crate::cluster::{ClusterConfig, Replica, SimCluster};
+use lastmile_harness::{RunConfig, Target};
+use lastmile_scenarios::faults::TimelineStep;
+use lastmile_scenarios::{Action, Scenario};
+use lastmile_services::ServiceName;
+use lastmile_workload::Endpoints;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+/// madsim's default message latency, restored by the heal.
+const DEFAULT_LATENCY: std::ops::Range<Duration> = Duration::from_millis(1)..Duration::from_millis(10);
+
+/// A simulated deployment driven by a scenario.
+pub struct SimTarget {
+    cluster: SimCluster,
+    /// Nodes killed and not yet brought back.
+    killed: Vec<(ServiceName, Replica)>,
+    /// Nodes paused.
+    paused: Vec<Replica>,
+    /// Nodes partitioned.
+    partitioned: Vec<Replica>,
+    /// Whether the broker is down.
+    broker_down: bool,
+}
+
+fn service(step: &TimelineStep) -> Result<ServiceName, String> {
+    step.target.as_deref().ok_or_else(|| format!("{step} has no target"))?.parse()
+}
+
+impl SimTarget {
+    /// Deploy the scenario's initial replicas. Call inside a madsim runtime.
+    pub fn start(scenario: &Scenario, config: &RunConfig) -> SimTarget {
+        let cluster = ClusterConfig {
+            replicas: ServiceName::ALL.into_iter().map(|s| (s, scenario.initial_replicas(s.as_str()))).collect(),
+            ride_ttl: Duration::from_secs_f64(scenario.workload.ride_ttl_s),
+            naive_matching: config.naive_matching || scenario.options.naive_matching,
+        };
+        SimTarget {
+            cluster: SimCluster::start(&cluster),
+            killed: Vec::new(),
+            paused: Vec::new(),
+            partitioned: Vec::new(),
+            broker_down: false,
+        }
+    }
+
+    /// The cluster underneath.
+    pub fn cluster(&self) -> &SimCluster {
+        &self.cluster
+    }
+
+    fn replicas(&self, service: ServiceName) -> Vec<Replica> {
+        self.cluster.replicas(service).to_vec()
+    }
+}
+
+fn names(replicas: &[Replica]) -> String {
+    replicas.iter().map(|r| r.addr.ip().to_string()).collect::<Vec<_>>().join(", ")
+}
+
+impl Target for SimTarget {
+    fn spawn_client<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.cluster.client_node().spawn(future)
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        self.cluster.endpoints()
+    }
+
+    fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
+        let Ok(service) = service.parse::<ServiceName>() else { return Vec::new() };
+        self.cluster
+            .replicas(service)
+            .iter()
+            .map(|r| (format!("{}@{}", service.as_str(), r.addr.ip()), format!("http://{}", r.addr)))
+            .collect()
+    }
+
+    async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
+        match step.action {
+            Action::Scale => {
+                let s = service(step)?;
+                let n = step.replicas.ok_or("scale without replicas")?;
+                self.cluster.scale(s, n);
+                Ok(format!("{s} scaled to {n}"))
+            }
+            Action::Kill => {
+                let s = service(step)?;
+                let replicas = self.replicas(s);
+                if replicas.is_empty() {
+                    return Ok(format!("{s} has no replica to kill"));
+                }
+                let i = step.replica.map_or(replicas.len() - 1, |r| r % replicas.len());
+                let victim = replicas[i].clone();
+                self.cluster.kill(&victim.node);
+                self.killed.push((s, victim.clone()));
+                Ok(format!("killed {s} at {}", victim.addr.ip()))
+            }
+            Action::Restart => {
+                let s = service(step)?;
+                let replicas = self.replicas(s);
+                for r in &replicas {
+                    self.cluster.restart(&r.node);
+                }
+                Ok(format!("restarted {s} ({})", names(&replicas)))
+            }
+            Action::Pause => {
+                let s = service(step)?;
+                let replicas = self.replicas(s);
+                for r in &replicas {
+                    self.cluster.pause(&r.node);
+                }
+                self.paused.extend(replicas.iter().cloned());
+                Ok(format!("paused {s} ({})", names(&replicas)))
+            }
+            Action::Partition => {
+                let s = service(step)?;
+                let replicas = self.replicas(s);
+                for r in &replicas {
+                    self.cluster.partition(&r.node);
+                }
+                self.partitioned.extend(replicas.iter().cloned());
+                Ok(format!("partitioned {s} ({})", names(&replicas)))
+            }
+            Action::Latency => {
+                let ms = step.latency_ms.unwrap_or(100);
+                let base = Duration::from_millis(ms);
+                self.cluster.set_network(base..base + Duration::from_millis(ms / 2 + 1), 0.0);
+                Ok(format!("latency {ms} ms on every link"))
+            }
+            Action::Loss => {
+                let loss = step.loss.unwrap_or(0.1);
+                self.cluster.set_network(DEFAULT_LATENCY, loss);
+                Ok(format!("packet loss {loss:.2} on every link"))
+            }
+            Action::BrokerRestart => {
+                self.cluster.kill_broker();
+                self.broker_down = true;
+                Ok("broker killed".into())
+            }
+        }
+    }
+
+    async fn undo(&mut self, step: &TimelineStep) -> Result<String, String> {
+        match step.action {
+            Action::Kill => {
+                let s = service(step)?;
+                let current: Vec<_> = self.replicas(s).iter().map(|r| r.node.id()).collect();
+                let (back, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.killed)
+                    .into_iter()
+                    .partition(|(svc, r)| *svc == s && current.contains(&r.node.id()));
+                self.killed = keep;
+                for (_, r) in &back {
+                    self.cluster.restart(&r.node);
+                }
+                Ok(format!(
+                    "restarted killed {s} replicas ({})",
+                    names(&back.into_iter().map(|(_, r)| r).collect::<Vec<_>>())
+                ))
+            }
+            Action::Pause => {
+                for r in std::mem::take(&mut self.paused) {
+                    self.cluster.resume(&r.node);
+                }
+                Ok("resumed".into())
+            }
+            Action::Partition => {
+                for r in std::mem::take(&mut self.partitioned) {
+                    self.cluster.reconnect(&r.node);
+                }
+                Ok("reconnected".into())
+            }
+            Action::Latency | Action::Loss => {
+                self.cluster.set_network(DEFAULT_LATENCY, 0.0);
+                Ok("network back to normal".into())
+            }
+            Action::BrokerRestart => {
+                if self.broker_down {
+                    self.cluster.restart_broker();
+                    self.broker_down = false;
+                }
+                Ok("broker restarted".into())
+            }
+            Action::Scale | Action::Restart => Ok("nothing to undo".into()),
+        }
+    }
+
+    async fn heal(&mut self, replicas: &BTreeMap<String, usize>) -> Result<String, String> {
+        for r in std::mem::take(&mut self.partitioned) {
+            self.cluster.reconnect(&r.node);
+        }
+        for r in std::mem::take(&mut self.paused) {
+            self.cluster.resume(&r.node);
+        }
+        self.cluster.set_network(DEFAULT_LATENCY, 0.0);
+        if self.broker_down {
+            self.cluster.restart_broker();
+            self.broker_down = false;
+        }
+        for (s, r) in std::mem::take(&mut self.killed) {
+            if self.cluster.replicas(s).iter().any(|x| x.node.id() == r.node.id()) {
+                self.cluster.restart(&r.node);
+            }
+        }
+        let mut done = Vec::new();
+        for (name, n) in replicas {
+            let s: ServiceName = name.parse()?;
+            self.cluster.scale(s, *n);
+            done.push(format!("{name}={n}"));
+        }
+        Ok(format!("healed; replicas {}", done.join(" ")))
+    }
+}
