@@ -89,22 +89,41 @@ pub fn match_observations(e: &Evidence) -> BTreeMap<String, (u64, u64)> {
     matched_at
 }
 
-fn share_metrics(e: &Evidence, w: Window) -> (Option<f64>, Option<f64>) {
-    let at = |ms: u64| e.stats.iter().find(|s| s.at_ms == ms);
-    let (Some(start), Some(end)) = (at(w.from_ms), at(w.to_ms)) else { return (None, None) };
-    let mut deltas = Vec::new();
-    for (name, stats) in &end.replicas {
-        let before = start.replicas.get(name).map_or(0, |s| s.events_handled);
-        // A replica that restarted counts from zero again.
-        let delta = if stats.events_handled >= before { stats.events_handled - before } else { stats.events_handled };
-        deltas.push(delta);
+/// Events handled by each matching replica during `w`, from the periodic counter snapshots.
+/// Like a rate over a counter: a counter that went down restarted from zero (its replica was
+/// restarted), and a replica seen for the first time started from zero.
+pub fn work_in(e: &Evidence, w: Window) -> BTreeMap<String, u64> {
+    let mut snaps: Vec<&crate::runner::StatsSnapshot> = e.stats.iter().collect();
+    snaps.sort_by_key(|s| s.at_ms);
+    let mut last: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut work: BTreeMap<String, u64> = BTreeMap::new();
+    for snap in snaps {
+        if snap.at_ms > w.to_ms {
+            break;
+        }
+        for (name, stats) in &snap.replicas {
+            let now = stats.events_handled;
+            let before = last.insert(name, now).unwrap_or(0);
+            if snap.at_ms > w.from_ms {
+                let delta = if now >= before { now - before } else { now };
+                *work.entry(name.clone()).or_default() += delta;
+            } else if snap.at_ms == w.from_ms {
+                work.entry(name.clone()).or_default();
+            }
+        }
     }
-    let total: u64 = deltas.iter().sum();
-    let active = deltas.iter().filter(|d| **d > 0).count() as f64;
+    work
+}
+
+fn share_metrics(e: &Evidence, w: Window) -> (Option<f64>, Option<f64>) {
+    let work = work_in(e, w);
+    let total: u64 = work.values().sum();
+    let active = work.values().filter(|d| **d > 0).count() as f64;
     if total == 0 {
         return (None, Some(active));
     }
-    let min_share = deltas.iter().map(|d| *d as f64 / total as f64).fold(f64::INFINITY, f64::min);
+    // Among the replicas that took part: a replica added or removed mid-phase did less, fairly.
+    let min_share = work.values().filter(|d| **d > 0).map(|d| *d as f64 / total as f64).fold(f64::INFINITY, f64::min);
     (Some(min_share), Some(active))
 }
 

@@ -4,7 +4,7 @@
 //! journal, including the history digest. Wall time belongs in the human summary only.
 
 use crate::check::{self, ExpectationResult, Violation, RULES};
-use crate::metrics::{match_observations, measure, Window};
+use crate::metrics::{measure, work_in, Window};
 use crate::runner::Evidence;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::{Metric, Scenario};
@@ -136,7 +136,7 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
                 from_s: p.from_s,
                 to_s: p.to_s,
                 metrics,
-                work_per_replica: work(evidence, w),
+                work_per_replica: work_in(evidence, w),
             }
         })
         .collect();
@@ -155,7 +155,6 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
         trips: export.map_or(0, |x| x.trips.len() as u64),
         notifications: evidence.inboxes.values().map(|i| i.notifications.len() as u64).sum(),
     };
-    let _ = match_observations;
     let passed = checks.iter().all(|c| c.ok);
     Journal {
         scenario: evidence.scenario.clone(),
@@ -172,19 +171,6 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
         history_digest: digest_ops(&evidence.history),
         verdict: if passed { "pass" } else { "fail" }.to_string(),
     }
-}
-
-fn work(e: &Evidence, w: Window) -> BTreeMap<String, u64> {
-    let at = |ms: u64| e.stats.iter().find(|s| s.at_ms == ms);
-    let (Some(start), Some(end)) = (at(w.from_ms), at(w.to_ms)) else { return BTreeMap::new() };
-    end.replicas
-        .iter()
-        .map(|(name, s)| {
-            let before = start.replicas.get(name).map_or(0, |b| b.events_handled);
-            let delta = if s.events_handled >= before { s.events_handled - before } else { s.events_handled };
-            (name.clone(), delta)
-        })
-        .collect()
 }
 
 /// A person's summary of the journal; `wall` (if known) adds the simulated/wall time ratio.

@@ -84,6 +84,8 @@ pub struct Evidence {
 }
 
 const NEMESIS: &str = "nemesis";
+/// How often matching replicas' counters are read (work per replica is summed over these).
+const STATS_INTERVAL_MS: u64 = 5_000;
 
 /// Seconds to milliseconds.
 fn ms(s: f64) -> u64 {
@@ -228,7 +230,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
             }
         }
     }
-    let mut snapshot_times: BTreeSet<u64> = BTreeSet::from([0]);
+    let mut snapshot_times: BTreeSet<u64> = (0..duration_ms + settle_ms).step_by(STATS_INTERVAL_MS as usize).collect();
     for p in &scenario.phases {
         snapshot_times.insert(ms(p.from_s));
         snapshot_times.insert(ms(p.to_s));

@@ -26,7 +26,8 @@ pub struct TimelineStep {
     pub target: Option<String>,
     /// For scale.
     pub replicas: Option<usize>,
-    /// For kill: which replica (taken modulo the replicas running then); `None` = newest.
+    /// For kill, pause, partition: which replica (taken modulo the replicas running then);
+    /// `None` = the newest for kill, every replica for pause and partition.
     pub replica: Option<usize>,
     /// How long the fault lasts; `None` = until the heal.
     pub for_s: Option<f64>,
@@ -133,7 +134,7 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
                 action,
                 target,
                 replicas: None,
-                replica: (action == Action::Kill).then(|| rng.below(8) as usize),
+                replica: needs_target.then(|| rng.below(8) as usize),
                 for_s: Some(for_s),
                 latency_ms: (action == Action::Latency).then(|| 20 + rng.below(280)),
                 loss: (action == Action::Loss).then(|| (rng.between(0.05, 0.3) * 100.0).round() / 100.0),

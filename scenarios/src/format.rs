@@ -138,9 +138,9 @@ pub enum Action {
     Kill,
     /// Restart every replica of a service (graceful stop, then start).
     Restart,
-    /// Freeze a service's replicas for `for_s` (a stop-the-world pause).
+    /// Freeze a service's replicas (or only `replica`) for `for_s`: a stop-the-world pause.
     Pause,
-    /// Cut a service's replicas off the network for `for_s`.
+    /// Cut a service's replicas (or only `replica`) off the network for `for_s`.
     Partition,
     /// Add network latency (`latency_ms`) to every link for `for_s`.
     Latency,
@@ -164,7 +164,8 @@ pub struct Step {
     /// For `scale`.
     #[serde(default)]
     pub replicas: Option<usize>,
-    /// For `kill`: which replica (0 = oldest). Default the newest.
+    /// For `kill`, `pause`, `partition`: which replica (0 = oldest, taken modulo the replicas
+    /// running then). Default: the newest for `kill`, every replica for `pause`/`partition`.
     #[serde(default)]
     pub replica: Option<usize>,
     /// How long the fault lasts before it is undone.

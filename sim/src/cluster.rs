@@ -182,7 +182,7 @@ impl SimCluster {
         while self.replicas.get(&service).map_or(0, Vec::len) < n {
             let replica = match self.stopped.get_mut(&service).and_then(Vec::pop) {
                 Some(r) => {
-                    self.handle.restart(r.node.id());
+                    self.restart(&r.node);
                     NetSim::current().global_ipvs().add_server(vip.clone(), &r.addr.to_string());
                     r
                 }
@@ -210,7 +210,7 @@ impl SimCluster {
 
     /// Restart the broker node: it replays its journal from its disk.
     pub fn restart_broker(&self) {
-        self.handle.restart(self.broker.id());
+        self.restart(&self.broker);
     }
 
     /// Kill a node abruptly (no graceful shutdown).
@@ -218,8 +218,10 @@ impl SimCluster {
         self.handle.kill(node.id());
     }
 
-    /// Restart a node (its init task runs again; its disk survives).
+    /// Restart a node (its init task runs again; its disk survives). The node is killed first:
+    /// madsim's restart alone keeps the old incarnation's sockets bound.
     pub fn restart(&self, node: &NodeHandle) {
+        self.handle.kill(node.id());
         self.handle.restart(node.id());
     }
 

@@ -58,6 +58,14 @@ impl SimTarget {
     }
 }
 
+/// Every replica, or only the `replica`-th (modulo the count).
+fn chosen(replicas: Vec<Replica>, replica: Option<usize>) -> Vec<Replica> {
+    match replica {
+        Some(i) if !replicas.is_empty() => vec![replicas[i % replicas.len()].clone()],
+        _ => replicas,
+    }
+}
+
 fn names(replicas: &[Replica]) -> String {
     replicas.iter().map(|r| r.addr.ip().to_string()).collect::<Vec<_>>().join(", ")
 }
@@ -114,7 +122,7 @@ impl Target for SimTarget {
             }
             Action::Pause => {
                 let s = service(step)?;
-                let replicas = self.replicas(s);
+                let replicas = chosen(self.replicas(s), step.replica);
                 for r in &replicas {
                     self.cluster.pause(&r.node);
                 }
@@ -123,7 +131,7 @@ impl Target for SimTarget {
             }
             Action::Partition => {
                 let s = service(step)?;
-                let replicas = self.replicas(s);
+                let replicas = chosen(self.replicas(s), step.replica);
                 for r in &replicas {
                     self.cluster.partition(&r.node);
                 }

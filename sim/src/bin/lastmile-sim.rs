@@ -111,6 +111,14 @@ mod imp {
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
 
+    fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+        panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into())
+    }
+
     // The harness measures wall time around simulations, never inside them.
     #[allow(clippy::disallowed_methods)]
     fn wall_now() -> Instant {
@@ -159,11 +167,21 @@ mod imp {
             println!("    {step}");
         }
         let started = wall_now();
-        let (run, divergence) = if args.check_determinism {
-            let (run, d) = runs::check_determinism(scenario, &cfg);
-            (run, Some(d))
-        } else {
-            (runs::run(scenario, &cfg), None)
+        let outcome = std::panic::catch_unwind(|| {
+            if args.check_determinism {
+                let (run, d) = runs::check_determinism(scenario, &cfg);
+                (run, Some(d))
+            } else {
+                (runs::run(scenario, &cfg), None)
+            }
+        });
+        let (run, divergence) = match outcome {
+            Ok(done) => done,
+            Err(panic) => {
+                println!("scenario {} seed {}: FAIL (the simulation panicked: {})", scenario.scenario.name, cfg.seed, panic_message(&panic));
+                println!("replay: {}", replay_command(file, cfg.seed, cfg.random_faults, cfg.naive_matching));
+                return ExitCode::FAILURE;
+            }
         };
         let wall = started.elapsed() / if args.check_determinism { 2 } else { 1 };
         print!("{}", human(&run.journal, Some(wall)));
@@ -222,7 +240,7 @@ mod imp {
                 }
                 let started = wall_now();
                 let cfg = RunConfig { seed, random_faults: random, naive_matching: naive };
-                let run = runs::run(&scenario, &cfg);
+                let run = std::panic::catch_unwind(|| runs::run(&scenario, &cfg)).map_err(|p| panic_message(&p));
                 if tx.send((seed, run, started.elapsed())).is_err() {
                     return;
                 }
@@ -236,17 +254,25 @@ mod imp {
         for (seed, run, wall) in rx {
             done += 1;
             times.push((wall, seed));
-            let verdict = if run.journal.passed() { "pass" } else { "FAIL" };
-            eprintln!(
-                "[{done:>3}/{total}] seed {seed:>5}: {verdict} ({:.1} s wall, {:.0} s simulated)",
-                wall.as_secs_f64(),
-                run.journal.end_at_s
-            );
-            if !run.journal.passed() {
-                let first = run.journal.violations().first().map(|v| v.message.clone()).unwrap_or_default();
-                failed.push((seed, first));
-                if first_failure.is_none() {
-                    first_failure = Some(run.journal);
+            match run {
+                Ok(run) => {
+                    let verdict = if run.journal.passed() { "pass" } else { "FAIL" };
+                    eprintln!(
+                        "[{done:>3}/{total}] seed {seed:>5}: {verdict} ({:.1} s wall, {:.0} s simulated)",
+                        wall.as_secs_f64(),
+                        run.journal.end_at_s
+                    );
+                    if !run.journal.passed() {
+                        let first = run.journal.violations().first().map(|v| v.message.clone()).unwrap_or_default();
+                        failed.push((seed, first));
+                        if first_failure.is_none() {
+                            first_failure = Some(run.journal);
+                        }
+                    }
+                }
+                Err(panic) => {
+                    eprintln!("[{done:>3}/{total}] seed {seed:>5}: FAIL (panicked)");
+                    failed.push((seed, format!("the simulation panicked: {panic}")));
                 }
             }
         }
@@ -255,7 +281,11 @@ mod imp {
         }
         failed.sort();
         times.sort();
-        println!("summary: {} passed, {} failed of {total}", total as usize - failed.len(), failed.len());
+        let missing = total as usize - done;
+        println!("summary: {} passed, {} failed of {total}", done - failed.len(), failed.len() + missing);
+        if missing > 0 {
+            println!("  {missing} seeds did not report (a worker died)");
+        }
         for (seed, why) in &failed {
             println!("  seed {seed}: {why}");
             println!("    replay: {}", replay_command(file, *seed, !args.no_random_faults, args.naive_matching));
@@ -267,7 +297,7 @@ mod imp {
             let json = serde_json::to_string_pretty(&journal).expect("journals serialize");
             let _ = std::fs::write(path, json + "\n");
         }
-        if failed.is_empty() {
+        if failed.is_empty() && missing == 0 {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
