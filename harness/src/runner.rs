@@ -11,6 +11,7 @@
 use crate::target::Target;
 use lastmile_platform::clock::{instant_now, now_ms};
 use lastmile_platform::http::CallPolicy;
+use lastmile_platform::watch;
 use lastmile_scenarios::faults::{timeline, TimelineStep};
 use lastmile_scenarios::{Scenario, WorkloadKind};
 use lastmile_services::domain::{Network, RideStatus};
@@ -26,7 +27,6 @@ use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// How one run is set up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,12 +204,13 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
             "notification-service" => urls.notification,
             _ => target.replica_urls(&probe.target).first().map(|r| r.1.clone()).unwrap_or_default(),
         };
-        let (api, probe, mut rx) = (api.clone(), probe.clone(), stage_rx.clone());
+        let (api, probe, rx) = (api.clone(), probe.clone(), stage_rx.clone());
         probes.push(target.spawn_client(async move {
             let who = format!("probe:{}", probe.name);
             loop {
                 let _ = api.probe(&who, "probe", &base, &probe.path).await;
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(Duration::from_secs_f64(probe.every_s)) => {}
                     _ = rx.wait_for(|s| *s == Stage::Stopped) => return,
                 }
@@ -258,7 +259,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
     tokio::time::sleep_until(t0 + Duration::from_millis(duration_ms)).await;
 
     // The rollback: no new riders, every fault undone, replica counts restored.
-    let _ = stage_tx.send(Stage::Settling);
+    stage_tx.send(Stage::Settling);
     let replicas: BTreeMap<String, usize> =
         lastmile_scenarios::SERVICES.iter().map(|s| (s.to_string(), scenario.final_replicas(s))).collect();
     history.record(NEMESIS, "heal", OpPhase::Invoke, json!(replicas));
@@ -300,7 +301,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         s.at_ms = at;
         evidence.stats.push(s);
     }
-    let _ = stage_tx.send(Stage::Stopped);
+    stage_tx.send(Stage::Stopped);
     match workload.await {
         Ok(violations) => evidence.scripted_violations = violations,
         Err(e) => evidence.run_errors.push(format!("the workload task failed: {e}")),

@@ -58,6 +58,7 @@ mod imp {
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             tokio::select! {
+                biased;
                 accepted = listener.accept() => {
                     let (stream, _) = accepted?;
                     let service = TowerToHyperService::new(router.clone());

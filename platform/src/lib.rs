@@ -18,9 +18,11 @@
 //! - [`clock`]: wall-clock milliseconds and randomness that are simulated (and seeded) under
 //!   madsim.
 //! - [`shutdown`]: a cloneable shutdown signal for graceful stops.
+//! - [`watch`]: a single-value channel whose wake-up order is deterministic under simulation.
 
 pub mod broker;
 pub mod clock;
 pub mod http;
 pub mod shutdown;
 pub mod storage;
+pub mod watch;

@@ -1,6 +1,6 @@
 //! A cloneable shutdown signal: one side triggers, every holder can wait for it.
 
-use tokio::sync::watch;
+use crate::watch;
 
 /// Triggers a graceful shutdown of everything holding the matching [`Shutdown`].
 #[derive(Debug)]
@@ -19,31 +19,19 @@ pub fn channel() -> (ShutdownTrigger, Shutdown) {
 impl ShutdownTrigger {
     /// Ask every holder of the signal to stop.
     pub fn trigger(&self) {
-        let _ = self.0.send(true);
+        self.0.send(true);
     }
 }
 
 impl Shutdown {
-    /// A signal that never fires, for components run without a supervisor.
-    pub fn never() -> Shutdown {
-        let (tx, rx) = watch::channel(false);
-        // Keep the sender alive forever so `changed()` never reports a closed channel.
-        std::mem::forget(tx);
-        Shutdown(rx)
-    }
-
     /// Whether shutdown has been requested.
     pub fn is_triggered(&self) -> bool {
-        *self.0.borrow()
+        self.0.get()
     }
 
     /// Resolves once shutdown is requested (or the trigger is dropped).
     pub async fn wait(&mut self) {
-        while !*self.0.borrow_and_update() {
-            if self.0.changed().await.is_err() {
-                return;
-            }
-        }
+        self.0.wait_for(|stop| *stop).await;
     }
 }
 
@@ -66,6 +54,7 @@ async fn wait_for_termination() {
         match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
+                    biased;
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
                 }

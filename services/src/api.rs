@@ -10,12 +10,12 @@ use lastmile_platform::broker::Broker;
 use lastmile_platform::clock::jitter;
 use lastmile_platform::http::{self, HttpClient};
 use lastmile_platform::shutdown::Shutdown;
+use lastmile_platform::watch;
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// How long graceful shutdown waits for background work to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,8 +39,7 @@ pub struct Context {
 impl Context {
     /// Wait until the broker topology is declared (or shutdown).
     pub async fn declared(&self) {
-        let mut rx = self.declared.clone();
-        let _ = rx.wait_for(|d| *d).await;
+        self.declared.wait_for(|d| *d).await;
     }
 
     /// A client for a peer service.
@@ -63,9 +62,7 @@ impl Context {
 
     /// Whether the service can serve: broker connected, topology declared, own flags set.
     pub fn is_ready(&self) -> bool {
-        *self.declared.borrow()
-            && self.broker.is_connected()
-            && self.ready_flags.iter().all(|f| f.load(Ordering::SeqCst))
+        self.declared.get() && self.broker.is_connected() && self.ready_flags.iter().all(|f| f.load(Ordering::SeqCst))
     }
 }
 
@@ -94,12 +91,13 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
             loop {
                 match broker.declare(&topology).await {
                     Ok(()) => {
-                        let _ = declared_tx.send(true);
+                        declared_tx.send(true);
                         return;
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot declare the broker topology yet"),
                 }
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(backoff + jitter(backoff)) => {}
                     _ = shutdown.wait() => return,
                 }

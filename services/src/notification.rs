@@ -172,6 +172,8 @@ mod tests {
             ride_ids: vec!["r1".into()],
             rider_ids: vec!["u1".into()],
             status: TripStatus::Scheduled,
+            created_at_ms: 0,
+            closed_at_ms: None,
         };
         let event = Event { event_id: "e1".into(), occurred_at_ms: 0, body: EventBody::MatchFound(trip) };
         let mut inboxes = Inboxes::default();

@@ -649,6 +649,7 @@ async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: la
     let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
         tokio::select! {
+            biased;
             _ = tick.tick() => {}
             _ = shutdown.wait() => return,
         }

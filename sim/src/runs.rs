@@ -20,7 +20,21 @@ pub struct ScenarioRun {
 }
 
 /// Run `scenario` in a fresh simulation seeded with `config.seed`.
+///
+/// Each run gets a thread of its own: std's hash maps seed their keys once per thread and then
+/// count up, so a second simulation on the same thread would see other hash orders (inside
+/// dependencies) and could diverge from the first. A fresh thread starts like a fresh process.
 pub fn run(scenario: &Scenario, config: &RunConfig) -> ScenarioRun {
+    let (s, c) = (scenario.clone(), config.clone());
+    #[allow(clippy::disallowed_methods)] // the harness around a simulation, not simulated code
+    let thread = std::thread::spawn(move || run_here(&s, &c));
+    match thread.join() {
+        Ok(run) => run,
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+fn run_here(scenario: &Scenario, config: &RunConfig) -> ScenarioRun {
     let mut runtime = Runtime::with_seed_and_config(config.seed, madsim::Config::default());
     let limit = Duration::from_secs_f64(scenario.duration_s() + scenario.scenario.settle_s) + TIME_LIMIT_SLACK;
     runtime.set_time_limit(limit);

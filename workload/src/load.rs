@@ -7,6 +7,7 @@
 
 use crate::client::LastMileClient;
 use lastmile_platform::clock::instant_now;
+use lastmile_platform::watch;
 use lastmile_scenarios::faults::SeedRng;
 use lastmile_services::domain::{Network, Station, TripStatus};
 use lastmile_services::trip::{RideRequest, ShiftRequest};
@@ -14,7 +15,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 
 /// The destination no driver ever serves: such rides must expire, not vanish.
 pub const UNSERVED_DESTINATION: &str = "Airport";
@@ -214,30 +214,29 @@ pub async fn run(
     }
     for a in plan.arrivals.clone() {
         let due = started + Duration::from_millis(a.at_ms);
-        let mut watch = stage.clone();
         tokio::select! {
+            biased;
+            _ = stage.wait_for(|s| *s != Stage::Running) => break,
             _ = tokio::time::sleep_until(due) => {}
-            _ = watch.wait_for(|s| *s != Stage::Running) => break,
         }
         let (api, spec, stage) = (api.clone(), spec.clone(), stage.clone());
         tasks.push(tokio::spawn(async move { ride(&api, &a, &spec, stage).await }));
     }
-    let mut watch = stage.clone();
-    let _ = watch.wait_for(|s| *s == Stage::Stopped).await;
+    stage.wait_for(|s| *s == Stage::Stopped).await;
     for task in tasks {
         let _ = task.await;
     }
 }
 
 fn stopped(stage: &watch::Receiver<Stage>) -> bool {
-    *stage.borrow() == Stage::Stopped
+    stage.get() == Stage::Stopped
 }
 
 async fn pause(stage: &watch::Receiver<Stage>, d: Duration) {
-    let mut watch = stage.clone();
     tokio::select! {
+        biased;
+        _ = stage.wait_for(|s| *s == Stage::Stopped) => {}
         _ = tokio::time::sleep(d) => {}
-        _ = watch.wait_for(|s| *s == Stage::Stopped) => {}
     }
 }
 

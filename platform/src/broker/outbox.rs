@@ -36,6 +36,7 @@ impl Outbox {
         let counter = pending.clone();
         tokio::spawn(async move {
             while let Some(message) = tokio::select! {
+                biased;
                 m = rx.recv() => m,
                 _ = shutdown.wait() => None,
             } {

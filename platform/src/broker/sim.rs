@@ -98,6 +98,7 @@ impl Session {
             let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
             loop {
                 let frame = tokio::select! {
+                    biased;
                     f = rx.recv() => match f { Some(f) => f, None => break },
                     _ = beat.tick() => ClientFrame::Heartbeat,
                 };
@@ -470,6 +471,7 @@ fn serve_connection(id: ConnectionId, stream: TcpStream, events: mpsc::Unbounded
         let mut beat = tokio::time::interval(HEARTBEAT_INTERVAL);
         loop {
             let frame = tokio::select! {
+                biased;
                 f = rx.recv() => match f { Some(f) => f, None => break },
                 _ = beat.tick() => ServerFrame::Heartbeat,
             };

@@ -66,6 +66,7 @@ where
             Err(e) => {
                 tracing::warn!(queue = %config.queue, error = %e, "cannot consume; retrying");
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(backoff + jitter(backoff)) => {}
                     _ = shutdown.wait() => return,
                 }
@@ -75,6 +76,7 @@ where
         };
         loop {
             let delivery = tokio::select! {
+                biased;
                 d = consumer.next() => d,
                 _ = shutdown.wait() => {
                     // Stop consuming; the work in flight has already finished (one at a time).

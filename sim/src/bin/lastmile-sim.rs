@@ -178,7 +178,12 @@ mod imp {
         let (run, divergence) = match outcome {
             Ok(done) => done,
             Err(panic) => {
-                println!("scenario {} seed {}: FAIL (the simulation panicked: {})", scenario.scenario.name, cfg.seed, panic_message(&panic));
+                println!(
+                    "scenario {} seed {}: FAIL (the simulation panicked: {})",
+                    scenario.scenario.name,
+                    cfg.seed,
+                    panic_message(&panic)
+                );
                 println!("replay: {}", replay_command(file, cfg.seed, cfg.random_faults, cfg.naive_matching));
                 return ExitCode::FAILURE;
             }

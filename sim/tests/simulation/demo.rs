@@ -1,26 +1,35 @@
-//! The original demo in simulation: same outcomes as the real world, and determinism.
+//! The original demo workloads in simulation: same outcomes as in the real world, and the
+//! determinism every replay relies on.
 
-use lastmile_sim::{replay_command, runs};
+use crate::common::{assert_passed, run};
 
 #[test]
-fn demo_in_simulation_matches_fifo_within_seats_and_notifies_once() {
-    let seed = 1;
-    println!("seed {seed}");
-    let run = runs::demo(seed);
-    let report = run.outcome.unwrap_or_else(|e| panic!("seed {seed}: {e}\nreplay: {}", replay_command(seed)));
-    let violations = report.violations();
-    assert!(violations.is_empty(), "seed {seed}:\n{}\nreplay: {}", violations.join("\n"), replay_command(seed));
-    assert_eq!(report.matches(), 4, "no matches: the test proves nothing");
+fn demo_matches_fifo_within_seats_and_notifies_once_per_event() {
+    let r = run("demo", 1, true, false);
+    assert_passed("demo", &r);
+    assert_eq!(r.journal.totals.trips, 4, "no matches: the test proves nothing");
+}
+
+#[test]
+fn multi_station_driver_fills_its_seats_and_strands_the_rest() {
+    let r = run("multi-station", 1, true, false);
+    assert_passed("multi-station", &r);
+    assert_eq!(r.journal.totals.rides_expired, 2);
 }
 
 #[test]
 fn the_same_seed_gives_the_same_history_and_another_seed_another() {
-    let (a, b, c) = (runs::demo(7), runs::demo(7), runs::demo(8));
-    for run in [&a, &b, &c] {
-        let report = run.outcome.as_ref().unwrap_or_else(|e| panic!("seed {}: {e}", run.seed));
-        assert!(report.matches() > 0, "seed {}: no matches, the comparison proves nothing", run.seed);
-        assert!(run.ops > 100, "seed {}: only {} operations recorded", run.seed, run.ops);
+    let (a, b, c) = (run("demo", 7, true, false), run("demo", 7, true, false), run("demo", 8, true, false));
+    for r in [&a, &b, &c] {
+        assert!(r.journal.totals.trips > 0, "seed {}: no matches, the comparison proves nothing", r.journal.seed);
+        assert!(
+            r.journal.totals.operations > 100,
+            "seed {}: only {} operations",
+            r.journal.seed,
+            r.journal.totals.operations
+        );
     }
-    assert_eq!(a.digest, b.digest, "seed 7 ran twice with different histories: the simulation is not deterministic");
-    assert_ne!(a.digest, c.digest, "seeds 7 and 8 gave the same history: the seed does not reach the run");
+    assert_eq!(a.evidence.history, b.evidence.history, "seed 7 ran twice with different histories");
+    assert_eq!(a.journal, b.journal, "seed 7 ran twice with different journals");
+    assert_ne!(a.journal.history_digest, c.journal.history_digest, "seeds 7 and 8 gave the same history");
 }

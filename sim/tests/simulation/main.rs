@@ -6,6 +6,8 @@
 #[cfg(madsim)]
 mod broker;
 #[cfg(madsim)]
+mod common;
+#[cfg(madsim)]
 mod demo;
 
 /// In the normal build flavour there is nothing to simulate: fail instead of passing vacuously.
