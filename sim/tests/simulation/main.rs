@@ -6,6 +6,8 @@
 #[cfg(madsim)]
 mod broker;
 #[cfg(madsim)]
+mod chaos;
+#[cfg(madsim)]
 mod common;
 #[cfg(madsim)]
 mod demo;

@@ -23,7 +23,7 @@ pub use load::{load, parse, ScenarioError};
 
 /// The default station network (12 stations on two lines) every scenario uses unless it names
 /// its own stations file.
-pub const DEFAULT_STATIONS_CSV: &str = include_str!("../stations.csv");
+pub const DEFAULT_STATIONS_CSV: &str = include_str!("../../stations.csv");
 
 /// The five services a scenario can target.
 pub const SERVICES: [&str; 5] =

@@ -354,6 +354,30 @@ min = 0.99
     }
 
     #[test]
+    fn every_shipped_scenario_file_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut checked = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                load(&path).unwrap_or_else(|e| panic!("{e}"));
+                checked.push(path.file_name().unwrap().to_string_lossy().into_owned());
+            }
+        }
+        checked.sort();
+        assert_eq!(
+            checked,
+            [
+                "demo.toml",
+                "matching-outage.toml",
+                "multi-station.toml",
+                "non-critical-outage.toml",
+                "scale-under-load.toml"
+            ]
+        );
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let e = load(Path::new("no/such/scenario.toml")).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("no/such/scenario.toml", 0));
