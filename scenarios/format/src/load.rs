@@ -137,7 +137,7 @@ impl Validator<'_> {
 
     fn validate(mut self, s: &Scenario) -> Result<(), ScenarioError> {
         let duration = s.duration_s();
-        if !(duration > 0.0) {
+        if duration.is_nan() || duration <= 0.0 {
             self.fail(s.scenario.duration_s.span(), "scenario.duration_s", "must be positive");
         }
         if s.scenario.settle_s < 0.0 {
@@ -206,7 +206,7 @@ impl Validator<'_> {
         let end = duration + s.scenario.settle_s;
         for (i, phase) in s.phases.iter().enumerate() {
             let span = self.span_of("phase", Some(i), "name");
-            if !(phase.from_s < phase.to_s) || phase.from_s < 0.0 || phase.to_s > end {
+            if phase.from_s.is_nan() || phase.from_s >= phase.to_s || phase.from_s < 0.0 || phase.to_s > end {
                 self.fail(span.clone(), format!("phase[{i}]"), format!("needs 0 <= from_s < to_s <= {end}"));
             }
             if s.phases[..i].iter().any(|p| p.name == phase.name) {
@@ -239,7 +239,7 @@ impl Validator<'_> {
             if !p.path.starts_with('/') {
                 self.fail(span.clone(), format!("probe[{i}].path"), "must start with /");
             }
-            if !(p.every_s > 0.0) {
+            if p.every_s.is_nan() || p.every_s <= 0.0 {
                 self.fail(span, format!("probe[{i}].every_s"), "must be positive");
             }
         }

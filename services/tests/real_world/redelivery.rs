@@ -18,6 +18,8 @@ fn match_found(n: usize) -> Event {
         ride_ids: vec![format!("ride-{n}")],
         rider_ids: vec![format!("u{n}")],
         status: TripStatus::Scheduled,
+        created_at_ms: 0,
+        closed_at_ms: None,
     };
     Event { event_id: format!("event-{n}"), occurred_at_ms: 0, body: EventBody::MatchFound(trip) }
 }

@@ -59,6 +59,9 @@ struct RunArgs {
     /// Run the seed twice and report the first point where the histories diverge.
     #[arg(long)]
     check_determinism: bool,
+    /// Print only the journal as JSON (how a sweep runs each seed in a process of its own).
+    #[arg(long, hide = true)]
+    journal_stdout: bool,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +114,29 @@ mod imp {
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
 
+    /// Run one seed in a child process and read its journal.
+    fn run_child(
+        exe: &std::path::Path,
+        flags: &[String],
+        seed: u64,
+    ) -> Result<lastmile_harness::report::Journal, String> {
+        let out = std::process::Command::new(exe)
+            .args(flags)
+            .arg("--seed")
+            .arg(seed.to_string())
+            .output()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        match stdout.lines().last().map(serde_json::from_str::<lastmile_harness::report::Journal>) {
+            Some(Ok(journal)) => Ok(journal),
+            _ => {
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let why = stderr.lines().find(|l| l.contains("panicked")).unwrap_or("no journal");
+                Err(format!("the simulation crashed ({}): {why}", out.status))
+            }
+        }
+    }
+
     fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         panic
             .downcast_ref::<String>()
@@ -152,6 +178,11 @@ mod imp {
 
     fn single(scenario: &Scenario, file: &str, args: &RunArgs) -> ExitCode {
         let cfg = config(args, args.seed);
+        if args.journal_stdout {
+            let run = runs::run(scenario, &cfg);
+            println!("{}", serde_json::to_string(&run.journal).expect("journals serialize"));
+            return if run.journal.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        }
         println!("lastmile-sim: scenario {} ({file}) seed {}", scenario.scenario.name, cfg.seed);
         println!(
             "  random faults {}, matching {}",
@@ -232,20 +263,26 @@ mod imp {
         let next = Arc::new(AtomicU64::new(seeds.start));
         let (tx, rx) = mpsc::channel();
         let mut workers = Vec::new();
+        let exe = std::env::current_exe().expect("the running binary has a path");
         for _ in 0..args.jobs.max(1) {
-            let (next, tx, scenario, end) = (next.clone(), tx.clone(), scenario.clone(), seeds.end);
-            let (random, naive) = (!args.no_random_faults, args.naive_matching);
-            // Each simulation runs on its own OS thread with its own runtime: the harness, not
-            // simulated code.
-            #[allow(clippy::disallowed_methods)]
+            let (next, tx, end, exe) = (next.clone(), tx.clone(), seeds.end, exe.clone());
+            let mut flags = vec!["run".to_string(), file.to_string(), "--journal-stdout".into()];
+            if args.no_random_faults {
+                flags.push("--no-random-faults".into());
+            }
+            if args.naive_matching {
+                flags.push("--naive-matching".into());
+            }
+            // Each seed runs in a process of its own, as a replay would: nothing a run leaves in
+            // its process (memory, global counters) can reach the next one.
+            #[allow(clippy::disallowed_methods)] // the harness's workers, not simulated code
             workers.push(std::thread::spawn(move || loop {
                 let seed = next.fetch_add(1, Ordering::SeqCst);
                 if seed >= end {
                     return;
                 }
                 let started = wall_now();
-                let cfg = RunConfig { seed, random_faults: random, naive_matching: naive };
-                let run = std::panic::catch_unwind(|| runs::run(&scenario, &cfg)).map_err(|p| panic_message(&p));
+                let run = run_child(&exe, &flags, seed);
                 if tx.send((seed, run, started.elapsed())).is_err() {
                     return;
                 }
@@ -260,24 +297,24 @@ mod imp {
             done += 1;
             times.push((wall, seed));
             match run {
-                Ok(run) => {
-                    let verdict = if run.journal.passed() { "pass" } else { "FAIL" };
+                Ok(journal) => {
+                    let verdict = if journal.passed() { "pass" } else { "FAIL" };
                     eprintln!(
                         "[{done:>3}/{total}] seed {seed:>5}: {verdict} ({:.1} s wall, {:.0} s simulated)",
                         wall.as_secs_f64(),
-                        run.journal.end_at_s
+                        journal.end_at_s
                     );
-                    if !run.journal.passed() {
-                        let first = run.journal.violations().first().map(|v| v.message.clone()).unwrap_or_default();
+                    if !journal.passed() {
+                        let first = journal.violations().first().map(|v| v.message.clone()).unwrap_or_default();
                         failed.push((seed, first));
                         if first_failure.is_none() {
-                            first_failure = Some(run.journal);
+                            first_failure = Some(journal);
                         }
                     }
                 }
-                Err(panic) => {
-                    eprintln!("[{done:>3}/{total}] seed {seed:>5}: FAIL (panicked)");
-                    failed.push((seed, format!("the simulation panicked: {panic}")));
+                Err(crash) => {
+                    eprintln!("[{done:>3}/{total}] seed {seed:>5}: FAIL ({crash})");
+                    failed.push((seed, crash));
                 }
             }
         }
