@@ -28,8 +28,9 @@ fn violation(rule: &str, entities: Vec<String>, at_ms: Option<u64>, message: Str
 }
 
 /// The rules every run is judged by, in report order.
-pub const RULES: [&str; 9] = [
+pub const RULES: [&str; 10] = [
     "run_completed",
+    "services_ready_after_heal",
     "workload_did_something",
     "no_double_match",
     "no_over_capacity",
@@ -44,6 +45,7 @@ pub const RULES: [&str; 9] = [
 pub fn all(e: &Evidence) -> Vec<Violation> {
     let mut v = Vec::new();
     v.extend(run_completed(e));
+    v.extend(services_ready_after_heal(e));
     v.extend(workload_did_something(e));
     v.extend(no_double_match(e));
     v.extend(no_over_capacity(e));
@@ -74,6 +76,25 @@ pub fn run_completed(e: &Evidence) -> Vec<Violation> {
             .map(|m| violation("run_completed", vec![], None, format!("workload expectation: {m}"))),
     );
     v
+}
+
+/// Liveness: once every fault is healed, every service (and matching replica) reports ready
+/// again — a service stuck unready would be cut out of its Kubernetes Service for good.
+pub fn services_ready_after_heal(e: &Evidence) -> Vec<Violation> {
+    e.history
+        .iter()
+        .filter(|op| op.action == "final_ready" && matches!(op.phase, OpPhase::Fail | OpPhase::Timeout))
+        .map(|op| {
+            let who = op.client.trim_start_matches("final:").to_string();
+            let why = op.detail.as_str().unwrap_or_default();
+            violation(
+                "services_ready_after_heal",
+                vec![who.clone()],
+                Some(op.at_ms.saturating_sub(e.t0_ms)),
+                format!("{who} is not ready after the heal and the settle time: {why}"),
+            )
+        })
+        .collect()
 }
 
 /// A run without matches proves nothing.

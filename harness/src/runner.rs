@@ -311,10 +311,23 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
     }
     history.record(NEMESIS, "stop", OpPhase::Ok, json!({}));
 
-    // The evidence: the record, every inbox.
+    // The evidence: every service ready again, the record, every inbox.
+    let mut ready_checks: Vec<(String, String)> = {
+        let e = target.endpoints();
+        vec![
+            ("user-service".into(), e.user),
+            ("location-service".into(), e.location),
+            ("trip-service".into(), e.trip),
+            ("notification-service".into(), e.notification),
+        ]
+    };
+    ready_checks.extend(target.replica_urls("matching-service"));
     let final_read = {
         let (api, plan) = (api.clone(), evidence.plan.clone());
         target.spawn_client(async move {
+            for (name, url) in ready_checks {
+                let _ = api.probe(&format!("final:{name}"), "final_ready", &url, "/ready").await;
+            }
             let export = api.export().await.ok();
             let mut users: BTreeSet<String> = BTreeSet::new();
             if let Some(export) = &export {

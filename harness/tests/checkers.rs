@@ -201,6 +201,17 @@ fn a_participant_never_told_about_a_match_breaks_delivery() {
 }
 
 #[test]
+fn a_service_not_ready_after_the_heal_breaks_liveness() {
+    let mut e = healthy();
+    e.history.push(op(19_000, "final:user-service", "final_ready", Phase::Ok, json!({"ready": true})));
+    assert!(check::services_ready_after_heal(&e).is_empty());
+    e.history.push(op(19_500, "final:notification-service", "final_ready", Phase::Fail, json!("HTTP 503")));
+    let v = check::services_ready_after_heal(&e);
+    assert_eq!(rules(&v), ["services_ready_after_heal"]);
+    assert_eq!(v[0].entities, ["notification-service"]);
+}
+
+#[test]
 fn a_run_without_trips_proves_nothing() {
     let mut e = healthy();
     e.export.as_mut().unwrap().trips.clear();

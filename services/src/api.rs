@@ -17,6 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// How often a service without a live broker connection tries to open one.
+const RECONNECT_PERIOD: Duration = Duration::from_secs(2);
 /// How long graceful shutdown waits for background work to finish.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -102,6 +104,23 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
                     _ = shutdown.wait() => return,
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+        }));
+    }
+    {
+        // Keep a broker connection open even when the service has nothing to publish or
+        // consume, so `/ready` recovers after a broker restart without waiting for traffic.
+        let (broker, mut shutdown) = (broker.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(RECONNECT_PERIOD) => {}
+                }
+                if !broker.is_connected() {
+                    let _ = broker.connect().await;
+                }
             }
         }));
     }

@@ -13,19 +13,21 @@
 //! a service by name and reach any replica, as through a Kubernetes Service.
 
 use lastmile_platform::broker::sim::{run_broker_node, BrokerProbe};
-use lastmile_platform::http::CallPolicy;
+use lastmile_platform::http::{CallPolicy, HttpClient, Method};
 use lastmile_services::{Config, ServiceName};
 use lastmile_workload::{Endpoints, History, LastMileClient};
 use madsim::net::ipvs::{Scheduler, ServiceAddr};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The broker's DNS name.
 pub const BROKER_HOST: &str = "rabbitmq";
+/// How often a starting replica's `/ready` is probed before it joins its service.
+const READINESS_PERIOD: Duration = Duration::from_millis(500);
 /// Where the broker keeps its durable state on its node's disk.
 const BROKER_JOURNAL: &str = "rabbitmq.journal";
 
@@ -85,6 +87,8 @@ pub struct SimCluster {
     /// Replicas scaled down, newest last. Scaling up brings these back first, with their disk:
     /// like a StatefulSet whose pods keep their volumes, a service's journal survives 0 and back.
     stopped: BTreeMap<ServiceName, Vec<Replica>>,
+    /// Replicas that should serve (scaled up and not scaled down since); readiness gates read it.
+    serving: Arc<Mutex<BTreeSet<SocketAddr>>>,
     client: NodeHandle,
 }
 
@@ -136,6 +140,7 @@ impl SimCluster {
             replicas: BTreeMap::new(),
             created: BTreeMap::new(),
             stopped: BTreeMap::new(),
+            serving: Arc::default(),
             client,
         };
         for service in ServiceName::ALL {
@@ -183,19 +188,49 @@ impl SimCluster {
             let replica = match self.stopped.get_mut(&service).and_then(Vec::pop) {
                 Some(r) => {
                     self.restart(&r.node);
-                    NetSim::current().global_ipvs().add_server(vip.clone(), &r.addr.to_string());
                     r
                 }
                 None => self.spawn_replica(service),
             };
+            self.join_when_ready(vip.clone(), replica.addr);
             self.replicas.entry(service).or_default().push(replica);
         }
         while self.replicas.get(&service).map_or(0, Vec::len) > n {
             let replica = self.replicas.get_mut(&service).expect("non-empty").pop().expect("non-empty");
+            self.serving.lock().expect("serving set").remove(&replica.addr);
             NetSim::current().global_ipvs().del_server(vip.clone(), &replica.addr.to_string());
+            tracing::debug!(addr = %replica.addr, "scaled down: graceful stop");
             self.handle.send_ctrl_c(replica.node.id());
             self.stopped.entry(service).or_default().push(replica);
         }
+    }
+
+    /// Put a replica behind its service's virtual address once its own `/ready` answers 200, as
+    /// Kubernetes adds a pod to a Service's endpoints when its readiness probe passes. A replica
+    /// scaled down before it got ready never joins.
+    fn join_when_ready(&self, vip: ServiceAddr, addr: SocketAddr) {
+        self.serving.lock().expect("serving set").insert(addr);
+        let serving = self.serving.clone();
+        let probe = HttpClient::new(
+            "readiness",
+            &format!("http://{addr}"),
+            CallPolicy { attempts: 1, ..CallPolicy::default() },
+        );
+        self.client.spawn(async move {
+            loop {
+                if !serving.lock().expect("serving set").contains(&addr) {
+                    return;
+                }
+                if let Ok((200, _)) = probe.call_raw(Method::GET, "/ready", None).await {
+                    if serving.lock().expect("serving set").contains(&addr) {
+                        tracing::debug!(%addr, "ready: joins its service");
+                        NetSim::current().global_ipvs().add_server(vip, &addr.to_string());
+                    }
+                    return;
+                }
+                tokio::time::sleep(READINESS_PERIOD).await;
+            }
+        });
     }
 
     /// The replicas of a service.
@@ -221,6 +256,7 @@ impl SimCluster {
     /// Restart a node (its init task runs again; its disk survives). The node is killed first:
     /// madsim's restart alone keeps the old incarnation's sockets bound.
     pub fn restart(&self, node: &NodeHandle) {
+        tracing::debug!(node = %node.id(), "restart");
         self.handle.kill(node.id());
         self.handle.restart(node.id());
     }
@@ -238,6 +274,25 @@ impl SimCluster {
     /// Cut a node off the network (messages wait until it is reconnected).
     pub fn partition(&self, node: &NodeHandle) {
         NetSim::current().clog_node(node.id());
+    }
+
+    /// Cut the link between two nodes, both directions.
+    pub fn partition_link(&self, a: &NodeHandle, b: &NodeHandle) {
+        let net = NetSim::current();
+        net.clog_link(a.id(), b.id());
+        net.clog_link(b.id(), a.id());
+    }
+
+    /// Restore a link cut with [`SimCluster::partition_link`].
+    pub fn reconnect_link(&self, a: &NodeHandle, b: &NodeHandle) {
+        let net = NetSim::current();
+        net.unclog_link(a.id(), b.id());
+        net.unclog_link(b.id(), a.id());
+    }
+
+    /// The broker's node.
+    pub fn broker_node(&self) -> &NodeHandle {
+        &self.broker
     }
 
     /// Reconnect a partitioned node.

@@ -23,6 +23,8 @@ pub struct SimTarget {
     paused: Vec<Replica>,
     /// Nodes partitioned.
     partitioned: Vec<Replica>,
+    /// Links cut.
+    cut_links: Vec<(madsim::runtime::NodeHandle, madsim::runtime::NodeHandle)>,
     /// Whether the broker is down.
     broker_down: bool,
 }
@@ -44,6 +46,7 @@ impl SimTarget {
             killed: Vec::new(),
             paused: Vec::new(),
             partitioned: Vec::new(),
+            cut_links: Vec::new(),
             broker_down: false,
         }
     }
@@ -129,6 +132,23 @@ impl Target for SimTarget {
                 self.paused.extend(replicas.iter().cloned());
                 Ok(format!("paused {s} ({})", names(&replicas)))
             }
+            Action::Partition if step.peer.is_some() => {
+                let s = service(step)?;
+                let peer = step.peer.as_deref().expect("checked");
+                let peers: Vec<madsim::runtime::NodeHandle> = if peer == "broker" {
+                    vec![self.cluster.broker_node().clone()]
+                } else {
+                    self.replicas(peer.parse()?).into_iter().map(|r| r.node).collect()
+                };
+                let replicas = chosen(self.replicas(s), step.replica);
+                for r in &replicas {
+                    for p in &peers {
+                        self.cluster.partition_link(&r.node, p);
+                        self.cut_links.push((r.node.clone(), p.clone()));
+                    }
+                }
+                Ok(format!("cut the links of {s} ({}) to {peer}", names(&replicas)))
+            }
             Action::Partition => {
                 let s = service(step)?;
                 let replicas = chosen(self.replicas(s), step.replica);
@@ -184,6 +204,9 @@ impl Target for SimTarget {
                 for r in std::mem::take(&mut self.partitioned) {
                     self.cluster.reconnect(&r.node);
                 }
+                for (a, b) in std::mem::take(&mut self.cut_links) {
+                    self.cluster.reconnect_link(&a, &b);
+                }
                 Ok("reconnected".into())
             }
             Action::Latency | Action::Loss => {
@@ -204,6 +227,9 @@ impl Target for SimTarget {
     async fn heal(&mut self, replicas: &BTreeMap<String, usize>) -> Result<String, String> {
         for r in std::mem::take(&mut self.partitioned) {
             self.cluster.reconnect(&r.node);
+        }
+        for (a, b) in std::mem::take(&mut self.cut_links) {
+            self.cluster.reconnect_link(&a, &b);
         }
         for r in std::mem::take(&mut self.paused) {
             self.cluster.resume(&r.node);

@@ -210,7 +210,9 @@ impl Client {
     }
 
     pub fn is_connected(&self) -> bool {
+        // Any live session counts: a consumer's own session proves the broker answers too.
         self.session.lock().unwrap().as_ref().is_some_and(|s| s.is_alive())
+            || self.all.lock().unwrap().iter().any(|s| s.is_alive())
     }
 
     async fn open(&self) -> Result<Arc<Session>, BrokerError> {

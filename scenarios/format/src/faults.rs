@@ -29,6 +29,8 @@ pub struct TimelineStep {
     /// For kill, pause, partition: which replica (taken modulo the replicas running then);
     /// `None` = the newest for kill, every replica for pause and partition.
     pub replica: Option<usize>,
+    /// For partition: only the links to this peer (a service or `broker`).
+    pub peer: Option<String>,
     /// How long the fault lasts; `None` = until the heal.
     pub for_s: Option<f64>,
     /// For latency.
@@ -51,6 +53,9 @@ impl std::fmt::Display for TimelineStep {
         }
         if let Some(r) = self.replica {
             write!(f, " replica={r}")?;
+        }
+        if let Some(p) = &self.peer {
+            write!(f, " peer={p}")?;
         }
         if let Some(d) = self.for_s {
             write!(f, " for={d:.1}s")?;
@@ -109,6 +114,7 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
             target: s.target.as_ref().map(|t| t.get_ref().clone()),
             replicas: s.replicas,
             replica: s.replica,
+            peer: s.peer.clone(),
             for_s: s.for_s.or(if s.action == Action::BrokerRestart { Some(5.0) } else { None }),
             latency_ms: s.latency_ms,
             loss: s.loss,
@@ -135,6 +141,7 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
                 target,
                 replicas: None,
                 replica: needs_target.then(|| rng.below(8) as usize),
+                peer: None,
                 for_s: Some(for_s),
                 latency_ms: (action == Action::Latency).then(|| 20 + rng.below(280)),
                 loss: (action == Action::Loss).then(|| (rng.between(0.05, 0.3) * 100.0).round() / 100.0),

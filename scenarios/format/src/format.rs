@@ -140,7 +140,8 @@ pub enum Action {
     Restart,
     /// Freeze a service's replicas (or only `replica`) for `for_s`: a stop-the-world pause.
     Pause,
-    /// Cut a service's replicas (or only `replica`) off the network for `for_s`.
+    /// Cut a service's replicas (or only `replica`) off the network for `for_s` — or, with
+    /// `peer`, only their links to the peer (another service, or `broker`).
     Partition,
     /// Add network latency (`latency_ms`) to every link for `for_s`.
     Latency,
@@ -168,6 +169,9 @@ pub struct Step {
     /// running then). Default: the newest for `kill`, every replica for `pause`/`partition`.
     #[serde(default)]
     pub replica: Option<usize>,
+    /// For `partition`: cut only the links to this service (or `broker`).
+    #[serde(default)]
+    pub peer: Option<String>,
     /// How long the fault lasts before it is undone.
     #[serde(default)]
     pub for_s: Option<f64>,

@@ -199,6 +199,13 @@ impl Validator<'_> {
             if step.action == Action::Loss && !step.loss.is_some_and(|l| l > 0.0 && l < 1.0) {
                 self.fail(span.clone(), format!("step[{i}].loss"), "loss needs a share between 0 and 1");
             }
+            if let Some(peer) = &step.peer {
+                if step.action != Action::Partition {
+                    self.fail(span.clone(), format!("step[{i}].peer"), "only a partition takes a peer");
+                } else if peer != "broker" {
+                    self.service(span.clone(), &format!("step[{i}].peer"), peer);
+                }
+            }
             if step.for_s.is_some_and(|f| f < 0.0) {
                 self.fail(span, format!("step[{i}].for_s"), "must not be negative");
             }
