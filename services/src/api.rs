@@ -2,16 +2,18 @@
 //! fallback for unknown routes, and the runner with graceful shutdown.
 
 use crate::config::{Config, ServiceName};
-use crate::events::topology;
+use crate::events::{topology, Event};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
 use lastmile_platform::broker::Broker;
 use lastmile_platform::clock::jitter;
 use lastmile_platform::http::{self, HttpClient};
 use lastmile_platform::shutdown::Shutdown;
 use lastmile_platform::watch;
 use serde_json::json;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,30 @@ impl Context {
             other => panic!("no service calls {other}"),
         };
         HttpClient::new(peer.as_str(), url, self.config.call_policy.clone())
+    }
+
+    /// Consume the service's queue once the topology is declared, handing each decoded event to
+    /// `handler`; an undecodable message is dead-lettered without reaching it.
+    pub fn spawn_consumer<H, F>(&self, service: ServiceName, mut handler: H) -> tokio::task::JoinHandle<()>
+    where
+        H: FnMut(Event) -> F + Send + 'static,
+        F: Future<Output = Outcome> + Send + 'static,
+    {
+        let ctx = self.clone();
+        let config = WorkerConfig::new(ctx.config.names.queue(service.as_str()));
+        tokio::spawn(async move {
+            ctx.declared().await;
+            worker::run(ctx.broker.clone(), config, ctx.shutdown.clone(), move |message, _| {
+                let work = Event::from_message(&message).map(&mut handler);
+                async move {
+                    match work {
+                        Ok(work) => work.await,
+                        Err(reason) => Outcome::Poison(reason),
+                    }
+                }
+            })
+            .await
+        })
     }
 
     /// A readiness condition that starts false; `/ready` waits for all of them.

@@ -5,10 +5,8 @@
 
 use crate::domain::{Role, User};
 use crate::events::{Event, EventBody};
-use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
-use lastmile_platform::broker::Broker;
+use lastmile_platform::broker::worker::Outcome;
 use lastmile_platform::http::{ApiError, CallError, HttpClient};
-use lastmile_platform::shutdown::Shutdown;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -60,21 +58,13 @@ impl Directory {
         Ok(())
     }
 
-    /// Keep the directory fed from `queue` until shutdown.
-    pub async fn follow(self: Arc<Self>, broker: Broker, queue: String, shutdown: Shutdown) {
-        worker::run(broker, WorkerConfig::new(queue), shutdown, |message, _| {
-            let outcome = match Event::from_message(&message) {
-                Ok(Event { body: EventBody::UserRegistered(user), .. }) => {
-                    self.learn(&user);
-                    Outcome::Done
-                }
-                // Another kind on this queue is a binding mistake, not worth a retry.
-                Ok(_) => Outcome::Done,
-                Err(reason) => Outcome::Poison(reason),
-            };
-            std::future::ready(outcome)
-        })
-        .await
+    /// Learn from a `user.registered` event (other kinds on the queue are a binding mistake,
+    /// not worth a retry).
+    pub fn handle(&self, event: &Event) -> Outcome {
+        if let EventBody::UserRegistered(user) = &event.body {
+            self.learn(user);
+        }
+        Outcome::Done
     }
 }
 

@@ -73,11 +73,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         outbox,
     });
     let follower = {
-        let (ctx, queue) = (ctx.clone(), ctx.config.names.queue(ServiceName::Location.as_str()));
-        tokio::spawn(async move {
-            ctx.declared().await;
-            directory.follow(ctx.broker.clone(), queue, ctx.shutdown.clone()).await
-        })
+        let directory = directory.clone();
+        ctx.spawn_consumer(ServiceName::Location, move |event| std::future::ready(directory.handle(&event)))
     };
     let router = Router::new()
         .route("/drivers/{id}/location", post(update))

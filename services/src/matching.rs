@@ -18,7 +18,7 @@ use axum::extract::State as AxState;
 use axum::routing::get;
 use axum::{Json, Router};
 use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
-use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
+use lastmile_platform::broker::worker::Outcome;
 use lastmile_platform::clock::new_id;
 use lastmile_platform::http::{CallError, HttpClient};
 use serde::{Deserialize, Serialize};
@@ -79,24 +79,16 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         naive: ctx.config.naive_matching.then(|| tokio::sync::Mutex::new(NaiveMemory::default())),
     });
     let worker = {
-        let (ctx, m) = (ctx.clone(), matcher.clone());
-        let config = WorkerConfig::new(ctx.config.names.queue(ServiceName::Matching.as_str()));
-        tokio::spawn(async move {
-            ctx.declared().await;
-            worker::run(ctx.broker.clone(), config, ctx.shutdown.clone(), |message, _| {
-                let m = m.clone();
-                async move {
-                    let outcome = match Event::from_message(&message) {
-                        Ok(event) => m.handle(&event).await,
-                        Err(reason) => Outcome::Poison(reason),
-                    };
-                    if outcome == Outcome::Done {
-                        m.counters.events_handled.fetch_add(1, Ordering::Relaxed);
-                    }
-                    outcome
+        let m = matcher.clone();
+        ctx.spawn_consumer(ServiceName::Matching, move |event| {
+            let m = m.clone();
+            async move {
+                let outcome = m.handle(&event).await;
+                if outcome == Outcome::Done {
+                    m.counters.events_handled.fetch_add(1, Ordering::Relaxed);
                 }
-            })
-            .await
+                outcome
+            }
         })
     };
     let router = Router::new().route("/stats", get(stats)).with_state(matcher);

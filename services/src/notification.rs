@@ -9,7 +9,7 @@ use crate::store::{SharedStore, State, Store};
 use axum::extract::{Path, State as AxState};
 use axum::routing::get;
 use axum::{Json, Router};
-use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
+use lastmile_platform::broker::worker::Outcome;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -123,29 +123,20 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         Store::open(&path, ctx.broker.clone(), ctx.config.names.events_exchange(), ctx.shutdown.clone()).await?;
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let worker = {
-        let (ctx, store) = (ctx.clone(), store.clone());
-        let config = WorkerConfig::new(ctx.config.names.queue(ServiceName::Notification.as_str()));
-        tokio::spawn(async move {
-            ctx.declared().await;
-            worker::run(ctx.broker.clone(), config, ctx.shutdown.clone(), |message, _| {
-                let store = store.clone();
-                async move {
-                    let event = match Event::from_message(&message) {
-                        Ok(e) => e,
-                        Err(reason) => return Outcome::Poison(reason),
-                    };
-                    let mut store = store.lock().await;
-                    let fresh = store.state().fresh(&event);
-                    if fresh.is_empty() {
-                        return Outcome::Done;
-                    }
-                    match store.commit(fresh.into_iter().map(Notified).collect(), vec![]).await {
-                        Ok(()) => Outcome::Done,
-                        Err(e) => Outcome::Retry(e.to_string()),
-                    }
+        let store = store.clone();
+        ctx.spawn_consumer(ServiceName::Notification, move |event| {
+            let store = store.clone();
+            async move {
+                let mut store = store.lock().await;
+                let fresh = store.state().fresh(&event);
+                if fresh.is_empty() {
+                    return Outcome::Done;
                 }
-            })
-            .await
+                match store.commit(fresh.into_iter().map(Notified).collect(), vec![]).await {
+                    Ok(()) => Outcome::Done,
+                    Err(e) => Outcome::Retry(e.to_string()),
+                }
+            }
         })
     };
     let router = Router::new().route("/users/{id}/notifications", get(inbox)).with_state(store);

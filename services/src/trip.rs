@@ -266,12 +266,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let directory = Directory::new(ctx.client(ServiceName::User));
     let follower = {
-        let (ctx, queue, directory) =
-            (ctx.clone(), ctx.config.names.queue(ServiceName::Trip.as_str()), directory.clone());
-        tokio::spawn(async move {
-            ctx.declared().await;
-            directory.follow(ctx.broker.clone(), queue, ctx.shutdown.clone()).await
-        })
+        let directory = directory.clone();
+        ctx.spawn_consumer(ServiceName::Trip, move |event| std::future::ready(directory.handle(&event)))
     };
     let expiry = tokio::spawn(expire_rides(store.clone(), ctx.config.ride_ttl, ctx.shutdown.clone()));
     let state =
