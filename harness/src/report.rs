@@ -208,7 +208,7 @@ pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
         let _ = writeln!(s, "  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.rule);
         for v in c.violations.iter().take(5) {
             let at = v.at_ms.map(|t| format!(" at {:.1} s", t as f64 / 1000.0)).unwrap_or_default();
-            let _ = writeln!(s, "       - {}{at} [{}]", v.message, v.entities.join(", "));
+            let _ = writeln!(s, "       - {}{at} [{}] (seed {})", v.message, v.entities.join(", "), journal.seed);
         }
         if c.violations.len() > 5 {
             let _ = writeln!(s, "       ... and {} more", c.violations.len() - 5);
