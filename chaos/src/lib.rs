@@ -1,9 +1,15 @@
-//! The real world harness (planned): the same scenario files as the simulation, run against real
-//! processes with a real RabbitMQ (`--target local`) or a Kubernetes cluster (`--target kube`),
-//! judged by the same checkers.
+//! The real world: the same scenario files as the simulation, run against real processes and a
+//! real RabbitMQ, judged by the same checkers (`lastmile-harness`).
 //!
-//! Today the real world is exercised by the services' `real_world` integration tests (five
-//! services in-process against RabbitMQ, driven over HTTP by `lastmile-workload`).
+//! `lastmile chaos run <scenario> --target local` spawns every service as a process of this
+//! machine (the `lastmile` binary itself runs them: `lastmile service <name>`), one port per
+//! replica, against the RabbitMQ at `--amqp-url`. Scaling starts and stops processes (SIGTERM,
+//! waiting for the graceful stop), `kill` is SIGKILL, `pause` is SIGSTOP/SIGCONT; a replica
+//! counts once its own `/ready` answers. Network faults (partition, latency, loss) and broker
+//! restarts need a network or a broker of the run's own and are skipped locally, and recorded as
+//! skipped. The Kubernetes target is not built yet.
 //!
 //! # Layout
-//! Empty for now; see the README's status section.
+//! - [`local`]: the local-processes target.
+
+pub mod local;

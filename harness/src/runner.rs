@@ -367,6 +367,17 @@ fn finish(mut evidence: Evidence, history: &Arc<History>) -> Evidence {
 async fn apply<T: Target>(target: &mut T, history: &History, step: &TimelineStep, undo: bool, evidence: &mut Evidence) {
     let action = if undo { "undo" } else { "apply" };
     let detail = json!({ "step": step.to_string() });
+    if !target.supports(step.action) {
+        if !undo {
+            history.record(
+                NEMESIS,
+                "skip",
+                OpPhase::Ok,
+                json!({ "step": step.to_string(), "why": "not supported by this target" }),
+            );
+        }
+        return;
+    }
     history.record(NEMESIS, action, OpPhase::Invoke, detail);
     let result = if undo { target.undo(step).await } else { target.apply(step).await };
     match result {

@@ -2,6 +2,7 @@
 //! the real world's drive processes or Kubernetes.
 
 use lastmile_scenarios::faults::TimelineStep;
+use lastmile_scenarios::Action;
 use lastmile_workload::Endpoints;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,6 +21,13 @@ pub trait Target {
 
     /// Each running replica of `service` as (name, base URL), for per-replica probes.
     fn replica_urls(&self, service: &str) -> Vec<(String, String)>;
+
+    /// Whether this target can carry out `action` at all (a local run cannot partition a
+    /// process, for instance). Steps it cannot do are skipped and recorded as skipped.
+    fn supports(&self, action: Action) -> bool {
+        let _ = action;
+        true
+    }
 
     /// Carry out one step of the timeline; the answer says what was done.
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, String>;

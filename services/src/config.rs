@@ -10,6 +10,8 @@
 //! | journal folder | `--data-dir` / `LASTMILE_DATA_DIR` | `data` |
 //! | ride deadline | `--ride-ttl-secs` / `LASTMILE_RIDE_TTL_SECS` | 300 |
 //! | "near a station" radius | `--near-radius-m` / `LASTMILE_NEAR_RADIUS_M` | 300 |
+//! | delete unused queues after | `--queue-expires-secs` / `LASTMILE_QUEUE_EXPIRES_SECS` | never |
+//! | original matching design | `--naive-matching` / `LASTMILE_NAIVE_MATCHING` | off |
 
 use crate::domain::Network;
 use lastmile_platform::broker::Names;

@@ -15,12 +15,14 @@
 //! - [`domain`]: stations, users, shifts, rides, trips, the trip state machine, the matching rule.
 //! - [`events`]: the event envelope, routing keys and the broker topology.
 //! - [`config`]: configuration with its defaults, and the service names.
+//! - [`cli`]: the command line of one service (flags and environment), shared by the binaries.
 //! - [`store`]: journaled state with a transactional outbox (trip, user, notification).
 //! - [`directory`]: registered users as other services see them.
 //! - [`api`]: routes every service shares (`/health`, `/ready`) and the service runner.
 //! - [`user`], [`location`], [`trip`], [`matching`], [`notification`]: the services.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod directory;
 pub mod domain;

@@ -341,3 +341,42 @@ impl Scenario {
         n
     }
 }
+
+impl Scenario {
+    /// The same scenario with every duration multiplied by `factor` and every rate divided by
+    /// it, so a real-world run of a long scenario takes `factor` of its wall time. Bounds on
+    /// seconds (`first_match_after_s`, `match_latency_p95_s`) scale too; counts and shares do
+    /// not.
+    pub fn time_scaled(&self, factor: f64) -> Scenario {
+        let mut s = self.clone();
+        *s.scenario.duration_s.get_mut() *= factor;
+        s.scenario.settle_s *= factor;
+        let w = &mut s.workload;
+        w.riders_per_minute /= factor;
+        for v in [&mut w.ride_ttl_s, &mut w.dwell_s, &mut w.travel_s, &mut w.poll_s] {
+            *v *= factor;
+        }
+        for step in &mut s.steps {
+            *step.at_s.get_mut() *= factor;
+            step.for_s = step.for_s.map(|f| f * factor);
+        }
+        for p in &mut s.phases {
+            p.from_s *= factor;
+            p.to_s *= factor;
+        }
+        for e in &mut s.expectations {
+            if matches!(e.metric, Metric::FirstMatchAfterS | Metric::MatchLatencyP95S) {
+                e.min = e.min.map(|m| m * factor);
+                e.max = e.max.map(|m| m * factor);
+            }
+        }
+        for p in &mut s.probes {
+            p.every_s *= factor;
+        }
+        let rf = &mut s.random_faults;
+        rf.from_s *= factor;
+        rf.to_s = rf.to_s.map(|t| t * factor);
+        rf.max_for_s *= factor;
+        s
+    }
+}

@@ -385,6 +385,17 @@ min = 0.99
     }
 
     #[test]
+    fn a_time_scaled_scenario_keeps_its_shape_in_less_time() {
+        let s = parse("good.toml", GOOD).unwrap();
+        let half = s.time_scaled(0.5);
+        assert_eq!(half.duration_s(), 30.0);
+        assert_eq!(*half.steps[0].at_s.get_ref(), 5.0);
+        assert_eq!((half.phases[0].from_s, half.phases[0].to_s), (5.0, 25.0));
+        assert_eq!(half.workload.riders_per_minute, 24.0, "twice the rate in half the time");
+        assert_eq!(half.expectations[0].min, Some(0.99), "shares do not scale");
+    }
+
+    #[test]
     fn a_missing_file_is_named() {
         let e = load(Path::new("no/such/scenario.toml")).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("no/such/scenario.toml", 0));

@@ -1,0 +1,87 @@
+//! The command line of one service, shared by `lastmile-service` and `lastmile service`.
+
+use crate::config::{Config, ServiceName, DEFAULT_AMQP_URL};
+use anyhow::Context as _;
+use lastmile_platform::broker::Names;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Run one LastMile service against a RabbitMQ broker (flags or `LASTMILE_*` environment).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// Which service: user, location, trip, matching or notification.
+    pub service: ServiceName,
+    /// Address to listen on (default: 0.0.0.0 and the service's port, 8081..8085).
+    #[arg(long, env = "LASTMILE_LISTEN")]
+    pub listen: Option<String>,
+    /// RabbitMQ URL.
+    #[arg(long, env = "LASTMILE_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// Prefix of every exchange and queue name.
+    #[arg(long, env = "LASTMILE_PREFIX", default_value = "lastmile")]
+    pub prefix: String,
+    /// Base URL of user-service.
+    #[arg(long, env = "LASTMILE_USER_URL", default_value = "http://127.0.0.1:8081")]
+    pub user_url: String,
+    /// Base URL of location-service.
+    #[arg(long, env = "LASTMILE_LOCATION_URL", default_value = "http://127.0.0.1:8082")]
+    pub location_url: String,
+    /// Base URL of trip-service.
+    #[arg(long, env = "LASTMILE_TRIP_URL", default_value = "http://127.0.0.1:8083")]
+    pub trip_url: String,
+    /// Folder for the journals of durable services.
+    #[arg(long, env = "LASTMILE_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Seconds a ride request may wait before it expires.
+    #[arg(long, env = "LASTMILE_RIDE_TTL_SECS", default_value_t = 300.0)]
+    pub ride_ttl_secs: f64,
+    /// Radius in metres within which a driver is near a station.
+    #[arg(long, env = "LASTMILE_NEAR_RADIUS_M", default_value_t = 300.0)]
+    pub near_radius_m: f64,
+    /// Delete this service's queues after this many seconds unused (isolated test topologies).
+    #[arg(long, env = "LASTMILE_QUEUE_EXPIRES_SECS")]
+    pub queue_expires_secs: Option<u64>,
+    /// The original LastMile matching design, for demonstrations only.
+    #[arg(long, env = "LASTMILE_NAIVE_MATCHING")]
+    pub naive_matching: bool,
+}
+
+impl ServiceArgs {
+    /// The configuration these arguments describe.
+    pub fn config(&self) -> Config {
+        Config {
+            amqp_url: self.amqp_url.clone(),
+            names: Names::new(self.prefix.clone()),
+            user_url: self.user_url.clone(),
+            location_url: self.location_url.clone(),
+            trip_url: self.trip_url.clone(),
+            data_dir: self.data_dir.clone(),
+            ride_ttl: Duration::from_secs_f64(self.ride_ttl_secs),
+            near_radius_m: self.near_radius_m,
+            queue_expires: self.queue_expires_secs.map(Duration::from_secs),
+            naive_matching: self.naive_matching,
+            ..Config::default()
+        }
+    }
+
+    /// Bind, run until SIGTERM or Ctrl-C, stop gracefully.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let listen = self.listen.clone().unwrap_or_else(|| format!("0.0.0.0:{}", self.service.default_port()));
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("{}: cannot listen on {listen}", self.service))?;
+        tracing::info!(service = %self.service, %listen, "starting");
+        let shutdown = lastmile_platform::shutdown::on_termination();
+        crate::run(self.service, self.config(), listener, shutdown)
+            .await
+            .with_context(|| format!("{} stopped with an error", self.service))?;
+        tracing::info!(service = %self.service, "stopped");
+        Ok(())
+    }
+}
+
+/// Log to stderr (`RUST_LOG` filters; lapin's chatter is kept to warnings).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
