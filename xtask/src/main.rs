@@ -3,6 +3,9 @@
 //! - `cargo xtask test`: every test of both build flavours. Starts a locally installed RabbitMQ
 //!   if none answers (the real-world tests need one), then runs `cargo test` (normal flavour)
 //!   and `cargo simtest` (madsim flavour).
+//!   Then the three documented scenarios run for real (`cargo xtask chaos`).
+//! - `cargo xtask chaos`: the three documented scenarios against local service processes and
+//!   the real RabbitMQ, at half their simulated length, judged by the simulation's checkers.
 //! - `cargo xtask lint`: `cargo fmt --check` and clippy with `-D warnings` in both flavours.
 //! - `cargo xtask rabbitmq`: only make sure RabbitMQ answers.
 
@@ -19,14 +22,15 @@ const RABBITMQ_START_TIMEOUT: Duration = Duration::from_secs(120);
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
-        "test" => ensure_rabbitmq().and_then(|()| run_all(&[&["test"], &["simtest"]])),
+        "test" => ensure_rabbitmq().and_then(|()| run_all(&[&["test"], &["simtest"]])).and_then(|()| chaos()),
+        "chaos" => ensure_rabbitmq().and_then(|()| chaos()),
         "lint" => run_all(&[
             &["fmt", "--all", "--", "--check"],
             &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
             &["simclippy", "--", "-D", "warnings"],
         ]),
         "rabbitmq" => ensure_rabbitmq(),
-        _ => Err("usage: cargo xtask <test|lint|rabbitmq>".to_string()),
+        _ => Err("usage: cargo xtask <test|chaos|lint|rabbitmq>".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,6 +39,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The documented scenarios, run for real (`--target local`) at this share of their length.
+const REAL_WORLD_SCENARIOS: [&str; 3] =
+    ["scenarios/matching-outage.toml", "scenarios/scale-under-load.toml", "scenarios/non-critical-outage.toml"];
+const REAL_WORLD_TIME_SCALE: &str = "0.5";
+
+fn chaos() -> Result<(), String> {
+    for file in REAL_WORLD_SCENARIOS {
+        run_all(&[&["lastmile", "chaos", "run", file, "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE]])?;
+    }
+    Ok(())
 }
 
 fn run_all(commands: &[&[&str]]) -> Result<(), String> {
