@@ -1,0 +1,209 @@
+//! The Kubernetes manifests in `k8s/` parse into Kubernetes' own types and hold what the
+//! deployment relies on: probes, resources, non-root read-only containers, a grace period that
+//! covers the graceful shutdown, selectors that select, ports that line up, one image that the
+//! Dockerfile builds. (No cluster runs here; these checks are what can be proven without one.)
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, PodSpec, Secret, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+const NAMESPACE: &str = "lastmile";
+const IMAGE: &str = "lastmile:dev";
+/// The services drain for up to 10 s after SIGTERM.
+const DRAIN_SECONDS: i64 = 10;
+
+#[derive(Default)]
+struct Manifests {
+    deployments: Vec<Deployment>,
+    services: Vec<Service>,
+    stateful_sets: Vec<StatefulSet>,
+    secrets: Vec<Secret>,
+    claims: Vec<PersistentVolumeClaim>,
+    namespaces: Vec<Namespace>,
+    files: Vec<String>,
+}
+
+fn k8s_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../k8s")
+}
+
+fn load() -> Manifests {
+    let mut m = Manifests::default();
+    let kustomization: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap()).unwrap();
+    let resources: Vec<String> = kustomization["resources"]
+        .as_sequence()
+        .expect("kustomization lists resources")
+        .iter()
+        .map(|r| r.as_str().unwrap().to_string())
+        .collect();
+    for file in resources {
+        let text = std::fs::read_to_string(k8s_dir().join(&file)).unwrap_or_else(|e| panic!("k8s/{file}: {e}"));
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap_or_else(|e| panic!("k8s/{file}: {e}"));
+            let kind =
+                value["kind"].as_str().unwrap_or_else(|| panic!("k8s/{file}: a document without kind")).to_string();
+            let parse = |what: &str| -> serde_yaml::Value {
+                assert!(value.get("metadata").is_some(), "k8s/{file}: {what} without metadata");
+                value.clone()
+            };
+            macro_rules! typed {
+                ($t:ty) => {
+                    serde_yaml::from_value::<$t>(parse(&kind)).unwrap_or_else(|e| panic!("k8s/{file}: {kind}: {e}"))
+                };
+            }
+            match kind.as_str() {
+                "Deployment" => m.deployments.push(typed!(Deployment)),
+                "Service" => m.services.push(typed!(Service)),
+                "StatefulSet" => m.stateful_sets.push(typed!(StatefulSet)),
+                "Secret" => m.secrets.push(typed!(Secret)),
+                "PersistentVolumeClaim" => m.claims.push(typed!(PersistentVolumeClaim)),
+                "Namespace" => m.namespaces.push(typed!(Namespace)),
+                other => panic!("k8s/{file}: unexpected kind {other}"),
+            }
+        }
+        m.files.push(file);
+    }
+    m
+}
+
+fn pod_labels(m: &Manifests) -> Vec<(String, BTreeMap<String, String>, PodSpec)> {
+    let mut pods = Vec::new();
+    for d in &m.deployments {
+        let t = &d.spec.as_ref().unwrap().template;
+        pods.push((
+            d.metadata.name.clone().unwrap(),
+            t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default(),
+            t.spec.clone().unwrap(),
+        ));
+    }
+    for s in &m.stateful_sets {
+        let t = &s.spec.as_ref().unwrap().template;
+        pods.push((
+            s.metadata.name.clone().unwrap(),
+            t.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default(),
+            t.spec.clone().unwrap(),
+        ));
+    }
+    pods
+}
+
+#[test]
+fn every_service_has_a_deployment_and_a_service_in_the_lastmile_namespace() {
+    let m = load();
+    assert_eq!(m.namespaces.len(), 1);
+    assert_eq!(m.namespaces[0].metadata.name.as_deref(), Some(NAMESPACE));
+    let names: Vec<&str> = m.deployments.iter().map(|d| d.metadata.name.as_deref().unwrap()).collect();
+    for service in lastmile_scenarios::SERVICES {
+        assert!(names.contains(&service), "no Deployment for {service}");
+        assert!(m.services.iter().any(|s| s.metadata.name.as_deref() == Some(service)), "no Service for {service}");
+    }
+    let namespaced = m
+        .deployments
+        .iter()
+        .map(|d| &d.metadata)
+        .chain(m.services.iter().map(|s| &s.metadata))
+        .chain(m.stateful_sets.iter().map(|s| &s.metadata))
+        .chain(m.secrets.iter().map(|s| &s.metadata))
+        .chain(m.claims.iter().map(|c| &c.metadata));
+    for meta in namespaced {
+        assert_eq!(meta.namespace.as_deref(), Some(NAMESPACE), "{:?} is outside the namespace", meta.name);
+    }
+    assert!(
+        m.stateful_sets.iter().any(|s| s.metadata.name.as_deref() == Some("rabbitmq")),
+        "RabbitMQ runs as a StatefulSet"
+    );
+    let rabbit = m.stateful_sets.iter().find(|s| s.metadata.name.as_deref() == Some("rabbitmq")).unwrap();
+    assert!(
+        rabbit.spec.as_ref().unwrap().volume_claim_templates.as_ref().is_some_and(|v| !v.is_empty()),
+        "RabbitMQ keeps its queues on durable storage"
+    );
+    let secret =
+        m.secrets.iter().find(|s| s.metadata.name.as_deref() == Some("rabbitmq")).expect("credentials in a Secret");
+    assert!(secret.string_data.as_ref().is_some_and(|d| d.contains_key("amqp-url")));
+}
+
+#[test]
+fn every_deployment_has_probes_resources_and_a_locked_down_non_root_container() {
+    let m = load();
+    for d in &m.deployments {
+        let name = d.metadata.name.clone().unwrap();
+        let pod = d.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let grace = pod.termination_grace_period_seconds.unwrap_or(30);
+        assert!(grace > DRAIN_SECONDS, "{name}: grace period {grace}s does not cover the {DRAIN_SECONDS}s drain");
+        let pod_non_root = pod.security_context.as_ref().and_then(|s| s.run_as_non_root).unwrap_or(false);
+        for c in &pod.containers {
+            let probe_path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+                p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone())
+            };
+            assert_eq!(probe_path(&c.liveness_probe).as_deref(), Some("/health"), "{name}: liveness probe");
+            assert_eq!(probe_path(&c.readiness_probe).as_deref(), Some("/ready"), "{name}: readiness probe");
+            let resources = c.resources.as_ref().unwrap_or_else(|| panic!("{name}: no resources"));
+            for key in ["cpu", "memory"] {
+                assert!(resources.requests.as_ref().is_some_and(|r| r.contains_key(key)), "{name}: no {key} request");
+                assert!(resources.limits.as_ref().is_some_and(|r| r.contains_key(key)), "{name}: no {key} limit");
+            }
+            let sc = c.security_context.as_ref().unwrap_or_else(|| panic!("{name}: no security context"));
+            assert!(pod_non_root || sc.run_as_non_root == Some(true), "{name}: may run as root");
+            assert_eq!(sc.read_only_root_filesystem, Some(true), "{name}: writable root filesystem");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{name}: privilege escalation allowed");
+            assert_eq!(c.image.as_deref(), Some(IMAGE), "{name}: not the image the Dockerfile builds");
+            let args = c.args.clone().unwrap_or_default();
+            let service = args.first().unwrap_or_else(|| panic!("{name}: which service does it run?"));
+            assert_eq!(
+                service.parse::<lastmile_services::ServiceName>().map(|s| s.as_str().to_string()),
+                Ok(name.clone()),
+                "{name}: runs {service}"
+            );
+        }
+    }
+}
+
+#[test]
+fn selectors_select_their_pods_and_service_ports_reach_container_ports() {
+    let m = load();
+    let pods = pod_labels(&m);
+    for d in &m.deployments {
+        let spec = d.spec.as_ref().unwrap();
+        let selector = spec.selector.match_labels.clone().unwrap_or_default();
+        let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+        for (k, v) in &selector {
+            assert_eq!(labels.get(k), Some(v), "{:?}: selector {k}={v} does not match its pods", d.metadata.name);
+        }
+    }
+    for s in &m.services {
+        let name = s.metadata.name.clone().unwrap();
+        let spec = s.spec.as_ref().unwrap();
+        let selector = spec.selector.clone().unwrap_or_default();
+        let selected: Vec<&PodSpec> = pods
+            .iter()
+            .filter(|(_, labels, _)| selector.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map(|(_, _, pod)| pod)
+            .collect();
+        assert!(!selected.is_empty(), "Service {name} selects no pods");
+        for port in spec.ports.as_ref().unwrap() {
+            let target = port.target_port.clone().unwrap_or(IntOrString::Int(port.port));
+            for pod in &selected {
+                let reached = pod.containers.iter().flat_map(|c| c.ports.iter().flatten()).any(|p| match &target {
+                    IntOrString::Int(n) => p.container_port == *n,
+                    IntOrString::String(s) => p.name.as_deref() == Some(s.as_str()),
+                });
+                assert!(reached, "Service {name}: target port {target:?} is no container port");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_dockerfile_builds_the_binary_the_deployments_run() {
+    let dockerfile = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Dockerfile")).unwrap();
+    assert!(dockerfile.contains("--bin lastmile-service"), "the Dockerfile builds lastmile-service");
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/lastmile-service"]"#), "and runs it");
+    assert!(dockerfile.contains("docker build -t lastmile:dev"), "it documents the tag the manifests use");
+    assert!(dockerfile.contains("USER 10001"), "as the non-root user the manifests expect");
+    let kustomization = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap();
+    assert!(kustomization.contains("name: lastmile") && kustomization.contains("newTag: dev"));
+}
