@@ -127,6 +127,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
 fn check(files: Vec<PathBuf>) -> ExitCode {
     let mut ok = true;
     for file in files {
@@ -216,7 +226,16 @@ async fn chaos_run(
             return ExitCode::FAILURE;
         }
     };
-    let evidence = lastmile_harness::run(&scenario, &config, &mut local).await;
+    let evidence = tokio::select! {
+        biased;
+        _ = interrupted() => {
+            // Stop every service process before leaving: nothing of the run outlives it.
+            drop(local);
+            eprintln!("interrupted: the run was stopped and every service process it started is gone");
+            return ExitCode::from(130);
+        }
+        evidence = lastmile_harness::run(&scenario, &config, &mut local) => evidence,
+    };
     drop(local);
     let journal = judge(&scenario, &evidence);
     print!("{}", human(&journal, None));
