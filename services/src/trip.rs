@@ -78,6 +78,23 @@ impl Trips {
         }
     }
 
+    /// A ride, or the 404 that says it does not exist.
+    pub fn ride(&self, ride_id: &str) -> Result<&Ride, ApiError> {
+        self.rides.get(ride_id).ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))
+    }
+
+    /// A trip, or the 404 that says it does not exist.
+    pub fn trip(&self, trip_id: &str) -> Result<&Trip, ApiError> {
+        self.trips.get(trip_id).ok_or_else(|| ApiError::not_found("unknown_trip", format!("no trip {trip_id}")))
+    }
+
+    /// A driver's shift, or the 404 that says it has none.
+    pub fn shift(&self, driver_id: &str) -> Result<&Shift, ApiError> {
+        self.shifts
+            .get(driver_id)
+            .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {driver_id} has no shift")))
+    }
+
     /// Free seats of a driver (0 without a shift).
     pub fn free_seats(&self, driver_id: &str) -> u32 {
         let total = self.shifts.get(driver_id).map_or(0, |s| s.seats);
@@ -336,10 +353,7 @@ async fn set_shift(
 }
 
 fn driver_view(state: &Trips, driver_id: &str) -> Result<DriverView, ApiError> {
-    let shift = state
-        .shifts
-        .get(driver_id)
-        .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {driver_id} has no shift")))?;
+    let shift = state.shift(driver_id)?;
     let active_trips = state
         .trips
         .values()
@@ -406,25 +420,12 @@ fn same_request(existing: &Ride, body: &RideRequest) -> Result<Ride, ApiError> {
 }
 
 async fn get_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String>) -> Result<Json<Ride>, ApiError> {
-    app.store
-        .lock()
-        .await
-        .state()
-        .rides
-        .get(&ride_id)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))
+    app.store.lock().await.state().ride(&ride_id).cloned().map(Json)
 }
 
 async fn cancel_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String>) -> Result<Json<Ride>, ApiError> {
     let mut store = app.store.lock().await;
-    let ride = store
-        .state()
-        .rides
-        .get(&ride_id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
+    let ride = store.state().ride(&ride_id)?.clone();
     match ride.status {
         RideStatus::Waiting => {
             let reason = "cancelled by the rider".to_string();
@@ -452,9 +453,7 @@ async fn candidates(
     check_station(&app.network, &station_id)?;
     let store = app.store.lock().await;
     let state = store.state();
-    if !state.shifts.contains_key(&query.driver_id) {
-        return Err(ApiError::not_found("no_shift", format!("driver {} has no shift", query.driver_id)));
-    }
+    state.shift(&query.driver_id)?;
     let free_seats = state.free_seats(&query.driver_id);
     let rides = state.candidates(&query.driver_id, &station_id).into_iter().cloned().collect();
     Ok(Json(Candidates { driver_id: query.driver_id, station_id, free_seats, rides }))
@@ -492,11 +491,7 @@ async fn commit_unchecked(
     }
     let mut rider_ids = Vec::new();
     for ride_id in &proposal.ride_ids {
-        let ride = state
-            .rides
-            .get(ride_id)
-            .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
-        rider_ids.push(ride.rider_id.clone());
+        rider_ids.push(state.ride(ride_id)?.rider_id.clone());
     }
     let trip = Trip {
         trip_id: format!("trip-{}", new_id()),
@@ -527,10 +522,7 @@ async fn export(AxState(app): AxState<AppState>) -> Json<Export> {
 /// The compare-and-set: the trip a proposal would create, or why it is stale.
 pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Result<Trip, ApiError> {
     let stale = |why: String| ApiError::conflict("stale_proposal", why);
-    let shift = state
-        .shifts
-        .get(&proposal.driver_id)
-        .ok_or_else(|| ApiError::not_found("no_shift", format!("driver {} has no shift", proposal.driver_id)))?;
+    let shift = state.shift(&proposal.driver_id)?;
     if proposal.ride_ids.is_empty() {
         return Err(ApiError::unprocessable("empty_proposal", "a proposal needs at least one ride"));
     }
@@ -539,10 +531,7 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Re
         if proposal.ride_ids[..i].contains(ride_id) {
             return Err(ApiError::unprocessable("duplicate_ride", format!("ride {ride_id} is proposed twice")));
         }
-        let ride = state
-            .rides
-            .get(ride_id)
-            .ok_or_else(|| ApiError::not_found("unknown_ride", format!("no ride {ride_id}")))?;
+        let ride = state.ride(ride_id)?;
         if ride.status != RideStatus::Waiting {
             return Err(stale(format!("ride {ride_id} is no longer waiting")));
         }
@@ -576,25 +565,12 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Re
 }
 
 async fn get_trip(AxState(app): AxState<AppState>, Path(trip_id): Path<String>) -> Result<Json<Trip>, ApiError> {
-    app.store
-        .lock()
-        .await
-        .state()
-        .trips
-        .get(&trip_id)
-        .cloned()
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("unknown_trip", format!("no trip {trip_id}")))
+    app.store.lock().await.state().trip(&trip_id).cloned().map(Json)
 }
 
 async fn move_trip(app: AppState, trip_id: String, to: TripStatus) -> Result<Json<Trip>, ApiError> {
     let mut store = app.store.lock().await;
-    let trip = store
-        .state()
-        .trips
-        .get(&trip_id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found("unknown_trip", format!("no trip {trip_id}")))?;
+    let trip = store.state().trip(&trip_id)?.clone();
     if trip.status == to {
         // A retried request: already there.
         return Ok(Json(trip));
