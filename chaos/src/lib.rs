@@ -1,15 +1,20 @@
-//! The real world: the same scenario files as the simulation, run against real processes and a
-//! real RabbitMQ, judged by the same checkers (`lastmile-harness`).
+//! The real world: the same scenario files as the simulation, run against real deployments and
+//! judged by the same checkers (`lastmile-harness`).
 //!
-//! `lastmile chaos run <scenario> --target local` spawns every service as a process of this
-//! machine (the `lastmile` binary itself runs them: `lastmile service <name>`), one port per
-//! replica, against the RabbitMQ at `--amqp-url`. Scaling starts and stops processes (SIGTERM,
-//! waiting for the graceful stop), `kill` is SIGKILL, `pause` is SIGSTOP/SIGCONT; a replica
-//! counts once its own `/ready` answers. Network faults (partition, latency, loss) and broker
-//! restarts need a network or a broker of the run's own and are skipped locally, and recorded as
-//! skipped. The Kubernetes target is not built yet.
+//! Two targets implement the harness's `Target`:
+//! - [`local`]: every service as a process of this machine (the `lastmile` binary itself runs
+//!   them: `lastmile service <name>`), one port per replica, against a real RabbitMQ. Scaling
+//!   starts and stops processes (SIGTERM, waiting for the graceful stop), `kill` is SIGKILL,
+//!   `pause` is SIGSTOP/SIGCONT; a replica counts once its own `/ready` answers. Network faults
+//!   and broker restarts are skipped locally, and recorded as skipped.
+//! - [`kubernetes`]: a deployment of `k8s/` on a cluster, driven through the API server with the
+//!   `kube` crate (scale subresource, watches, pod deletion, rollouts, logs), reached through
+//!   [`forward`]'s port-forwards, every replica count recorded first and restored at the end.
 //!
-//! # Layout
-//! - [`local`]: the local-processes target.
+//! [`jobs`] turns the original scripts' jobs (resilience, scale sequences, the demos) into
+//! scenarios, so they are judged the same way.
 
+pub mod forward;
+pub mod jobs;
+pub mod kubernetes;
 pub mod local;

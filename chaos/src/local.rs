@@ -241,6 +241,26 @@ impl Target for LocalTarget {
         matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::Pause)
     }
 
+    fn progress(&self, line: &dyn Fn() -> String) {
+        println!("  {}", line());
+    }
+
+    async fn logs(&self, service: &str) -> Result<Vec<(String, String)>, String> {
+        let dir = self.options.work_dir.join(service);
+        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut logs = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|x| x == "log") {
+                let port = path.file_stem().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                logs.push((format!("{service}@{port}"), text));
+            }
+        }
+        logs.sort();
+        Ok(logs)
+    }
+
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
         let s = service(step)?;
         match step.action {

@@ -86,6 +86,23 @@ pub struct Evidence {
 const NEMESIS: &str = "nemesis";
 /// How often matching replicas' counters are read (work per replica is summed over these).
 const STATS_INTERVAL_MS: u64 = 5_000;
+/// How often a real-world run reports its counters.
+const PROGRESS_INTERVAL_MS: u64 = 15_000;
+
+/// The run's clock for progress lines (seconds of history).
+fn clock(history: &History) -> String {
+    format!("[{:>5.0} s]", history.now_ms() as f64 / 1000.0)
+}
+
+/// The workload's calls so far and the matching replicas' counters.
+fn progress_line(history: &History, stats: Option<&StatsSnapshot>) -> String {
+    let ops = history.ops();
+    let calls = |phase: OpPhase| ops.iter().filter(|o| o.client != NEMESIS && o.phase == phase).count();
+    let (ok, failed) = (calls(OpPhase::Ok), calls(OpPhase::Fail));
+    let replicas = stats.map_or(0, |s| s.replicas.len());
+    let matches: u64 = stats.map_or(0, |s| s.replicas.values().map(|r| r.matches).sum());
+    format!("{} calls {ok} ok / {failed} failed; matching replicas {replicas}, their matches {matches}", clock(history))
+}
 
 /// Seconds to milliseconds.
 fn ms(s: f64) -> u64 {
@@ -253,7 +270,12 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
                 undone.insert(i);
                 apply(target, &history, &steps[i], true, &mut evidence).await;
             }
-            Due::Snapshot => evidence.stats.push(snapshot(target, &api, at).await),
+            Due::Snapshot => {
+                evidence.stats.push(snapshot(target, &api, at).await);
+                if at % PROGRESS_INTERVAL_MS == 0 {
+                    target.progress(&|| progress_line(&history, evidence.stats.last()));
+                }
+            }
         }
     }
     tokio::time::sleep_until(t0 + Duration::from_millis(duration_ms)).await;
@@ -263,8 +285,12 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
     let replicas: BTreeMap<String, usize> =
         lastmile_scenarios::SERVICES.iter().map(|s| (s.to_string(), scenario.final_replicas(s))).collect();
     history.record(NEMESIS, "heal", OpPhase::Invoke, json!(replicas));
+    target.progress(&|| format!("{} heal: no new riders, faults undone, replicas restored", clock(&history)));
     match target.heal(&replicas).await {
-        Ok(done) => history.record(NEMESIS, "heal", OpPhase::Ok, json!(done)),
+        Ok(done) => {
+            target.progress(&|| format!("{} {done}; waiting for every servable ride to be served", clock(&history)));
+            history.record(NEMESIS, "heal", OpPhase::Ok, json!(done))
+        }
         Err(e) => {
             history.record(NEMESIS, "heal", OpPhase::Fail, json!(e));
             evidence.run_errors.push(format!("heal failed: {e}"));
@@ -380,6 +406,10 @@ async fn apply<T: Target>(target: &mut T, history: &History, step: &TimelineStep
     }
     history.record(NEMESIS, action, OpPhase::Invoke, detail);
     let result = if undo { target.undo(step).await } else { target.apply(step).await };
+    target.progress(&|| match &result {
+        Ok(done) => format!("{} {action} {step}: {done}", clock(history)),
+        Err(e) => format!("{} {action} {step}: FAILED {e}", clock(history)),
+    });
     match result {
         Ok(done) => history.record(NEMESIS, action, OpPhase::Ok, json!(done)),
         Err(e) => {

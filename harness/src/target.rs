@@ -29,6 +29,18 @@ pub trait Target {
         true
     }
 
+    /// Tell the person running a long real-world run what just happened (a step carried out,
+    /// the counters so far). The simulation stays quiet.
+    /// `line` is only built when the target shows progress.
+    fn progress(&self, line: &dyn Fn() -> String) {
+        let _ = line;
+    }
+
+    /// The logs of every replica of `service`: (replica, text).
+    async fn logs(&self, service: &str) -> Result<Vec<(String, String)>, String> {
+        Err(format!("this target keeps no logs of {service}"))
+    }
+
     /// Carry out one step of the timeline; the answer says what was done.
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, String>;
 

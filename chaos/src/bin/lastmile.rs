@@ -2,25 +2,35 @@
 //!
 //! ```text
 //! lastmile scenario check scenarios/*.toml
-//! lastmile chaos run scenarios/matching-outage.toml --target local [--time-scale 0.5] [--seed 7]
-//! lastmile service trip --listen 127.0.0.1:8083        # one service (what the local target runs)
+//! lastmile chaos run scenarios/matching-outage.toml --target local|kube [--time-scale 0.5] [--seed 7]
+//! lastmile resilience [service...] --target local|kube     # each to 0 and back; the rest keeps working
+//! lastmile scale matching-service 3                        # kube: scale, wait ready (rolled back on failure)
+//! lastmile scale matching-service --sequence 1,2,3,4,5,1 --target local|kube
+//! lastmile demo simulation|multi-station --target local|kube
+//! lastmile port-forward [--base-port 8081]                 # kube: a local port per service
+//! lastmile service trip --listen 127.0.0.1:8083            # one service (what the local target runs)
 //! ```
 //! (Simulated runs are `cargo sim run ...`.)
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lastmile_chaos::forward::Forwarder;
+use lastmile_chaos::jobs;
+use lastmile_chaos::kubernetes::{self, Cluster, KubeOptions, KubeTarget, Recorded, Workload};
 use lastmile_chaos::local::{LocalOptions, LocalTarget};
-use lastmile_harness::report::{human, judge};
+use lastmile_harness::report::{human, judge, Journal};
 use lastmile_harness::RunConfig;
 use lastmile_scenarios::faults::timeline;
+use lastmile_scenarios::Scenario;
 use lastmile_services::cli::{init_logging, ServiceArgs};
 use lastmile_services::ServiceName;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// LastMile's command line.
 #[derive(Debug, Parser)]
 #[command(name = "lastmile", version)]
-struct Args {
+struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -37,6 +47,52 @@ enum Command {
         #[command(subcommand)]
         command: ChaosCommand,
     },
+    /// Scale each service (default: all five) to 0 under load, check the rest keeps working,
+    /// restore it and wait until it is ready; one verdict per service.
+    Resilience {
+        /// The services (user-service, location-service, trip-service, matching-service,
+        /// notification-service).
+        services: Vec<String>,
+        /// Seconds each service stays at 0.
+        #[arg(long, default_value_t = 40.0)]
+        outage_s: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Scale a service of the Kubernetes deployment to N and wait until N replicas are ready
+    /// (put back when that fails) — or, with --sequence, run a load through several counts.
+    Scale {
+        /// The service.
+        service: String,
+        /// The replica count (Kubernetes only).
+        #[arg(required_unless_present = "sequence")]
+        replicas: Option<usize>,
+        /// Replica counts to go through under load, e.g. 1,2,3,4,5,1.
+        #[arg(long, conflicts_with = "replicas")]
+        sequence: Option<String>,
+        /// Seconds at each count of the sequence.
+        #[arg(long, default_value_t = 30.0)]
+        step_s: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run one of the two demo workloads against a deployment.
+    Demo {
+        /// Which demo.
+        #[arg(value_enum)]
+        which: DemoKind,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Reach the services of the Kubernetes deployment from this machine: a local port per
+    /// service, each connection to the next ready pod. Runs until Ctrl-C.
+    PortForward {
+        /// The first local port (user-service; then location, trip, matching, notification).
+        #[arg(long, default_value_t = 8081)]
+        base_port: u16,
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
     /// Run one service (user, location, trip, matching, notification).
     Service(ServiceArgs),
 }
@@ -51,53 +107,98 @@ enum ScenarioCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum TargetKind {
-    /// Every service as a process of this machine, against a real RabbitMQ.
-    Local,
-    /// A Kubernetes cluster (not built yet).
-    Kube,
-}
-
 #[derive(Debug, Subcommand)]
 enum ChaosCommand {
     /// Run a scenario file for real and judge it with the simulation's checkers.
     Run {
         /// The scenario file.
         file: PathBuf,
-        /// Where to run it.
-        #[arg(long, value_enum, default_value = "local")]
-        target: TargetKind,
-        /// The seed of the workload and the random faults.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Multiply every duration of the scenario (0.5 runs it in half the time).
-        #[arg(long, default_value_t = 1.0)]
-        time_scale: f64,
-        /// Do not add the seed's random faults.
-        #[arg(long)]
-        no_random_faults: bool,
-        /// Run the original matching design.
-        #[arg(long)]
-        naive_matching: bool,
-        /// RabbitMQ for the services.
-        #[arg(long, env = "LASTMILE_AMQP_URL", default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
-        amqp_url: String,
-        /// Where journals and service logs go (default: a fresh folder under the temp dir).
-        #[arg(long)]
-        work_dir: Option<PathBuf>,
-        /// Write the JSON journal here.
-        #[arg(long)]
-        json: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunArgs,
     },
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DemoKind {
+    /// The original mixed demo (scenarios/demo.toml).
+    Simulation,
+    /// Many stations, many drivers (scenarios/multi-station.toml).
+    MultiStation,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TargetKind {
+    /// Every service as a process of this machine, against a real RabbitMQ.
+    Local,
+    /// The deployment of k8s/ on the cluster of the kubeconfig.
+    Kube,
+}
+
+/// Where the cluster is.
+#[derive(Debug, Clone, Args)]
+struct KubeArgs {
+    /// Kubernetes namespace of the deployment.
+    #[arg(long, env = "LASTMILE_NAMESPACE", default_value = "lastmile")]
+    namespace: String,
+    /// kubeconfig context (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    /// Seconds a scale or restart may take until every replica is ready.
+    #[arg(long, default_value_t = 180)]
+    ready_timeout_s: u64,
+}
+
+impl KubeArgs {
+    fn options(&self) -> KubeOptions {
+        KubeOptions {
+            namespace: self.namespace.clone(),
+            context: self.context.clone(),
+            ready_timeout: Duration::from_secs(self.ready_timeout_s),
+        }
+    }
+}
+
+/// How a scenario is run.
+#[derive(Debug, Clone, Args)]
+struct RunArgs {
+    /// Where to run it.
+    #[arg(long, value_enum, default_value = "local")]
+    target: TargetKind,
+    /// The seed of the workload and the random faults.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Multiply every duration of the scenario (0.5 runs it in half the time).
+    #[arg(long, default_value_t = 1.0)]
+    time_scale: f64,
+    /// Do not add the seed's random faults.
+    #[arg(long)]
+    no_random_faults: bool,
+    /// Run the original matching design (local target only).
+    #[arg(long)]
+    naive_matching: bool,
+    /// RabbitMQ for the services (local target).
+    #[arg(long, env = "LASTMILE_AMQP_URL", default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
+    amqp_url: String,
+    /// Where journals and service logs go (default: a fresh folder under the temp dir).
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Write the JSON journal here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    kube: KubeArgs,
+}
+
 fn main() -> ExitCode {
-    match Args::parse().command {
-        Command::Scenario { command: ScenarioCommand::Check { files } } => check(files),
+    let command = Cli::parse().command;
+    if let Command::Scenario { command: ScenarioCommand::Check { files } } = command {
+        return check(files);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match command {
+        Command::Scenario { .. } => unreachable!("handled above"),
         Command::Service(args) => {
             init_logging();
-            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
             match runtime.block_on(args.run()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -106,25 +207,67 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Chaos {
-            command:
-                ChaosCommand::Run {
-                    file,
-                    target,
-                    seed,
-                    time_scale,
-                    no_random_faults,
-                    naive_matching,
-                    amqp_url,
-                    work_dir,
-                    json,
-                },
-        } => {
-            let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-            let config = RunConfig { seed, random_faults: !no_random_faults, naive_matching };
-            runtime.block_on(chaos_run(file, target, config, time_scale, amqp_url, work_dir, json))
+        Command::Chaos { command: ChaosCommand::Run { file, run } } => match lastmile_scenarios::load(&file) {
+            Ok(scenario) => runtime.block_on(run_all(vec![(file.display().to_string(), scenario)], &run)),
+            Err(e) => usage(e),
+        },
+        Command::Resilience { services, outage_s, run } => {
+            let services = if services.is_empty() {
+                ServiceName::ALL.to_vec()
+            } else {
+                match services.iter().map(|s| s.parse::<ServiceName>()).collect() {
+                    Ok(s) => s,
+                    Err(e) => return usage(e),
+                }
+            };
+            let mut scenarios = Vec::new();
+            for s in services {
+                match jobs::resilience(s, outage_s) {
+                    Ok(scenario) => scenarios.push((format!("resilience {s}"), scenario)),
+                    Err(e) => return usage(e),
+                }
+            }
+            runtime.block_on(run_all(scenarios, &run))
         }
+        Command::Scale { service, replicas, sequence, step_s, run } => {
+            let service: ServiceName = match service.parse() {
+                Ok(s) => s,
+                Err(e) => return usage(e),
+            };
+            match (replicas, sequence) {
+                (Some(n), _) if run.target == TargetKind::Kube => runtime.block_on(scale(service, n, &run.kube)),
+                (Some(_), _) => usage(
+                    "`scale <service> <N>` changes a running Kubernetes deployment: add --target kube \
+                     (for a local run under load use --sequence)",
+                ),
+                (None, Some(sequence)) => {
+                    let scenario = jobs::parse_sequence(&sequence)
+                        .and_then(|counts| jobs::sequence(service, &counts, step_s).map_err(|e| e.to_string()));
+                    match scenario {
+                        Ok(s) => runtime.block_on(run_all(vec![(format!("scale --sequence {sequence}"), s)], &run)),
+                        Err(e) => usage(e),
+                    }
+                }
+                (None, None) => usage("give a replica count or --sequence"),
+            }
+        }
+        Command::Demo { which, run } => {
+            let builtin = match which {
+                DemoKind::Simulation => jobs::DEMO,
+                DemoKind::MultiStation => jobs::MULTI_STATION,
+            };
+            match jobs::builtin(builtin) {
+                Ok(s) => runtime.block_on(run_all(vec![(builtin.0.to_string(), s)], &run)),
+                Err(e) => usage(e),
+            }
+        }
+        Command::PortForward { base_port, kube } => runtime.block_on(port_forward(base_port, &kube)),
     }
+}
+
+fn usage(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(2)
 }
 
 /// Ctrl-C or SIGTERM.
@@ -163,92 +306,335 @@ fn check(files: Vec<PathBuf>) -> ExitCode {
     }
 }
 
-async fn chaos_run(
-    file: PathBuf,
-    target: TargetKind,
-    config: RunConfig,
-    time_scale: f64,
-    amqp_url: String,
-    work_dir: Option<PathBuf>,
-    json: Option<PathBuf>,
-) -> ExitCode {
-    let scenario = match lastmile_scenarios::load(&file) {
-        Ok(s) if time_scale > 0.0 => s.time_scaled(time_scale),
-        Ok(_) => {
-            eprintln!("--time-scale must be positive");
-            return ExitCode::from(2);
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(2);
-        }
-    };
-    if let TargetKind::Kube = target {
-        eprintln!("--target kube is not built yet; use --target local (see README.md, status)");
-        return ExitCode::from(2);
+/// How one run ended.
+enum Ended {
+    /// It ran and was judged.
+    Judged(Box<Journal>),
+    /// It could not run (the message says why).
+    Failed(String),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+/// Run the scenarios one after the other; one verdict each, and one for all.
+async fn run_all(scenarios: Vec<(String, Scenario)>, run: &RunArgs) -> ExitCode {
+    if run.time_scale <= 0.0 {
+        return usage("--time-scale must be positive");
+    }
+    if run.naive_matching && run.target == TargetKind::Kube {
+        return usage("--naive-matching needs the local target (a cluster runs what its manifests say)");
     }
     let id = lastmile_platform::clock::new_id();
-    let work_dir = work_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("lastmile-chaos-{}", &id[..12])));
-    let binary = match std::env::current_exe() {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("cannot find the lastmile binary to run services with: {e}");
-            return ExitCode::from(2);
+    let work_dir = run.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("lastmile-{}", &id[..12])));
+    let mut verdicts = Vec::new();
+    let many = scenarios.len() > 1;
+    for (i, (label, scenario)) in scenarios.into_iter().enumerate() {
+        let scenario = scenario.time_scaled(run.time_scale);
+        let dir = if many { work_dir.join(&scenario.scenario.name) } else { work_dir.clone() };
+        let prefix = format!("lm-{}-{i}", &id[..12]);
+        let ended = match run.target {
+            TargetKind::Local => run_local(&label, &scenario, run, &dir, &prefix).await,
+            TargetKind::Kube => run_kube(&label, &scenario, run, &dir).await,
+        };
+        match ended {
+            Ended::Judged(journal) => {
+                print!("{}", human(&journal, None));
+                if let Some(path) = &run.json {
+                    let path = if many { path.with_extension(format!("{}.json", scenario.scenario.name)) } else { path.clone() };
+                    let text = serde_json::to_string_pretty(&journal).expect("journals serialize");
+                    if let Err(e) = std::fs::write(&path, text + "\n") {
+                        eprintln!("cannot write {}: {e}", path.display());
+                    }
+                }
+                verdicts.push((label, journal.passed()));
+            }
+            Ended::Failed(e) => {
+                eprintln!("{label}: cannot run: {e}");
+                verdicts.push((label, false));
+            }
+            Ended::Interrupted => return ExitCode::from(130),
         }
-    };
+    }
+    let passed = verdicts.iter().filter(|(_, ok)| *ok).count();
+    if many {
+        println!("summary:");
+        for (label, ok) in &verdicts {
+            println!("  {label}: {}", if *ok { "PASS" } else { "FAIL" });
+        }
+    }
     println!(
-        "lastmile chaos: scenario {} ({}) seed {} target local, time scale {time_scale}",
-        scenario.scenario.name,
-        file.display(),
-        config.seed
+        "verdict: {} ({passed}/{} passed)",
+        if passed == verdicts.len() { "PASS" } else { "FAIL" },
+        verdicts.len()
     );
-    println!("  services' logs and journals in {}", work_dir.display());
+    if passed == verdicts.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn config(scenario: &Scenario, run: &RunArgs) -> RunConfig {
+    RunConfig {
+        seed: run.seed,
+        random_faults: !run.no_random_faults,
+        naive_matching: run.naive_matching || scenario.options.naive_matching,
+    }
+}
+
+fn announce(label: &str, scenario: &Scenario, config: &RunConfig, target: &str, dir: &Path, time_scale: f64) {
+    println!(
+        "lastmile: {label} — scenario {} seed {} target {target}, time scale {time_scale}",
+        scenario.scenario.name, config.seed
+    );
+    println!("  {}", scenario.scenario.description);
+    println!("  logs and journals in {}", dir.display());
     println!("  timeline:");
-    for step in timeline(&scenario, config.seed, config.random_faults) {
+    for step in timeline(scenario, config.seed, config.random_faults) {
         println!("    {step}");
     }
+}
+
+/// Wall time is what a real run takes; this is the harness, not simulated code.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+fn initial_replicas(scenario: &Scenario) -> std::collections::BTreeMap<ServiceName, usize> {
+    ServiceName::ALL.into_iter().map(|s| (s, scenario.initial_replicas(s.as_str()))).collect()
+}
+
+async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, prefix: &str) -> Ended {
+    let config = config(scenario, run);
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => return Ended::Failed(format!("cannot find the lastmile binary to run services with: {e}")),
+    };
+    announce(label, scenario, &config, "local", dir, run.time_scale);
     let options = LocalOptions {
         binary,
-        amqp_url,
-        prefix: format!("chaos-{}", &id[..12]),
-        work_dir,
-        ride_ttl: std::time::Duration::from_secs_f64(scenario.workload.ride_ttl_s),
-        naive_matching: config.naive_matching || scenario.options.naive_matching,
+        amqp_url: run.amqp_url.clone(),
+        prefix: prefix.to_string(),
+        work_dir: dir.to_path_buf(),
+        ride_ttl: Duration::from_secs_f64(scenario.workload.ride_ttl_s),
+        naive_matching: config.naive_matching,
     };
-    let replicas = ServiceName::ALL.into_iter().map(|s| (s, scenario.initial_replicas(s.as_str()))).collect();
-    // Wall time is what a real run takes; this is the harness, not simulated code.
-    #[allow(clippy::disallowed_methods)]
-    let started = std::time::Instant::now();
-    let mut local = match LocalTarget::start(options, &replicas).await {
+    let started = wall_clock();
+    println!("  starting the services...");
+    let mut local = match LocalTarget::start(options, &initial_replicas(scenario)).await {
         Ok(t) => t,
-        Err(e) => {
-            eprintln!("cannot start the services: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(e) => return Ended::Failed(format!("cannot start the services: {e}")),
     };
+    println!("  every service ready after {:.0} s; running", started.elapsed().as_secs_f64());
     let evidence = tokio::select! {
         biased;
         _ = interrupted() => {
             // Stop every service process before leaving: nothing of the run outlives it.
             drop(local);
             eprintln!("interrupted: the run was stopped and every service process it started is gone");
-            return ExitCode::from(130);
+            return Ended::Interrupted;
         }
-        evidence = lastmile_harness::run(&scenario, &config, &mut local) => evidence,
+        evidence = lastmile_harness::run(scenario, &config, &mut local) => evidence,
     };
     drop(local);
-    let journal = judge(&scenario, &evidence);
-    print!("{}", human(&journal, None));
+    let journal = judge(scenario, &evidence);
     println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
-    if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&journal).expect("journals serialize");
-        if let Err(e) = std::fs::write(&path, text + "\n") {
-            eprintln!("cannot write {}: {e}", path.display());
+    Ended::Judged(Box::new(journal))
+}
+
+/// Put the recorded replica counts back; a second Ctrl-C leaves them, printing how to do it by hand.
+async fn restore(target: &mut KubeTarget) {
+    println!("  restoring the replica counts recorded before the run...");
+    let commands = target.recorded().manual_commands(target.namespace());
+    tokio::select! {
+        biased;
+        _ = interrupted() => {
+            eprintln!("interrupted again: the replica counts are NOT restored; restore them with:");
+            for c in commands {
+                eprintln!("  {c}");
+            }
+        }
+        restored = target.restore() => match restored {
+            Ok(done) => println!("  {done}"),
+            Err(e) => {
+                eprintln!("  restoring failed: {e}; restore by hand with:");
+                for c in commands {
+                    eprintln!("  {c}");
+                }
+            }
+        },
+    }
+}
+
+async fn save_logs(target: &KubeTarget, dir: &Path) {
+    let logs_dir = dir.join("logs");
+    if let Err(e) = std::fs::create_dir_all(&logs_dir) {
+        eprintln!("cannot keep the pods' logs in {}: {e}", logs_dir.display());
+        return;
+    }
+    let logs = target.all_logs().await;
+    for (pod, text) in &logs {
+        let _ = std::fs::write(logs_dir.join(format!("{pod}.log")), text);
+    }
+    println!("  logs of {} pods in {}", logs.len(), logs_dir.display());
+}
+
+async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -> Ended {
+    let config = config(scenario, run);
+    let options = run.kube.options();
+    announce(label, scenario, &config, &format!("kube (namespace {})", options.namespace), dir, run.time_scale);
+    let client = match kubernetes::connect(&options).await {
+        Ok(c) => c,
+        Err(e) => return Ended::Failed(e),
+    };
+    let started = wall_clock();
+    let cluster = Cluster::new(client, &options.namespace, options.ready_timeout);
+    let recorded = match Recorded::read(&cluster).await {
+        Ok(r) => r,
+        Err(e) => return Ended::Failed(e),
+    };
+    let counts: Vec<String> = recorded.0.iter().map(|(w, n)| format!("{w}={n}")).collect();
+    println!("  recorded replicas: {}", counts.join(" "));
+    println!("  scaling to the scenario's counts and waiting until every pod is ready...");
+    let replicas = initial_replicas(scenario);
+    let start = tokio::select! {
+        biased;
+        _ = interrupted() => {
+            eprintln!("interrupted while starting");
+            match recorded.restore(&cluster).await {
+                Ok(done) => eprintln!("  {done}"),
+                Err(e) => {
+                    eprintln!("  restoring failed: {e}; restore by hand with:");
+                    for c in recorded.manual_commands(&options.namespace) {
+                        eprintln!("  {c}");
+                    }
+                }
+            }
+            return Ended::Interrupted;
+        }
+        target = KubeTarget::start(cluster.clone(), recorded.clone(), &options.namespace, &replicas) => target,
+    };
+    let mut target = match start {
+        Ok(t) => t,
+        Err(e) => return Ended::Failed(e),
+    };
+    println!("  ready after {:.0} s; running", started.elapsed().as_secs_f64());
+    let evidence = tokio::select! {
+        biased;
+        _ = interrupted() => None,
+        evidence = lastmile_harness::run(scenario, &config, &mut target) => Some(evidence),
+    };
+    let _ = std::fs::create_dir_all(dir);
+    save_logs(&target, dir).await;
+    restore(&mut target).await;
+    let Some(evidence) = evidence else {
+        eprintln!("interrupted: the run was stopped and the recorded replica counts put back");
+        return Ended::Interrupted;
+    };
+    let journal = judge(scenario, &evidence);
+    println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
+    Ended::Judged(Box::new(journal))
+}
+
+/// `scale <service> <N>` on Kubernetes: scale, watch until N replicas are ready, and put the
+/// old count back when they are not (or on Ctrl-C).
+async fn scale(service: ServiceName, n: usize, kube: &KubeArgs) -> ExitCode {
+    let options = kube.options();
+    let client = match kubernetes::connect(&options).await {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let cluster = Cluster::new(client, &options.namespace, options.ready_timeout);
+    let w = Workload::Service(service);
+    let before = match cluster.replicas(w).await {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}\n(is LastMile deployed in namespace {}? see README.md)", options.namespace);
+            return ExitCode::FAILURE;
+        }
+    };
+    let started = wall_clock();
+    println!("lastmile scale: {service} {before} -> {n} (namespace {})", options.namespace);
+    let scaled = async {
+        cluster.set_replicas(w, n as i32).await?;
+        cluster.wait_ready(w, n as i32).await
+    };
+    let ticker = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if let Ok(pods) = cluster.list_pods(w).await {
+                let ready = pods.iter().filter(|p| kubernetes::pod_ready(p)).count();
+                println!("  [{:>4.0} s] {ready} ready of {} pods, want {n}", started.elapsed().as_secs_f64(), pods.len());
+            }
+        }
+    };
+    let result = tokio::select! {
+        biased;
+        _ = interrupted() => Err("interrupted".to_string()),
+        r = scaled => r,
+        _ = ticker => unreachable!("the ticker never ends"),
+    };
+    match result {
+        Ok(()) => {
+            println!("verdict: PASS — {service} runs {n} ready replicas ({:.0} s)", started.elapsed().as_secs_f64());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("  {e}; putting {service} back to {before}");
+            match cluster.scale(w, before).await {
+                Ok(()) => eprintln!("  {service} is back at {before} ready replicas"),
+                Err(r) => eprintln!(
+                    "  the rollback failed too: {r}\n  by hand: kubectl -n {} scale deployment/{service} --replicas={before}",
+                    options.namespace
+                ),
+            }
+            println!("verdict: FAIL — {service} did not reach {n} ready replicas");
+            if e == "interrupted" {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
-    if journal.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
+}
+
+/// `port-forward`: a local port per service until Ctrl-C, with a line of traffic now and then.
+async fn port_forward(base_port: u16, kube: &KubeArgs) -> ExitCode {
+    let options = kube.options();
+    let client = match kubernetes::connect(&options).await {
+        Ok(c) => c,
+        Err(e) => return usage(e),
+    };
+    let cluster = Cluster::new(client, &options.namespace, options.ready_timeout);
+    let forwarder = match Forwarder::start(cluster.pods().clone(), Some(base_port)).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("lastmile port-forward (namespace {}); Ctrl-C to stop", options.namespace);
+    for (service, addr) in forwarder.fronts() {
+        let pods: Vec<String> = forwarder.ready_pods(service).into_iter().map(|p| p.name).collect();
+        println!("  http://{addr}  {service}  ({} ready: {})", pods.len(), pods.join(", "));
     }
+    let report = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            let (per_pod, failed) = forwarder.forwarded();
+            let total: u64 = per_pod.values().sum();
+            println!("  {total} connections forwarded ({} pods), {failed} found no ready pod", per_pod.len());
+        }
+    };
+    tokio::select! {
+        _ = interrupted() => {}
+        _ = report => {}
+    }
+    let (per_pod, failed) = forwarder.forwarded();
+    println!("stopped: {} connections forwarded, {failed} found no ready pod", per_pod.values().sum::<u64>());
+    for (pod, n) in per_pod {
+        println!("  {pod}: {n}");
+    }
+    ExitCode::SUCCESS
 }

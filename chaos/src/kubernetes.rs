@@ -1,0 +1,580 @@
+//! A LastMile deployment on Kubernetes: the `--target kube` of `lastmile chaos run`.
+//!
+//! Everything goes through the API server with the `kube` crate (the user's kubeconfig, namespace
+//! `lastmile` by default), the way a chaos tool drives a cluster:
+//! - scale: the Deployment's `scale` subresource, then wait — by watching, never by sleeping —
+//!   until the Deployment has observed it and exactly N pods are ready and none is terminating;
+//! - kill: delete one pod with no grace period (the Deployment replaces it, as after a crash);
+//! - restart: a rollout (a new pod-template annotation, like `kubectl rollout restart`);
+//! - broker restart: the RabbitMQ StatefulSet scaled to 0 and back;
+//! - logs: every pod of a service;
+//! - the workload and probes reach the services through [`Forwarder`] (port-forwarding).
+//!
+//! Like a scale attack of a chaos platform, the target records every replica count before it
+//! changes anything and [`KubeTarget::restore`] puts them back — the CLI calls it when a run ends,
+//! fails or is interrupted. Network faults and pauses need a network-chaos operator in the cluster
+//! and are skipped (and recorded as skipped).
+
+use crate::forward::Forwarder;
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, WatchEvent, WatchParams};
+use kube::config::KubeConfigOptions;
+use kube::{Client, Config, Resource, ResourceExt};
+use lastmile_harness::Target;
+use lastmile_scenarios::faults::TimelineStep;
+use lastmile_scenarios::Action;
+use lastmile_services::ServiceName;
+use lastmile_workload::Endpoints;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::future::Future;
+use std::time::Duration;
+
+/// The label every LastMile pod carries with its service's name.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+/// The broker's StatefulSet.
+pub const BROKER: &str = "rabbitmq";
+/// The annotation a restart sets on the pod template.
+pub const RESTARTED_AT: &str = "lastmile.dev/restarted-at";
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// The namespace LastMile runs in.
+    pub namespace: String,
+    /// A kubeconfig context (default: the current one).
+    pub context: Option<String>,
+    /// How long a scale or restart may take to settle.
+    pub ready_timeout: Duration,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        KubeOptions { namespace: "lastmile".into(), context: None, ready_timeout: Duration::from_secs(180) }
+    }
+}
+
+/// A client for the cluster in the user's kubeconfig (`KUBECONFIG`, else `~/.kube/config`).
+pub async fn connect(options: &KubeOptions) -> Result<Client, String> {
+    let config = Config::from_kubeconfig(&KubeConfigOptions { context: options.context.clone(), ..Default::default() })
+        .await
+        .map_err(|e| format!("cannot read the kubeconfig: {e} (is a cluster configured? `minikube start`)"))?;
+    Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
+}
+
+/// What a workload is: a Deployment (a service) or the broker's StatefulSet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Workload {
+    /// A LastMile service's Deployment.
+    Service(ServiceName),
+    /// RabbitMQ's StatefulSet.
+    Broker,
+}
+
+impl Workload {
+    /// Its name (Deployment or StatefulSet, and the pods' name label).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Service(s) => s.as_str(),
+            Workload::Broker => BROKER,
+        }
+    }
+
+    /// Every workload a run may change.
+    pub fn all() -> Vec<Workload> {
+        let mut all: Vec<Workload> = ServiceName::ALL.into_iter().map(Workload::Service).collect();
+        all.push(Workload::Broker);
+        all
+    }
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Whether a pod is ready and not on its way out.
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether a Deployment has observed its latest spec and runs exactly `n` updated, ready pods.
+pub fn deployment_settled(d: &Deployment, n: i32) -> bool {
+    let generation = d.metadata.generation.unwrap_or(0);
+    let spec = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let Some(s) = d.status.as_ref() else { return spec == 0 && n == 0 };
+    s.observed_generation.unwrap_or(0) >= generation
+        && spec == n
+        && s.replicas.unwrap_or(0) == n
+        && s.updated_replicas.unwrap_or(0) == n
+        && s.ready_replicas.unwrap_or(0) == n
+}
+
+/// The pods of one workload, exactly `n` of them, all ready, none terminating.
+fn pods_settled(pods: &[Pod], n: i32) -> bool {
+    pods.len() == n as usize && pods.iter().all(pod_ready)
+}
+
+/// Wait until `done` holds for the objects `selector` picks, by listing once and then following
+/// the watch (re-listing when a watch ends or falls behind). Fails after `timeout`.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    selector: &ListParams,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&[K]) -> bool,
+) -> Result<(), String>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    let watch = async {
+        let mut last_error = String::new();
+        loop {
+            let list = match api.list(selector).await {
+                Ok(list) => list,
+                Err(e) => {
+                    // The API server may blip (it is part of what is under test); retry.
+                    last_error = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let version = list.metadata.resource_version.clone().unwrap_or_else(|| "0".into());
+            let mut objects: BTreeMap<String, K> = list.items.into_iter().map(|o| (o.name_any(), o)).collect();
+            let current = |objects: &BTreeMap<String, K>| objects.values().cloned().collect::<Vec<K>>();
+            if done(&current(&objects)) {
+                return Ok::<(), String>(());
+            }
+            let params = WatchParams {
+                label_selector: selector.label_selector.clone(),
+                field_selector: selector.field_selector.clone(),
+                timeout: Some(60),
+                ..WatchParams::default()
+            };
+            let events = match api.watch(&params, &version).await {
+                Ok(events) => events,
+                Err(e) => {
+                    last_error = e.to_string();
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut events = events.boxed();
+            loop {
+                match events.try_next().await {
+                    Ok(Some(WatchEvent::Added(o) | WatchEvent::Modified(o))) => {
+                        objects.insert(o.name_any(), o);
+                    }
+                    Ok(Some(WatchEvent::Deleted(o))) => {
+                        objects.remove(&o.name_any());
+                    }
+                    Ok(Some(WatchEvent::Bookmark(_))) => continue,
+                    // Too old a version (410) or a broken stream: list again.
+                    Ok(Some(WatchEvent::Error(e))) => {
+                        last_error = e.to_string();
+                        break;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        last_error = e.to_string();
+                        break;
+                    }
+                }
+                if done(&current(&objects)) {
+                    return Ok(());
+                }
+            }
+            let _ = &last_error;
+        }
+    };
+    match tokio::time::timeout(timeout, watch).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("{what}: not within {timeout:?}")),
+    }
+}
+
+/// The cluster operations a scenario needs, on one namespace.
+#[derive(Clone)]
+pub struct Cluster {
+    deployments: Api<Deployment>,
+    statefulsets: Api<StatefulSet>,
+    pods: Api<Pod>,
+    ready_timeout: Duration,
+}
+
+impl Cluster {
+    /// The operations on `namespace` through `client`.
+    pub fn new(client: Client, namespace: &str, ready_timeout: Duration) -> Cluster {
+        Cluster {
+            deployments: Api::namespaced(client.clone(), namespace),
+            statefulsets: Api::namespaced(client.clone(), namespace),
+            pods: Api::namespaced(client, namespace),
+            ready_timeout,
+        }
+    }
+
+    /// The pods API of the namespace.
+    pub fn pods(&self) -> &Api<Pod> {
+        &self.pods
+    }
+
+    fn selector(w: Workload) -> ListParams {
+        ListParams::default().labels(&format!("{NAME_LABEL}={}", w.name()))
+    }
+
+    /// The replica count a workload is set to (its scale subresource).
+    pub async fn replicas(&self, w: Workload) -> Result<i32, String> {
+        let scale = match w {
+            Workload::Service(_) => self.deployments.get_scale(w.name()).await,
+            Workload::Broker => self.statefulsets.get_scale(w.name()).await,
+        };
+        let scale = scale.map_err(|e| format!("cannot read the scale of {w}: {e}"))?;
+        Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
+    }
+
+    /// Set a workload's replica count through its scale subresource (no waiting).
+    pub async fn set_replicas(&self, w: Workload, n: i32) -> Result<(), String> {
+        let patch = Patch::Merge(json!({ "spec": { "replicas": n } }));
+        let params = PatchParams::default();
+        let result = match w {
+            Workload::Service(_) => self.deployments.patch_scale(w.name(), &params, &patch).await.map(drop),
+            Workload::Broker => self.statefulsets.patch_scale(w.name(), &params, &patch).await.map(drop),
+        };
+        result.map_err(|e| format!("cannot scale {w} to {n}: {e}"))
+    }
+
+    /// Wait until `w` runs exactly `n` ready pods and no other (a Deployment must also have
+    /// observed its latest spec, so a rollout counts only once it is complete).
+    pub async fn wait_ready(&self, w: Workload, n: i32) -> Result<(), String> {
+        if let Workload::Service(_) = w {
+            let by_name = ListParams::default().fields(&format!("metadata.name={}", w.name()));
+            wait_for(&self.deployments, &by_name, &format!("{w} rolled out with {n} replicas"), self.ready_timeout, |ds| {
+                ds.iter().any(|d| deployment_settled(d, n))
+            })
+            .await?;
+        }
+        wait_for(&self.pods, &Self::selector(w), &format!("{w} with {n} ready pods"), self.ready_timeout, |pods| {
+            pods_settled(pods, n)
+        })
+        .await
+    }
+
+    /// Scale and wait until the new count is ready.
+    pub async fn scale(&self, w: Workload, n: i32) -> Result<(), String> {
+        self.set_replicas(w, n).await?;
+        self.wait_ready(w, n).await
+    }
+
+    /// The pods of a workload, oldest first.
+    pub async fn list_pods(&self, w: Workload) -> Result<Vec<Pod>, String> {
+        let mut pods =
+            self.pods.list(&Self::selector(w)).await.map_err(|e| format!("cannot list the pods of {w}: {e}"))?.items;
+        pods.sort_by(|a, b| {
+            let key = |p: &Pod| (p.metadata.creation_timestamp.clone().map(|t| t.0), p.name_any());
+            key(a).cmp(&key(b))
+        });
+        Ok(pods)
+    }
+
+    /// Delete one ready pod at once (no grace period): `replica` counts from the oldest, modulo
+    /// the pods; without it, the newest. Answers the pod's name, or `None` when there is none.
+    pub async fn kill(&self, w: Workload, replica: Option<usize>) -> Result<Option<String>, String> {
+        let ready: Vec<Pod> = self.list_pods(w).await?.into_iter().filter(pod_ready).collect();
+        let chosen = match (ready.len(), replica) {
+            (0, _) => return Ok(None),
+            (n, Some(r)) => &ready[r % n],
+            (n, None) => &ready[n - 1],
+        };
+        let name = chosen.name_any();
+        let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        self.pods.delete(&name, &params).await.map_err(|e| format!("cannot delete pod {name}: {e}"))?;
+        Ok(Some(name))
+    }
+
+    /// Roll every pod of a service (a new template annotation) and wait until the rollout is
+    /// complete. `stamp` tells this rollout apart from earlier ones.
+    pub async fn restart(&self, s: ServiceName, stamp: &str) -> Result<(), String> {
+        let w = Workload::Service(s);
+        let n = self.replicas(w).await?;
+        let patch = Patch::Merge(json!({
+            "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: stamp } } } }
+        }));
+        self.deployments
+            .patch(s.as_str(), &PatchParams::default(), &patch)
+            .await
+            .map_err(|e| format!("cannot restart {s}: {e}"))?;
+        self.wait_ready(w, n).await
+    }
+
+    /// The logs of every pod of a workload: (pod, text).
+    pub async fn logs(&self, w: Workload) -> Result<Vec<(String, String)>, String> {
+        let mut out = Vec::new();
+        for pod in self.list_pods(w).await? {
+            let name = pod.name_any();
+            let text = self
+                .pods
+                .logs(&name, &LogParams::default())
+                .await
+                .unwrap_or_else(|e| format!("(no logs of {name}: {e})\n"));
+            out.push((name, text));
+        }
+        Ok(out)
+    }
+}
+
+/// Replica counts recorded before a run changed them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded(pub BTreeMap<Workload, i32>);
+
+impl Recorded {
+    /// Read the replica count of every workload. Fails, naming it, when one is missing.
+    pub async fn read(cluster: &Cluster) -> Result<Recorded, String> {
+        let mut counts = BTreeMap::new();
+        for w in Workload::all() {
+            let n = cluster
+                .replicas(w)
+                .await
+                .map_err(|e| format!("{e}\n(is LastMile deployed? `kubectl apply -k k8s/`, see README.md)"))?;
+            counts.insert(w, n);
+        }
+        Ok(Recorded(counts))
+    }
+
+    /// Put every count back and wait until each is ready. Goes on past a failing workload so
+    /// as much as possible is restored; the error names every failure.
+    pub async fn restore(&self, cluster: &Cluster) -> Result<String, String> {
+        let mut failures = Vec::new();
+        for (w, n) in &self.0 {
+            if let Err(e) = cluster.set_replicas(*w, *n).await {
+                failures.push(e);
+            }
+        }
+        // The broker first: the services' readiness depends on it.
+        let mut order: Vec<(&Workload, &i32)> = self.0.iter().collect();
+        order.sort_by_key(|(w, _)| **w != Workload::Broker);
+        for (w, n) in order {
+            if let Err(e) = cluster.wait_ready(*w, *n).await {
+                failures.push(e);
+            }
+        }
+        let counts: Vec<String> = self.0.iter().map(|(w, n)| format!("{w}={n}")).collect();
+        if failures.is_empty() {
+            Ok(format!("replicas restored: {}", counts.join(" ")))
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    /// `kubectl` commands that put the counts back by hand.
+    pub fn manual_commands(&self, namespace: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|(w, n)| {
+                let kind = if *w == Workload::Broker { "statefulset" } else { "deployment" };
+                format!("kubectl -n {namespace} scale {kind}/{w} --replicas={n}")
+            })
+            .collect()
+    }
+}
+
+/// LastMile on a Kubernetes cluster, as a scenario target.
+pub struct KubeTarget {
+    cluster: Cluster,
+    namespace: String,
+    recorded: Recorded,
+    forwarder: Forwarder,
+    /// Whether the broker is scaled down by a `broker-restart` not undone yet.
+    broker_down: bool,
+    /// Rollouts so far (tells restart annotations apart).
+    restarts: u64,
+}
+
+impl KubeTarget {
+    /// Set each service to `replicas` (left out: 1), wait until all are ready and start the
+    /// port-forwards. `recorded` holds the counts read before (see [`Recorded::read`]); when
+    /// anything fails, they are put back before the error is returned.
+    pub async fn start(
+        cluster: Cluster,
+        recorded: Recorded,
+        namespace: &str,
+        replicas: &BTreeMap<ServiceName, usize>,
+    ) -> Result<KubeTarget, String> {
+        let forwarder = match Forwarder::start(cluster.pods().clone(), None).await {
+            Ok(f) => f,
+            Err(e) => return Err(e),
+        };
+        let mut target =
+            KubeTarget { cluster, namespace: namespace.to_string(), recorded, forwarder, broker_down: false, restarts: 0 };
+        if let Err(e) = target.set_services(replicas).await {
+            let restored = target.restore().await;
+            return Err(match restored {
+                Ok(done) => format!("{e}; rolled back: {done}"),
+                Err(r) => format!("{e}; the rollback failed too: {r}"),
+            });
+        }
+        Ok(target)
+    }
+
+    /// The replica counts recorded before the run.
+    pub fn recorded(&self) -> &Recorded {
+        &self.recorded
+    }
+
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    async fn set_services(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<(), String> {
+        for s in ServiceName::ALL {
+            let n = replicas.get(&s).copied().unwrap_or(1) as i32;
+            self.cluster.set_replicas(Workload::Service(s), n).await?;
+        }
+        if self.cluster.replicas(Workload::Broker).await? == 0 {
+            self.cluster.set_replicas(Workload::Broker, 1).await?;
+        }
+        for s in ServiceName::ALL {
+            let n = replicas.get(&s).copied().unwrap_or(1) as i32;
+            self.cluster.wait_ready(Workload::Service(s), n).await?;
+        }
+        self.forwarder.refresh().await
+    }
+
+    /// Put every recorded replica count back and wait until each is ready.
+    pub async fn restore(&mut self) -> Result<String, String> {
+        let done = self.recorded.restore(&self.cluster).await?;
+        self.broker_down = false;
+        Ok(done)
+    }
+
+    /// The logs of every pod of every workload: (pod, text).
+    pub async fn all_logs(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for w in Workload::all() {
+            match self.cluster.logs(w).await {
+                Ok(logs) => out.extend(logs),
+                Err(e) => out.push((w.to_string(), e)),
+            }
+        }
+        out
+    }
+}
+
+fn service(step: &TimelineStep) -> Result<ServiceName, String> {
+    step.target.as_deref().ok_or_else(|| format!("{step} has no target"))?.parse()
+}
+
+impl Target for KubeTarget {
+    fn spawn_client<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        tokio::spawn(future)
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        let url = |s: ServiceName| self.forwarder.url(s.as_str());
+        Endpoints {
+            user: url(ServiceName::User),
+            location: url(ServiceName::Location),
+            trip: url(ServiceName::Trip),
+            notification: url(ServiceName::Notification),
+        }
+    }
+
+    fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
+        self.forwarder.replica_urls(service)
+    }
+
+    fn supports(&self, action: Action) -> bool {
+        matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::BrokerRestart)
+    }
+
+    fn progress(&self, line: &dyn Fn() -> String) {
+        println!("  {}", line());
+    }
+
+    async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
+        let done = match step.action {
+            Action::Scale => {
+                let s = service(step)?;
+                let n = step.replicas.ok_or("scale without replicas")?;
+                self.cluster.scale(Workload::Service(s), n as i32).await?;
+                format!("{s} scaled to {n}, all ready")
+            }
+            Action::Kill => {
+                let s = service(step)?;
+                match self.cluster.kill(Workload::Service(s), step.replica).await? {
+                    Some(pod) => format!("deleted pod {pod} of {s}"),
+                    None => format!("{s} has no ready pod to kill"),
+                }
+            }
+            Action::Restart => {
+                let s = service(step)?;
+                self.restarts += 1;
+                let stamp = format!("{}-{}", lastmile_platform::clock::now_ms(), self.restarts);
+                self.cluster.restart(s, &stamp).await?;
+                format!("{s} rolled out again, all ready")
+            }
+            Action::BrokerRestart => {
+                self.cluster.scale(Workload::Broker, 0).await?;
+                self.broker_down = true;
+                "broker scaled to 0".to_string()
+            }
+            other => return Err(format!("{other:?} is not supported by the kube target")),
+        };
+        self.forwarder.refresh().await?;
+        Ok(done)
+    }
+
+    async fn undo(&mut self, step: &TimelineStep) -> Result<String, String> {
+        let done = match step.action {
+            Action::Kill => {
+                // The Deployment has already replaced the pod; wait until the replacement is ready.
+                let s = service(step)?;
+                let n = self.cluster.replicas(Workload::Service(s)).await?;
+                self.cluster.wait_ready(Workload::Service(s), n).await?;
+                format!("{s} back to {n} ready pods")
+            }
+            Action::BrokerRestart => {
+                let n = self.recorded.0.get(&Workload::Broker).copied().unwrap_or(1).max(1);
+                self.cluster.scale(Workload::Broker, n).await?;
+                self.broker_down = false;
+                format!("broker back to {n}")
+            }
+            _ => return Ok("nothing to undo".into()),
+        };
+        self.forwarder.refresh().await?;
+        Ok(done)
+    }
+
+    async fn heal(&mut self, replicas: &BTreeMap<String, usize>) -> Result<String, String> {
+        if self.broker_down {
+            let n = self.recorded.0.get(&Workload::Broker).copied().unwrap_or(1).max(1);
+            self.cluster.scale(Workload::Broker, n).await?;
+            self.broker_down = false;
+        }
+        let mut wanted = BTreeMap::new();
+        for (name, n) in replicas {
+            wanted.insert(name.parse::<ServiceName>()?, *n);
+        }
+        self.set_services(&wanted).await?;
+        let done: Vec<String> = replicas.iter().map(|(s, n)| format!("{s}={n}")).collect();
+        Ok(format!("healed; replicas {}", done.join(" ")))
+    }
+
+    async fn logs(&self, service: &str) -> Result<Vec<(String, String)>, String> {
+        self.cluster.logs(Workload::Service(service.parse()?)).await
+    }
+}
