@@ -1,0 +1,648 @@
+//! An in-process Kubernetes API server for the kube target's tests: a real HTTP server on
+//! loopback (so the `kube` client runs its whole stack: requests, watches, websocket upgrades)
+//! over a small stateful model of what the target touches.
+//!
+//! - Deployments and StatefulSets with a `scale` subresource (GET, merge PATCH), merge PATCH of a
+//!   Deployment (template annotations: a rollout), list and watch with `fieldSelector`
+//!   `metadata.name=` and `labelSelector` (`k=v` or `k`), resource versions, watch replay;
+//! - a controller loop playing the Deployment/StatefulSet controllers and the kubelet: it creates
+//!   pods up to the spec, terminates the newest beyond it, replaces deleted pods, replaces every
+//!   pod on a template change, makes pods ready after a few ticks (never, for a workload told
+//!   so), and keeps each workload's status (`observedGeneration`, `replicas`, `readyReplicas`,
+//!   `updatedReplicas`) up to date;
+//! - pods: list, watch, delete, `log`, and `portforward` (the websocket channel protocol) to a
+//!   tiny HTTP server each pod runs that answers every path with `{"pod": "<name>"}`;
+//! - faults for the tests: a workload whose scale PATCH answers 500, one whose pods never get
+//!   ready; and a record of every scale PATCH per workload.
+//!
+//! Not a general API server: one namespace, the resources above, and the controller's rules are
+//! a simplification (a rollout replaces every pod at once).
+
+#![allow(dead_code)] // each test binary uses part of it
+
+use axum::body::{Body, Bytes};
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::broadcast;
+
+/// Controller ticks.
+const TICK: Duration = Duration::from_millis(20);
+/// Ticks until a new pod is ready; ticks a terminating pod lingers.
+const READY_AFTER: u32 = 5;
+const TERMINATE_AFTER: u32 = 3;
+
+#[derive(Clone, Debug)]
+struct Event {
+    rv: u64,
+    kind: &'static str,
+    kind_type: &'static str,
+    object: Value,
+}
+
+struct Workload {
+    kind: &'static str, // "deployments" | "statefulsets"
+    object: Value,
+    port: u16,
+}
+
+struct PodState {
+    object: Value,
+    owner: String,
+    template: String,
+    age: u32,
+    terminating_for: Option<u32>,
+    backend: SocketAddr,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Model {
+    rv: u64,
+    clock: u64,
+    pod_seq: u64,
+    workloads: BTreeMap<String, Workload>,
+    pods: BTreeMap<String, PodState>,
+    events: Vec<Event>,
+    fail_scale: BTreeSet<String>,
+    never_ready: BTreeSet<String>,
+    scale_patches: BTreeMap<String, Vec<i32>>,
+    deleted_pods: Vec<String>,
+}
+
+struct Shared {
+    model: Mutex<Model>,
+    events: broadcast::Sender<Event>,
+}
+
+/// The fake API server; dropping it stops nothing (tests are short-lived processes).
+#[derive(Clone)]
+pub struct FakeKube {
+    shared: Arc<Shared>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+fn timestamp(clock: u64) -> String {
+    format!("2026-01-01T{:02}:{:02}:{:02}Z", (clock / 3600) % 24, (clock / 60) % 60, clock % 60)
+}
+
+impl Model {
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn publish(&mut self, shared_tx: &broadcast::Sender<Event>, kind: &'static str, kind_type: &'static str, mut object: Value) {
+        let rv = self.next_rv();
+        object["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let event = Event { rv, kind, kind_type, object };
+        self.events.push(event.clone());
+        let _ = shared_tx.send(event);
+    }
+
+    fn template_of(w: &Workload) -> String {
+        w.object["spec"]["template"].to_string()
+    }
+
+    fn pod_ready(p: &PodState) -> bool {
+        p.terminating_for.is_none()
+            && p.object["status"]["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["status"] == "True"))
+    }
+}
+
+/// Answer every path with the pod's name (and `/ready`, `/health` with 200).
+async fn pod_server(name: String) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(move || {
+        let name = name.clone();
+        async move { axum::Json(json!({ "pod": name })) }
+    });
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, server)
+}
+
+impl FakeKube {
+    /// Start with the five services' Deployments at `replicas` each (and RabbitMQ's StatefulSet
+    /// at 1), everything ready.
+    pub async fn start(replicas: &[(&str, i32)]) -> FakeKube {
+        let (tx, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared { model: Mutex::new(Model::default()), events: tx });
+        {
+            let mut m = shared.model.lock().unwrap();
+            for (i, (name, n)) in replicas.iter().enumerate() {
+                let kind = if *name == "rabbitmq" { "statefulsets" } else { "deployments" };
+                let port = 8081 + i as u16;
+                let object = json!({
+                    "metadata": { "name": name, "namespace": "lastmile", "generation": 1,
+                                  "labels": { "app.kubernetes.io/name": name } },
+                    "spec": {
+                        "replicas": n,
+                        "selector": { "matchLabels": { "app.kubernetes.io/name": name } },
+                        "template": {
+                            "metadata": { "labels": { "app.kubernetes.io/name": name } },
+                            "spec": { "containers": [ { "name": name, "image": "lastmile:dev",
+                                "ports": [ { "name": "http", "containerPort": port } ] } ] }
+                        }
+                    },
+                    "status": {}
+                });
+                m.workloads.insert(name.to_string(), Workload { kind, object, port });
+            }
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new()
+            .route("/apis/apps/v1/namespaces/{ns}/{kind}", get(list_workloads))
+            .route("/apis/apps/v1/namespaces/{ns}/{kind}/{name}", get(get_workload).patch(patch_workload))
+            .route("/apis/apps/v1/namespaces/{ns}/{kind}/{name}/scale", get(get_scale).patch(patch_scale))
+            .route("/api/v1/namespaces/{ns}/pods", get(list_pods))
+            .route("/api/v1/namespaces/{ns}/pods/{name}", axum::routing::delete(delete_pod))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
+            .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward))
+            .with_state(shared.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        let fake = FakeKube { shared, addr };
+        let controller = fake.clone();
+        tokio::spawn(async move {
+            loop {
+                controller.tick().await;
+                tokio::time::sleep(TICK).await;
+            }
+        });
+        // Settle: everything at its count and ready.
+        for _ in 0..200 {
+            if fake.settled() {
+                break;
+            }
+            tokio::time::sleep(TICK).await;
+        }
+        assert!(fake.settled(), "the fake cluster did not settle");
+        fake
+    }
+
+    /// The usual LastMile deployment: every service and the broker at 1.
+    pub async fn lastmile(matching: i32) -> FakeKube {
+        FakeKube::start(&[
+            ("user-service", 1),
+            ("location-service", 1),
+            ("trip-service", 1),
+            ("matching-service", matching),
+            ("notification-service", 1),
+            ("rabbitmq", 1),
+        ])
+        .await
+    }
+
+    /// A kubeconfig file pointing at this server, namespace `lastmile`.
+    pub fn kubeconfig(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: http://{}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n    namespace: lastmile\ncurrent-context: fake\nusers:\n- name: fake\n  user: {{}}\n",
+            self.addr
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// A client for this server.
+    pub fn client(&self) -> kube::Client {
+        let config = kube::Config::new(format!("http://{}", self.addr).parse().unwrap());
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// A workload's scale PATCHes will answer 500.
+    pub fn fail_scale(&self, name: &str) {
+        self.shared.model.lock().unwrap().fail_scale.insert(name.to_string());
+    }
+
+    /// A workload's new pods never get ready.
+    pub fn never_ready(&self, name: &str) {
+        self.shared.model.lock().unwrap().never_ready.insert(name.to_string());
+    }
+
+    /// A workload's spec replicas.
+    pub fn replicas(&self, name: &str) -> i32 {
+        let m = self.shared.model.lock().unwrap();
+        m.workloads[name].object["spec"]["replicas"].as_i64().unwrap() as i32
+    }
+
+    /// Every replica count a scale PATCH asked of a workload, in order.
+    pub fn scale_patches(&self, name: &str) -> Vec<i32> {
+        self.shared.model.lock().unwrap().scale_patches.get(name).cloned().unwrap_or_default()
+    }
+
+    /// A workload's pod names (terminating ones included), oldest first.
+    pub fn pods(&self, name: &str) -> Vec<String> {
+        let m = self.shared.model.lock().unwrap();
+        m.pods.iter().filter(|(_, p)| p.owner == name).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// A workload's ready pod names.
+    pub fn ready_pods(&self, name: &str) -> Vec<String> {
+        let m = self.shared.model.lock().unwrap();
+        m.pods.iter().filter(|(_, p)| p.owner == name && Model::pod_ready(p)).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Pods deleted through the API.
+    pub fn deleted_pods(&self) -> Vec<String> {
+        self.shared.model.lock().unwrap().deleted_pods.clone()
+    }
+
+    /// A Deployment's pod-template annotations.
+    pub fn template_annotations(&self, name: &str) -> Value {
+        let m = self.shared.model.lock().unwrap();
+        m.workloads[name].object["spec"]["template"]["metadata"]["annotations"].clone()
+    }
+
+    /// Whether every workload runs exactly its spec's pods, all ready.
+    pub fn settled(&self) -> bool {
+        let m = self.shared.model.lock().unwrap();
+        m.workloads.iter().all(|(name, w)| {
+            let want = w.object["spec"]["replicas"].as_i64().unwrap_or(1) as usize;
+            let pods: Vec<&PodState> = m.pods.values().filter(|p| &p.owner == name).collect();
+            pods.len() == want && pods.iter().all(|p| Model::pod_ready(p))
+        })
+    }
+
+    /// One round of the controllers and the kubelet.
+    async fn tick(&self) {
+        let mut to_start: Vec<(String, String, u16, String)> = Vec::new();
+        {
+            let mut guard = self.shared.model.lock().unwrap();
+            let m = &mut *guard;
+            m.clock += 1;
+            let tx = &self.shared.events;
+            // Terminating pods go away; pods age and get ready.
+            let names: Vec<String> = m.pods.keys().cloned().collect();
+            for name in names {
+                let never = m.never_ready.contains(&m.pods[&name].owner);
+                let p = m.pods.get_mut(&name).unwrap();
+                p.age += 1;
+                if let Some(t) = p.terminating_for.as_mut() {
+                    *t += 1;
+                    if *t >= TERMINATE_AFTER {
+                        let p = m.pods.remove(&name).unwrap();
+                        p.server.abort();
+                        m.publish(tx, "pods", "DELETED", p.object);
+                    }
+                } else if p.age >= READY_AFTER && !never && !Model::pod_ready(p) {
+                    p.object["status"] = json!({ "phase": "Running",
+                        "conditions": [ { "type": "Ready", "status": "True" } ] });
+                    let object = p.object.clone();
+                    m.publish(tx, "pods", "MODIFIED", object);
+                }
+            }
+            // The controllers: template changes replace pods; counts follow the spec.
+            let workloads: Vec<String> = m.workloads.keys().cloned().collect();
+            for name in workloads {
+                let w = &m.workloads[&name];
+                let template = Model::template_of(w);
+                let want = w.object["spec"]["replicas"].as_i64().unwrap_or(1) as usize;
+                let stale: Vec<String> = m
+                    .pods
+                    .iter()
+                    .filter(|(_, p)| p.owner == name && p.terminating_for.is_none() && p.template != template)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                let mut live: Vec<String> = m
+                    .pods
+                    .iter()
+                    .filter(|(_, p)| p.owner == name && p.terminating_for.is_none() && p.template == template)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for pod in stale.iter().chain(live.iter().skip(want).collect::<Vec<_>>().into_iter().rev()) {
+                    let clock = m.clock;
+                    let p = m.pods.get_mut(pod).unwrap();
+                    p.terminating_for = Some(0);
+                    p.object["metadata"]["deletionTimestamp"] = json!(timestamp(clock));
+                    let object = p.object.clone();
+                    m.publish(tx, "pods", "MODIFIED", object);
+                }
+                live.truncate(want);
+                for _ in live.len()..want {
+                    let w = &m.workloads[&name];
+                    let pod = if w.kind == "statefulsets" {
+                        format!("{name}-{}", (0..).find(|i| !m.pods.contains_key(&format!("{name}-{i}"))).unwrap())
+                    } else {
+                        m.pod_seq += 1;
+                        format!("{name}-{:05}", m.pod_seq)
+                    };
+                    if m.pods.contains_key(&pod) {
+                        continue;
+                    }
+                    to_start.push((pod, name.clone(), w.port, template.clone()));
+                }
+                // Status.
+                let pods: Vec<&PodState> = m.pods.values().filter(|p| p.owner == name).collect();
+                let current: Vec<&&PodState> =
+                    pods.iter().filter(|p| p.terminating_for.is_none() && p.template == template).collect();
+                let status = json!({
+                    "observedGeneration": m.workloads[&name].object["metadata"]["generation"],
+                    "replicas": pods.iter().filter(|p| p.terminating_for.is_none()).count(),
+                    "updatedReplicas": current.len(),
+                    "readyReplicas": current.iter().filter(|p| Model::pod_ready(p)).count(),
+                });
+                if m.workloads[&name].object["status"] != status {
+                    let w = m.workloads.get_mut(&name).unwrap();
+                    w.object["status"] = status;
+                    let (kind, object) = (w.kind, w.object.clone());
+                    m.publish(tx, kind, "MODIFIED", object);
+                }
+            }
+        }
+        // New pods (their servers start outside the lock).
+        for (pod, owner, port, template) in to_start {
+            let (backend, server) = pod_server(pod.clone()).await;
+            let mut guard = self.shared.model.lock().unwrap();
+            let m = &mut *guard;
+            let object = json!({
+                "metadata": { "name": pod, "namespace": "lastmile", "creationTimestamp": timestamp(m.clock),
+                              "labels": { "app.kubernetes.io/name": owner } },
+                "spec": { "containers": [ { "name": owner, "ports": [ { "name": "http", "containerPort": port } ] } ] },
+                "status": { "phase": "Pending" }
+            });
+            m.pods.insert(
+                pod.clone(),
+                PodState { object: object.clone(), owner, template, age: 0, terminating_for: None, backend, server },
+            );
+            m.publish(&self.shared.events, "pods", "ADDED", object);
+        }
+    }
+}
+
+fn status(code: StatusCode, message: &str) -> Response {
+    let body = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+                       "reason": code.canonical_reason(), "code": code.as_u16() });
+    (code, axum::Json(body)).into_response()
+}
+
+fn matches(object: &Value, query: &HashMap<String, String>) -> bool {
+    if let Some(field) = query.get("fieldSelector") {
+        if let Some(name) = field.strip_prefix("metadata.name=") {
+            if object["metadata"]["name"] != name {
+                return false;
+            }
+        }
+    }
+    if let Some(labels) = query.get("labelSelector") {
+        for term in labels.split(',') {
+            let value = match term.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (term, None),
+            };
+            let have = &object["metadata"]["labels"][value.0];
+            match value.1 {
+                Some(v) if have != v => return false,
+                None if have.is_null() => return false,
+                _ => {}
+            }
+        }
+    }
+    true
+}
+
+/// A list, or with `watch=true` a stream of events after `resourceVersion`.
+fn list_or_watch(shared: &Arc<Shared>, kind: &'static str, query: HashMap<String, String>) -> Response {
+    let m = shared.model.lock().unwrap();
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        let since: u64 = query.get("resourceVersion").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let backlog: Vec<Event> = m.events.iter().filter(|e| e.rv > since && e.kind == kind).cloned().collect();
+        let live = shared.events.subscribe();
+        drop(m);
+        let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok()).unwrap_or(290u64);
+        let q = query.clone();
+        let live = futures_util::stream::unfold(live, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) => return Some((e, rx)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        let events = futures_util::stream::iter(backlog)
+            .chain(live)
+            .filter(move |e| {
+                let keep = e.kind == kind && matches(&e.object, &q);
+                async move { keep }
+            })
+            .map(|e| {
+                let line = json!({ "type": e.kind_type, "object": e.object }).to_string() + "\n";
+                Ok::<Bytes, std::io::Error>(Bytes::from(line))
+            })
+            .take_until(tokio::time::sleep(Duration::from_secs(timeout)));
+        return Response::builder().header("content-type", "application/json").body(Body::from_stream(events)).unwrap();
+    }
+    let items: Vec<Value> = match kind {
+        "pods" => m.pods.values().map(|p| p.object.clone()).filter(|o| matches(o, &query)).collect(),
+        _ => m.workloads.values().filter(|w| w.kind == kind).map(|w| w.object.clone()).filter(|o| matches(o, &query)).collect(),
+    };
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|mut o| {
+            o["metadata"]["resourceVersion"] = json!(m.rv.to_string());
+            o
+        })
+        .collect();
+    axum::Json(json!({ "metadata": { "resourceVersion": m.rv.to_string() }, "items": items })).into_response()
+}
+
+fn kind_of(kind: &str) -> Option<&'static str> {
+    match kind {
+        "deployments" => Some("deployments"),
+        "statefulsets" => Some("statefulsets"),
+        _ => None,
+    }
+}
+
+async fn list_workloads(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, kind)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    match kind_of(&kind) {
+        Some(kind) => list_or_watch(&shared, kind, query),
+        None => status(StatusCode::NOT_FOUND, &format!("no {kind} here")),
+    }
+}
+
+async fn get_workload(State(shared): State<Arc<Shared>>, Path((_ns, _kind, name)): Path<(String, String, String)>) -> Response {
+    let m = shared.model.lock().unwrap();
+    match m.workloads.get(&name) {
+        Some(w) => axum::Json(w.object.clone()).into_response(),
+        None => status(StatusCode::NOT_FOUND, &format!("{name} not found")),
+    }
+}
+
+fn merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        (t, p) => *t = p.clone(),
+    }
+}
+
+async fn patch_workload(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, _kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "not JSON") };
+    let mut guard = shared.model.lock().unwrap();
+    let m = &mut *guard;
+    let Some(w) = m.workloads.get_mut(&name) else { return status(StatusCode::NOT_FOUND, &format!("{name} not found")) };
+    let before = w.object["spec"].clone();
+    merge(&mut w.object, &patch);
+    if w.object["spec"] != before {
+        let g = w.object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        w.object["metadata"]["generation"] = json!(g);
+    }
+    let (kind, object) = (w.kind, w.object.clone());
+    m.publish(&shared.events, kind, "MODIFIED", object.clone());
+    axum::Json(object).into_response()
+}
+
+fn scale_of(name: &str, w: &Workload) -> Value {
+    json!({ "apiVersion": "autoscaling/v1", "kind": "Scale",
+            "metadata": { "name": name, "namespace": "lastmile" },
+            "spec": { "replicas": w.object["spec"]["replicas"] },
+            "status": { "replicas": w.object["status"]["replicas"].as_i64().unwrap_or(0) } })
+}
+
+async fn get_scale(State(shared): State<Arc<Shared>>, Path((_ns, _kind, name)): Path<(String, String, String)>) -> Response {
+    let m = shared.model.lock().unwrap();
+    match m.workloads.get(&name) {
+        Some(w) => axum::Json(scale_of(&name, w)).into_response(),
+        None => status(StatusCode::NOT_FOUND, &format!("{name} not found")),
+    }
+}
+
+async fn patch_scale(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, _kind, name)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let Ok(patch) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "not JSON") };
+    let Some(n) = patch["spec"]["replicas"].as_i64() else {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "spec.replicas missing");
+    };
+    let mut guard = shared.model.lock().unwrap();
+    let m = &mut *guard;
+    if m.fail_scale.contains(&name) {
+        return status(StatusCode::INTERNAL_SERVER_ERROR, "injected failure");
+    }
+    m.scale_patches.entry(name.clone()).or_default().push(n as i32);
+    let Some(w) = m.workloads.get_mut(&name) else { return status(StatusCode::NOT_FOUND, &format!("{name} not found")) };
+    if w.object["spec"]["replicas"] != json!(n) {
+        w.object["spec"]["replicas"] = json!(n);
+        let g = w.object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+        w.object["metadata"]["generation"] = json!(g);
+    }
+    let scale = scale_of(&name, w);
+    let (kind, object) = (w.kind, w.object.clone());
+    m.publish(&shared.events, kind, "MODIFIED", object);
+    axum::Json(scale).into_response()
+}
+
+async fn list_pods(
+    State(shared): State<Arc<Shared>>,
+    Path(_ns): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    list_or_watch(&shared, "pods", query)
+}
+
+async fn delete_pod(State(shared): State<Arc<Shared>>, Path((_ns, name)): Path<(String, String)>) -> Response {
+    let mut guard = shared.model.lock().unwrap();
+    let m = &mut *guard;
+    let Some(p) = m.pods.remove(&name) else { return status(StatusCode::NOT_FOUND, &format!("pod {name} not found")) };
+    p.server.abort();
+    m.deleted_pods.push(name);
+    m.publish(&shared.events, "pods", "DELETED", p.object.clone());
+    axum::Json(p.object).into_response()
+}
+
+async fn pod_log(State(shared): State<Arc<Shared>>, Path((_ns, name)): Path<(String, String)>) -> Response {
+    let m = shared.model.lock().unwrap();
+    match m.pods.get(&name) {
+        Some(p) => format!("log of {name} ({})\n", p.owner).into_response(),
+        None => status(StatusCode::NOT_FOUND, &format!("pod {name} not found")),
+    }
+}
+
+/// The port-forward websocket: channel 0 carries the data of the one port asked for, channel 1
+/// its errors; each starts with a frame naming the port.
+async fn portforward(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, name)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let backend = shared.model.lock().unwrap().pods.get(&name).filter(|p| Model::pod_ready(p)).map(|p| p.backend);
+    let Some(backend) = backend else { return status(StatusCode::NOT_FOUND, &format!("pod {name} is not running")) };
+    let Some(port) = query.get("ports").and_then(|p| p.parse::<u16>().ok()) else {
+        return status(StatusCode::BAD_REQUEST, "ports missing");
+    };
+    upgrade.protocols(["v4.channel.k8s.io"]).on_upgrade(move |socket| relay(socket, backend, port))
+}
+
+async fn relay(mut socket: WebSocket, backend: SocketAddr, port: u16) {
+    let [lo, hi] = port.to_le_bytes();
+    for channel in [0u8, 1] {
+        if socket.send(Message::Binary(Bytes::from(vec![channel, lo, hi]))).await.is_err() {
+            return;
+        }
+    }
+    let Ok(mut tcp) = tokio::net::TcpStream::connect(backend).await else { return };
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(Message::Binary(data))) if data.first() == Some(&0) => {
+                    if tcp.write_all(&data[1..]).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            read = tcp.read(&mut buf) => match read {
+                Ok(0) | Err(_) => {
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                Ok(n) => {
+                    let mut frame = Vec::with_capacity(n + 1);
+                    frame.push(0);
+                    frame.extend_from_slice(&buf[..n]);
+                    if socket.send(Message::Binary(Bytes::from(frame))).await.is_err() {
+                        return;
+                    }
+                }
+            },
+        }
+    }
+}
