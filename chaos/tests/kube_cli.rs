@@ -1,0 +1,126 @@
+//! `lastmile` against an in-process Kubernetes API (`support/fake_kube.rs`), through a kubeconfig
+//! like a user's: `scale` waits for readiness and rolls back when it does not come, and a
+//! `chaos run --target kube` interrupted in the middle of a fault puts back the replica counts it
+//! recorded before the run.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+use support::fake_kube::FakeKube;
+
+fn work_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lastmile-kube-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn lastmile(fake: &FakeKube, dir: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastmile"));
+    cmd.args(args).env("KUBECONFIG", fake.kubeconfig(dir)).env_remove("LASTMILE_NAMESPACE");
+    cmd
+}
+
+/// Wait for the child without blocking the runtime the fake API server runs on.
+async fn finish(mut child: Child) -> Output {
+    for _ in 0..1200 {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    panic!("lastmile did not finish within a minute: {:?}", child.wait_with_output().unwrap());
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_waits_until_the_replicas_are_ready_and_rolls_back_when_they_never_are() {
+    let fake = FakeKube::lastmile(1).await;
+    let dir = work_dir("scale");
+    let out = lastmile(&fake, &dir, &["scale", "matching-service", "3", "--target", "kube"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish(out).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("verdict: PASS"), "{}", text(&out));
+    assert_eq!(fake.ready_pods("matching-service").len(), 3);
+
+    fake.never_ready("trip-service");
+    let out = lastmile(&fake, &dir, &["scale", "trip-service", "2", "--target", "kube", "--ready-timeout-s", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish(out).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("verdict: FAIL"), "{}", text(&out));
+    assert_eq!(fake.scale_patches("trip-service"), vec![2, 1], "put back to its count before");
+    assert_eq!(fake.pods("trip-service").len(), 1);
+}
+
+#[test]
+fn scaling_to_a_count_needs_the_kube_target() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lastmile")).args(["scale", "matching-service", "3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--target kube"), "{}", text(&out));
+}
+
+const SCENARIO: &str = r#"
+[scenario]
+name = "interrupt-me-on-kube"
+duration_s = 120
+settle_s = 10
+
+[workload]
+kind = "demo"
+
+[[step]]
+at_s = 1
+action = "scale"
+target = "matching-service"
+replicas = 0
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_kube_run_puts_back_the_replica_counts_it_recorded() {
+    let fake = FakeKube::lastmile(2).await;
+    let dir = work_dir("interrupt");
+    let scenario = dir.join("interrupt-me.toml");
+    std::fs::write(&scenario, SCENARIO).unwrap();
+    let work = dir.join("work");
+    let args = ["chaos", "run", scenario.to_str().unwrap(), "--target", "kube", "--no-random-faults", "--work-dir"];
+    let child = lastmile(&fake, &dir, &args).arg(&work).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+
+    // The scenario sets matching to 1 (its default), then its fault scales it to 0.
+    let mut in_fault = false;
+    for _ in 0..600 {
+        if fake.scale_patches("matching-service").ends_with(&[1, 0]) && fake.pods("matching-service").is_empty() {
+            in_fault = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(in_fault, "the fault never happened: {:?}", fake.scale_patches("matching-service"));
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = finish(child).await;
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(text(&out).contains("replicas restored"), "{}", text(&out));
+    assert_eq!(fake.replicas("matching-service"), 2, "the count recorded before the run");
+    assert_eq!(fake.ready_pods("matching-service").len(), 2);
+    assert!(fake.settled(), "every workload back at its count and ready");
+    // The logs of the pods running at the interrupt were kept (matching-service had none).
+    let logs: Vec<String> =
+        work.join("logs").read_dir().unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(logs.len(), 5, "{logs:?}");
+    assert!(logs.iter().any(|l| l.starts_with("trip-service-")), "{logs:?}");
+}
