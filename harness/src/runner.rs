@@ -306,6 +306,9 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         while pending_snapshots.first().is_some_and(|t| *t <= now_rel) {
             let at = pending_snapshots.remove(0);
             evidence.stats.push(snapshot(target, &api, at).await);
+            if at % PROGRESS_INTERVAL_MS == 0 {
+                target.progress(&|| progress_line(&history, evidence.stats.last()));
+            }
         }
         if instant_now() >= settle_end {
             break;
