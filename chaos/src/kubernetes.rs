@@ -258,9 +258,13 @@ impl Cluster {
     pub async fn wait_ready(&self, w: Workload, n: i32) -> Result<(), String> {
         if let Workload::Service(_) = w {
             let by_name = ListParams::default().fields(&format!("metadata.name={}", w.name()));
-            wait_for(&self.deployments, &by_name, &format!("{w} rolled out with {n} replicas"), self.ready_timeout, |ds| {
-                ds.iter().any(|d| deployment_settled(d, n))
-            })
+            wait_for(
+                &self.deployments,
+                &by_name,
+                &format!("{w} rolled out with {n} replicas"),
+                self.ready_timeout,
+                |ds| ds.iter().any(|d| deployment_settled(d, n)),
+            )
             .await?;
         }
         wait_for(&self.pods, &Self::selector(w), &format!("{w} with {n} ready pods"), self.ready_timeout, |pods| {
@@ -413,8 +417,14 @@ impl KubeTarget {
             Ok(f) => f,
             Err(e) => return Err(e),
         };
-        let mut target =
-            KubeTarget { cluster, namespace: namespace.to_string(), recorded, forwarder, broker_down: false, restarts: 0 };
+        let mut target = KubeTarget {
+            cluster,
+            namespace: namespace.to_string(),
+            recorded,
+            forwarder,
+            broker_down: false,
+            restarts: 0,
+        };
         if let Err(e) = target.set_services(replicas).await {
             let restored = target.restore().await;
             return Err(match restored {

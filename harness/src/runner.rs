@@ -272,7 +272,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
             }
             Due::Snapshot => {
                 evidence.stats.push(snapshot(target, &api, at).await);
-                if at % PROGRESS_INTERVAL_MS == 0 {
+                if at.is_multiple_of(PROGRESS_INTERVAL_MS) {
                     target.progress(&|| progress_line(&history, evidence.stats.last()));
                 }
             }
@@ -306,7 +306,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         while pending_snapshots.first().is_some_and(|t| *t <= now_rel) {
             let at = pending_snapshots.remove(0);
             evidence.stats.push(snapshot(target, &api, at).await);
-            if at % PROGRESS_INTERVAL_MS == 0 {
+            if at.is_multiple_of(PROGRESS_INTERVAL_MS) {
                 target.progress(&|| progress_line(&history, evidence.stats.last()));
             }
         }
@@ -410,8 +410,8 @@ async fn apply<T: Target>(target: &mut T, history: &History, step: &TimelineStep
     history.record(NEMESIS, action, OpPhase::Invoke, detail);
     let result = if undo { target.undo(step).await } else { target.apply(step).await };
     target.progress(&|| match &result {
-        Ok(done) => format!("{} {action} {step}: {done}", clock(history)),
-        Err(e) => format!("{} {action} {step}: FAILED {e}", clock(history)),
+        Ok(done) => format!("{action} {step}: {done}"),
+        Err(e) => format!("{action} {step}: FAILED {e}"),
     });
     match result {
         Ok(done) => history.record(NEMESIS, action, OpPhase::Ok, json!(done)),

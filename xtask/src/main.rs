@@ -5,7 +5,9 @@
 //!   and `cargo simtest` (madsim flavour).
 //!   Then the three documented scenarios run for real (`cargo xtask chaos`).
 //! - `cargo xtask chaos`: the three documented scenarios against local service processes and
-//!   the real RabbitMQ, at half their simulated length, judged by the simulation's checkers.
+//!   the real RabbitMQ, at half their simulated length, judged by the simulation's checkers;
+//!   then `lastmile resilience matching-service` and `lastmile demo simulation`, so the scripts'
+//!   jobs run too.
 //! - `cargo xtask lint`: `cargo fmt --check` and clippy with `-D warnings` in both flavours.
 //! - `cargo xtask rabbitmq`: only make sure RabbitMQ answers.
 
@@ -50,7 +52,11 @@ fn chaos() -> Result<(), String> {
     for file in REAL_WORLD_SCENARIOS {
         run_all(&[&["lastmile", "chaos", "run", file, "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE]])?;
     }
-    Ok(())
+    // The scripts' jobs, so the commands cannot rot: one resilience run and the original demo.
+    run_all(&[
+        &["lastmile", "resilience", "matching-service", "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE],
+        &["lastmile", "demo", "simulation", "--target", "local"],
+    ])
 }
 
 fn run_all(commands: &[&[&str]]) -> Result<(), String> {

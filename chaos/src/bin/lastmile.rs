@@ -340,7 +340,11 @@ async fn run_all(scenarios: Vec<(String, Scenario)>, run: &RunArgs) -> ExitCode 
             Ended::Judged(journal) => {
                 print!("{}", human(&journal, None));
                 if let Some(path) = &run.json {
-                    let path = if many { path.with_extension(format!("{}.json", scenario.scenario.name)) } else { path.clone() };
+                    let path = if many {
+                        path.with_extension(format!("{}.json", scenario.scenario.name))
+                    } else {
+                        path.clone()
+                    };
                     let text = serde_json::to_string_pretty(&journal).expect("journals serialize");
                     if let Err(e) = std::fs::write(&path, text + "\n") {
                         eprintln!("cannot write {}: {e}", path.display());
@@ -565,7 +569,11 @@ async fn scale(service: ServiceName, n: usize, kube: &KubeArgs) -> ExitCode {
             tokio::time::sleep(Duration::from_secs(5)).await;
             if let Ok(pods) = cluster.list_pods(w).await {
                 let ready = pods.iter().filter(|p| kubernetes::pod_ready(p)).count();
-                println!("  [{:>4.0} s] {ready} ready of {} pods, want {n}", started.elapsed().as_secs_f64(), pods.len());
+                println!(
+                    "  [{:>4.0} s] {ready} ready of {} pods, want {n}",
+                    started.elapsed().as_secs_f64(),
+                    pods.len()
+                );
             }
         }
     };

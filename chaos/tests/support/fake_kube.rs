@@ -103,7 +103,13 @@ impl Model {
         self.rv
     }
 
-    fn publish(&mut self, shared_tx: &broadcast::Sender<Event>, kind: &'static str, kind_type: &'static str, mut object: Value) {
+    fn publish(
+        &mut self,
+        shared_tx: &broadcast::Sender<Event>,
+        kind: &'static str,
+        kind_type: &'static str,
+        mut object: Value,
+    ) {
         let rv = self.next_rv();
         object["metadata"]["resourceVersion"] = json!(rv.to_string());
         let event = Event { rv, kind, kind_type, object };
@@ -451,7 +457,13 @@ fn list_or_watch(shared: &Arc<Shared>, kind: &'static str, query: HashMap<String
     }
     let items: Vec<Value> = match kind {
         "pods" => m.pods.values().map(|p| p.object.clone()).filter(|o| matches(o, &query)).collect(),
-        _ => m.workloads.values().filter(|w| w.kind == kind).map(|w| w.object.clone()).filter(|o| matches(o, &query)).collect(),
+        _ => m
+            .workloads
+            .values()
+            .filter(|w| w.kind == kind)
+            .map(|w| w.object.clone())
+            .filter(|o| matches(o, &query))
+            .collect(),
     };
     let items: Vec<Value> = items
         .into_iter()
@@ -482,7 +494,10 @@ async fn list_workloads(
     }
 }
 
-async fn get_workload(State(shared): State<Arc<Shared>>, Path((_ns, _kind, name)): Path<(String, String, String)>) -> Response {
+async fn get_workload(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, _kind, name)): Path<(String, String, String)>,
+) -> Response {
     let m = shared.model.lock().unwrap();
     match m.workloads.get(&name) {
         Some(w) => axum::Json(w.object.clone()).into_response(),
@@ -513,7 +528,9 @@ async fn patch_workload(
     let Ok(patch) = serde_json::from_slice::<Value>(&body) else { return status(StatusCode::BAD_REQUEST, "not JSON") };
     let mut guard = shared.model.lock().unwrap();
     let m = &mut *guard;
-    let Some(w) = m.workloads.get_mut(&name) else { return status(StatusCode::NOT_FOUND, &format!("{name} not found")) };
+    let Some(w) = m.workloads.get_mut(&name) else {
+        return status(StatusCode::NOT_FOUND, &format!("{name} not found"));
+    };
     let before = w.object["spec"].clone();
     merge(&mut w.object, &patch);
     if w.object["spec"] != before {
@@ -532,7 +549,10 @@ fn scale_of(name: &str, w: &Workload) -> Value {
             "status": { "replicas": w.object["status"]["replicas"].as_i64().unwrap_or(0) } })
 }
 
-async fn get_scale(State(shared): State<Arc<Shared>>, Path((_ns, _kind, name)): Path<(String, String, String)>) -> Response {
+async fn get_scale(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, _kind, name)): Path<(String, String, String)>,
+) -> Response {
     let m = shared.model.lock().unwrap();
     match m.workloads.get(&name) {
         Some(w) => axum::Json(scale_of(&name, w)).into_response(),
@@ -555,7 +575,9 @@ async fn patch_scale(
         return status(StatusCode::INTERNAL_SERVER_ERROR, "injected failure");
     }
     m.scale_patches.entry(name.clone()).or_default().push(n as i32);
-    let Some(w) = m.workloads.get_mut(&name) else { return status(StatusCode::NOT_FOUND, &format!("{name} not found")) };
+    let Some(w) = m.workloads.get_mut(&name) else {
+        return status(StatusCode::NOT_FOUND, &format!("{name} not found"));
+    };
     if w.object["spec"]["replicas"] != json!(n) {
         w.object["spec"]["replicas"] = json!(n);
         let g = w.object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
