@@ -71,7 +71,7 @@ pub fn resilience(down: ServiceName, outage_s: f64) -> Result<Scenario, Scenario
     let (from, to) = (baseline, baseline + outage_s);
     let end = to + recovery;
     let mut text = format!(
-        "[scenario]\nname = \"resilience-{down}\"\ndescription = \"{down} scaled to 0 for {outage_s} s and back; the rest keeps working\"\nduration_s = {end}\nsettle_s = 120\n{LOAD}",
+        "[scenario]\nname = \"resilience-{down}\"\ndescription = \"{down} scaled to 0 and back under load; the rest keeps working\"\nduration_s = {end}\nsettle_s = 120\n{LOAD}",
         down = down.as_str()
     );
     scale(&mut text, from, down, 0);
