@@ -124,3 +124,46 @@ async fn an_interrupted_kube_run_puts_back_the_replica_counts_it_recorded() {
     assert_eq!(logs.len(), 5, "{logs:?}");
     assert!(logs.iter().any(|l| l.starts_with("trip-service-")), "{logs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_serves_a_local_port_per_service_until_interrupted() {
+    let fake = FakeKube::lastmile(2).await;
+    let dir = work_dir("port-forward");
+    let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().saturating_sub(10);
+    let base_arg = base.to_string();
+    let child = lastmile(&fake, &dir, &["port-forward", "--base-port", &base_arg])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // matching-service is the fourth front; its two pods answer in turn.
+    let matching = format!("http://127.0.0.1:{}", base + 3);
+    let client = lastmile_platform::http::HttpClient::new(
+        "test",
+        &matching,
+        lastmile_platform::http::CallPolicy { attempts: 1, ..Default::default() },
+    );
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        if let Ok((200, body)) = client.call_raw(lastmile_platform::http::Method::GET, "/whoami", None).await {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            seen.insert(v["pod"].as_str().unwrap().to_string());
+            if seen.len() == 2 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), fake.ready_pods("matching-service"));
+    // SAFETY: kill(2) on the child we spawned.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let out = finish(child).await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("verdict: PASS"), "{}", text(&out));
+    for pod in fake.ready_pods("matching-service") {
+        assert!(text(&out).contains(&format!("{pod}: 1")), "one connection each: {}", text(&out));
+    }
+}

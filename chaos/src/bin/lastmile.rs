@@ -18,7 +18,7 @@ use lastmile_chaos::jobs;
 use lastmile_chaos::kubernetes::{self, Cluster, KubeOptions, KubeTarget, Recorded, Workload};
 use lastmile_chaos::local::{LocalOptions, LocalTarget};
 use lastmile_harness::report::{human, judge, Journal};
-use lastmile_harness::RunConfig;
+use lastmile_harness::{RunConfig, Target};
 use lastmile_scenarios::faults::timeline;
 use lastmile_scenarios::Scenario;
 use lastmile_services::cli::{init_logging, ServiceArgs};
@@ -441,11 +441,38 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
         }
         evidence = lastmile_harness::run(scenario, &config, &mut local) => evidence,
     };
-    drop(local);
     let journal = judge(scenario, &evidence);
+    log_problems(&local, &journal).await;
+    drop(local);
     println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
     Ended::Judged(Box::new(journal))
 }
+
+/// On a failed run, the warnings and errors the services logged (last few per replica), so the
+/// first look needs no digging.
+async fn log_problems<T: Target>(target: &T, journal: &Journal) {
+    if journal.passed() {
+        return;
+    }
+    println!("  what the services logged (warnings and errors, last {PROBLEM_LINES} per replica):");
+    for s in ServiceName::ALL {
+        match target.logs(s.as_str()).await {
+            Ok(logs) => {
+                for (replica, text) in logs {
+                    let problems: Vec<&str> =
+                        text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+                    for line in &problems[problems.len().saturating_sub(PROBLEM_LINES)..] {
+                        println!("    {replica}: {line}");
+                    }
+                }
+            }
+            Err(e) => println!("    {s}: {e}"),
+        }
+    }
+}
+
+/// Log lines [`log_problems`] shows per replica.
+const PROBLEM_LINES: usize = 5;
 
 /// Put the recorded replica counts back; a second Ctrl-C leaves them, printing how to do it by hand.
 async fn restore(target: &mut KubeTarget) {
@@ -531,12 +558,15 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
     };
     let _ = std::fs::create_dir_all(dir);
     save_logs(&target, dir).await;
+    let journal = evidence.map(|e| judge(scenario, &e));
+    if let Some(journal) = &journal {
+        log_problems(&target, journal).await;
+    }
     restore(&mut target).await;
-    let Some(evidence) = evidence else {
+    let Some(journal) = journal else {
         eprintln!("interrupted: the run was stopped and the recorded replica counts put back");
         return Ended::Interrupted;
     };
-    let journal = judge(scenario, &evidence);
     println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
     Ended::Judged(Box::new(journal))
 }
@@ -640,9 +670,16 @@ async fn port_forward(base_port: u16, kube: &KubeArgs) -> ExitCode {
         _ = report => {}
     }
     let (per_pod, failed) = forwarder.forwarded();
-    println!("stopped: {} connections forwarded, {failed} found no ready pod", per_pod.values().sum::<u64>());
+    let total: u64 = per_pod.values().sum();
+    println!("stopped: {total} connections forwarded, {failed} found no ready pod");
     for (pod, n) in per_pod {
         println!("  {pod}: {n}");
     }
-    ExitCode::SUCCESS
+    if failed == 0 {
+        println!("verdict: PASS — every connection reached a ready pod");
+        ExitCode::SUCCESS
+    } else {
+        println!("verdict: FAIL — {failed} connections found no ready pod (a service at 0, or pods not ready)");
+        ExitCode::FAILURE
+    }
 }
