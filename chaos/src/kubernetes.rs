@@ -404,6 +404,11 @@ pub struct KubeTarget {
 }
 
 impl KubeTarget {
+    /// What the API server alone can do: pauses and network faults need a chaos operator.
+    pub fn can(action: Action) -> bool {
+        matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::BrokerRestart)
+    }
+
     /// Set each service to `replicas` (left out: 1), wait until all are ready and start the
     /// port-forwards. `recorded` holds the counts read before (see [`Recorded::read`]); when
     /// anything fails, they are put back before the error is returned.
@@ -508,7 +513,7 @@ impl Target for KubeTarget {
     }
 
     fn supports(&self, action: Action) -> bool {
-        matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::BrokerRestart)
+        KubeTarget::can(action)
     }
 
     fn progress(&self, line: &dyn Fn() -> String) {

@@ -68,6 +68,11 @@ fn service(step: &TimelineStep) -> Result<ServiceName, String> {
 }
 
 impl LocalTarget {
+    /// What processes on one machine can do: no network faults, no broker of the run's own.
+    pub fn can(action: Action) -> bool {
+        matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::Pause)
+    }
+
     /// Start every service with `replicas` each (services left out get 1), waiting until each
     /// replica is ready.
     pub async fn start(options: LocalOptions, replicas: &BTreeMap<ServiceName, usize>) -> Result<LocalTarget, String> {
@@ -238,7 +243,7 @@ impl Target for LocalTarget {
     }
 
     fn supports(&self, action: Action) -> bool {
-        matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::Pause)
+        LocalTarget::can(action)
     }
 
     fn progress(&self, line: &dyn Fn() -> String) {

@@ -20,7 +20,7 @@ use lastmile_chaos::local::{LocalOptions, LocalTarget};
 use lastmile_harness::report::{human, judge, Journal};
 use lastmile_harness::{RunConfig, Target};
 use lastmile_scenarios::faults::timeline;
-use lastmile_scenarios::Scenario;
+use lastmile_scenarios::{Action, Scenario};
 use lastmile_services::cli::{init_logging, ServiceArgs};
 use lastmile_services::ServiceName;
 use std::path::{Path, PathBuf};
@@ -386,7 +386,15 @@ fn config(scenario: &Scenario, run: &RunArgs) -> RunConfig {
     }
 }
 
-fn announce(label: &str, scenario: &Scenario, config: &RunConfig, target: &str, dir: &Path, time_scale: f64) {
+fn announce(
+    label: &str,
+    scenario: &Scenario,
+    config: &RunConfig,
+    target: &str,
+    can: fn(Action) -> bool,
+    dir: &Path,
+    time_scale: f64,
+) {
     println!(
         "lastmile: {label} — scenario {} seed {} target {target}, time scale {time_scale}",
         scenario.scenario.name, config.seed
@@ -395,7 +403,8 @@ fn announce(label: &str, scenario: &Scenario, config: &RunConfig, target: &str, 
     println!("  logs and journals in {}", dir.display());
     println!("  timeline:");
     for step in timeline(scenario, config.seed, config.random_faults) {
-        println!("    {step}");
+        let skipped = if can(step.action) { "" } else { "  (skipped: not possible on this target)" };
+        println!("    {step}{skipped}");
     }
 }
 
@@ -415,7 +424,7 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
         Ok(b) => b,
         Err(e) => return Ended::Failed(format!("cannot find the lastmile binary to run services with: {e}")),
     };
-    announce(label, scenario, &config, "local", dir, run.time_scale);
+    announce(label, scenario, &config, "local", LocalTarget::can, dir, run.time_scale);
     let options = LocalOptions {
         binary,
         amqp_url: run.amqp_url.clone(),
@@ -514,7 +523,8 @@ async fn save_logs(target: &KubeTarget, dir: &Path) {
 async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -> Ended {
     let config = config(scenario, run);
     let options = run.kube.options();
-    announce(label, scenario, &config, &format!("kube (namespace {})", options.namespace), dir, run.time_scale);
+    let target = format!("kube (namespace {})", options.namespace);
+    announce(label, scenario, &config, &target, KubeTarget::can, dir, run.time_scale);
     let client = match kubernetes::connect(&options).await {
         Ok(c) => c,
         Err(e) => return Ended::Failed(e),
