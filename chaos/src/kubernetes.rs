@@ -516,6 +516,11 @@ impl Target for KubeTarget {
         KubeTarget::can(action)
     }
 
+    async fn running(&self, service: &str) -> Result<usize, String> {
+        let pods = self.cluster.list_pods(Workload::Service(service.parse()?)).await?;
+        Ok(pods.iter().filter(|p| pod_ready(p)).count())
+    }
+
     fn progress(&self, line: &dyn Fn() -> String) {
         println!("  {}", line());
     }

@@ -246,6 +246,11 @@ impl Target for LocalTarget {
         LocalTarget::can(action)
     }
 
+    async fn running(&self, service: &str) -> Result<usize, String> {
+        let s: ServiceName = service.parse()?;
+        Ok(self.running.get(&s).map_or(0, Vec::len))
+    }
+
     fn progress(&self, line: &dyn Fn() -> String) {
         println!("  {}", line());
     }

@@ -28,8 +28,9 @@ fn violation(rule: &str, entities: Vec<String>, at_ms: Option<u64>, message: Str
 }
 
 /// The rules every run is judged by, in report order.
-pub const RULES: [&str; 10] = [
+pub const RULES: [&str; 11] = [
     "run_completed",
+    "replicas_restored",
     "services_ready_after_heal",
     "workload_did_something",
     "no_double_match",
@@ -45,6 +46,7 @@ pub const RULES: [&str; 10] = [
 pub fn all(e: &Evidence) -> Vec<Violation> {
     let mut v = Vec::new();
     v.extend(run_completed(e));
+    v.extend(replicas_restored(e));
     v.extend(services_ready_after_heal(e));
     v.extend(workload_did_something(e));
     v.extend(no_double_match(e));
@@ -76,6 +78,27 @@ pub fn run_completed(e: &Evidence) -> Vec<Violation> {
             .map(|m| violation("run_completed", vec![], None, format!("workload expectation: {m}"))),
     );
     v
+}
+
+/// The rollback: after the heal every service runs the replicas the scenario ends with — none
+/// left killed, stopped or scaled the wrong way (read from the target, recorded as `replicas`).
+pub fn replicas_restored(e: &Evidence) -> Vec<Violation> {
+    let Some(op) = e.history.iter().rev().find(|op| op.client == "nemesis" && op.action == "replicas") else {
+        return Vec::new();
+    };
+    let Some(counts) = op.detail.as_object() else { return Vec::new() };
+    counts
+        .iter()
+        .filter(|(_, c)| c["have"] != c["want"])
+        .map(|(service, c)| {
+            violation(
+                "replicas_restored",
+                vec![service.clone()],
+                Some(op.at_ms.saturating_sub(e.t0_ms)),
+                format!("{service} runs {} replicas after the heal, {} wanted", c["have"], c["want"]),
+            )
+        })
+        .collect()
 }
 
 /// Liveness: once every fault is healed, every service (and matching replica) reports ready

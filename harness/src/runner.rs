@@ -297,6 +297,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         }
     }
     evidence.heal_at_ms = instant_now().duration_since(t0).as_millis() as u64;
+    record_replicas(target, &history, &replicas).await;
 
     // The liveness phase: wait until every servable accepted ride is matched, or time runs out.
     let settle_end = t0 + Duration::from_millis(duration_ms + settle_ms);
@@ -420,6 +421,20 @@ async fn apply<T: Target>(target: &mut T, history: &History, step: &TimelineStep
             evidence.run_errors.push(format!("{action} {step}: {e}"));
         }
     }
+}
+
+/// The replicas running after the heal next to the counts it had to restore, for
+/// `check::replicas_restored`.
+async fn record_replicas<T: Target>(target: &T, history: &History, wanted: &BTreeMap<String, usize>) {
+    let mut counts = serde_json::Map::new();
+    for (service, want) in wanted {
+        let have = match target.running(service).await {
+            Ok(n) => json!(n),
+            Err(e) => json!(e),
+        };
+        counts.insert(service.clone(), json!({ "want": want, "have": have }));
+    }
+    history.record(NEMESIS, "replicas", OpPhase::Ok, serde_json::Value::Object(counts));
 }
 
 async fn snapshot<T: Target>(target: &T, api: &LastMileClient, at_ms: u64) -> StatsSnapshot {

@@ -29,6 +29,10 @@ pub trait Target {
         true
     }
 
+    /// How many replicas of `service` run now (started and not killed; on Kubernetes, ready
+    /// pods). Read after the heal to show every count was restored.
+    async fn running(&self, service: &str) -> Result<usize, String>;
+
     /// Tell the person running a long real-world run what just happened (a step carried out,
     /// the counters so far). The simulation stays quiet.
     /// `line` is only built when the target shows progress.

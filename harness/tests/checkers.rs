@@ -212,6 +212,26 @@ fn a_service_not_ready_after_the_heal_breaks_liveness() {
 }
 
 #[test]
+fn a_service_left_with_the_wrong_replica_count_after_the_heal_breaks_the_rollback() {
+    let mut e = healthy();
+    let counts = |matching: serde_json::Value| {
+        json!({
+            "trip-service": {"want": 1, "have": 1},
+            "matching-service": {"want": 1, "have": matching},
+        })
+    };
+    e.history.push(op(11_000, "nemesis", "replicas", Phase::Ok, counts(json!(1))));
+    assert!(check::replicas_restored(&e).is_empty());
+    e.history.push(op(12_000, "nemesis", "replicas", Phase::Ok, counts(json!(0))));
+    let v = check::replicas_restored(&e);
+    assert_eq!(rules(&v), ["replicas_restored"]);
+    assert_eq!(v[0].entities, ["matching-service"]);
+    // A count the target could not read is not a restored one either.
+    e.history.push(op(13_000, "nemesis", "replicas", Phase::Ok, counts(json!("cannot list pods"))));
+    assert!(check::replicas_restored(&e)[0].message.contains("cannot list pods"));
+}
+
+#[test]
 fn a_run_without_trips_proves_nothing() {
     let mut e = healthy();
     e.export.as_mut().unwrap().trips.clear();

@@ -95,6 +95,11 @@ impl Target for SimTarget {
             .collect()
     }
 
+    async fn running(&self, service: &str) -> Result<usize, String> {
+        let s: ServiceName = service.parse()?;
+        Ok(self.cluster.replicas(s).iter().filter(|r| !self.cluster.is_down(&r.node)).count())
+    }
+
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
         match step.action {
             Action::Scale => {
