@@ -137,14 +137,16 @@ pub async fn wait_for<K>(
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
+    // What went wrong last, for the timeout's message (the API server may blip: it is part of
+    // what is under test, so errors are retried until the deadline).
+    let last_error = std::sync::Mutex::new(String::new());
+    let note = |e: String| *last_error.lock().expect("not poisoned") = e;
     let watch = async {
-        let mut last_error = String::new();
         loop {
             let list = match api.list(selector).await {
                 Ok(list) => list,
                 Err(e) => {
-                    // The API server may blip (it is part of what is under test); retry.
-                    last_error = e.to_string();
+                    note(e.to_string());
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -164,7 +166,7 @@ where
             let events = match api.watch(&params, &version).await {
                 Ok(events) => events,
                 Err(e) => {
-                    last_error = e.to_string();
+                    note(e.to_string());
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue;
                 }
@@ -181,12 +183,12 @@ where
                     Ok(Some(WatchEvent::Bookmark(_))) => continue,
                     // Too old a version (410) or a broken stream: list again.
                     Ok(Some(WatchEvent::Error(e))) => {
-                        last_error = e.to_string();
+                        note(e.to_string());
                         break;
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        last_error = e.to_string();
+                        note(e.to_string());
                         break;
                     }
                 }
@@ -194,12 +196,15 @@ where
                     return Ok(());
                 }
             }
-            let _ = &last_error;
         }
     };
     match tokio::time::timeout(timeout, watch).await {
         Ok(result) => result,
-        Err(_) => Err(format!("{what}: not within {timeout:?}")),
+        Err(_) => {
+            let last = last_error.lock().expect("not poisoned").clone();
+            let last = if last.is_empty() { String::new() } else { format!(" (last API error: {last})") };
+            Err(format!("{what}: not within {timeout:?}{last}"))
+        }
     }
 }
 

@@ -212,3 +212,13 @@ async fn the_fronts_spread_connections_over_the_ready_pods_and_reach_each_pod_al
 fn fake_pods(fake: &FakeKube) -> kube::Api<k8s_openapi::api::core::v1::Pod> {
     kube::Api::namespaced(fake.client(), "lastmile")
 }
+
+#[tokio::test]
+async fn an_unreachable_api_server_is_retried_until_the_deadline_and_named_in_the_error() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
+    let cluster = Cluster::new(kube::Client::try_from(config).unwrap(), "lastmile", Duration::from_secs(2));
+    let err = cluster.wait_ready(MATCHING, 1).await.unwrap_err();
+    assert!(err.contains("not within") && err.contains("last API error"), "{err}");
+}
