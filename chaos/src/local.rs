@@ -28,8 +28,6 @@ pub struct LocalOptions {
     pub prefix: String,
     /// Journals and logs, one folder per service.
     pub work_dir: PathBuf,
-    /// Ride deadline the services run with.
-    pub ride_ttl: Duration,
     /// Run the original matching design.
     pub naive_matching: bool,
 }
@@ -120,8 +118,6 @@ impl LocalTarget {
             .arg(Self::url(self.home_ports[&ServiceName::Trip]))
             .arg("--data-dir")
             .arg(&dir)
-            .arg("--ride-ttl-secs")
-            .arg(o.ride_ttl.as_secs_f64().to_string())
             .arg("--queue-expires-secs")
             .arg("600")
             .stdin(Stdio::null())

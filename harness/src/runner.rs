@@ -119,9 +119,10 @@ enum Due {
 pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mut T) -> Evidence {
     let steps = timeline(scenario, config.seed, config.random_faults);
     let history = History::new();
-    let api = LastMileClient::new(&target.endpoints(), CallPolicy::default(), history.clone());
-    let network = Arc::new(Network::default_network());
     let w = &scenario.workload;
+    let api = LastMileClient::new(&target.endpoints(), CallPolicy::default(), history.clone())
+        .with_ride_wait(Duration::from_secs_f64(w.ride_ttl_s));
+    let network = Arc::new(Network::default_network());
     let mut evidence = Evidence {
         scenario: scenario.scenario.name.clone(),
         config: config.clone(),

@@ -21,6 +21,7 @@ fn ride(id: &str, status: RideStatus) -> Ride {
         destination: "ST104".into(),
         seq: 0,
         requested_at_ms: EPOCH + 1_000,
+        max_wait_ms: None,
         status,
     }
 }

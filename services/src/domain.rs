@@ -190,6 +190,9 @@ pub struct Ride {
     pub seq: u64,
     /// When the request was accepted (ms since epoch; simulated in simulation).
     pub requested_at_ms: u64,
+    /// How long the rider waits at most, when the request said (else trip-service's deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_ms: Option<u64>,
     /// Where it is now.
     pub status: RideStatus,
 }

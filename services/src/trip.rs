@@ -209,7 +209,14 @@ pub struct RideRequest {
     pub station_id: String,
     /// Where the rider wants to go.
     pub destination: String,
+    /// How long the rider waits at most, in seconds (0 < s <= 86400); trip-service's ride
+    /// deadline when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_wait_s: Option<f64>,
 }
+
+/// The longest wait a request may ask for.
+const MAX_WAIT_LIMIT_S: f64 = 86_400.0;
 
 /// `GET /stations/{id}/candidates?driver_id=`: what the rule picks for a driver there now.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -382,6 +389,14 @@ async fn request_ride(
     if body.ride_id.trim().is_empty() {
         return Err(ApiError::unprocessable("invalid_ride_id", "ride_id must not be empty"));
     }
+    if let Some(s) = body.max_wait_s {
+        if !(s > 0.0 && s <= MAX_WAIT_LIMIT_S) {
+            return Err(ApiError::unprocessable(
+                "invalid_max_wait",
+                format!("max_wait_s must be more than 0 and at most {MAX_WAIT_LIMIT_S}, not {s}"),
+            ));
+        }
+    }
     if body.destination.trim().is_empty() {
         return Err(ApiError::unprocessable("invalid_destination", "destination must not be empty"));
     }
@@ -401,6 +416,7 @@ async fn request_ride(
         destination: body.destination,
         seq: store.state().next_seq,
         requested_at_ms: now_ms(),
+        max_wait_ms: body.max_wait_s.map(|s| (s * 1000.0) as u64),
         status: RideStatus::Waiting,
     };
     let event = Event::new(EventBody::RideRequested(ride.clone()));
@@ -617,6 +633,11 @@ async fn summary(AxState(app): AxState<AppState>) -> Json<Summary> {
 }
 
 /// Expire rides that waited longer than `ttl`, each with its reason and a `ride.expired` event.
+/// How long a ride may wait: its own limit, else the service's deadline.
+fn wait_ms(ride: &Ride, ttl: Duration) -> u64 {
+    ride.max_wait_ms.unwrap_or(ttl.as_millis() as u64)
+}
+
 async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: lastmile_platform::shutdown::Shutdown) {
     let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
@@ -632,7 +653,7 @@ async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: la
             .waiting
             .iter()
             .filter_map(|w| store.state().rides.get(&w.ride_id))
-            .filter(|r| r.requested_at_ms + ttl.as_millis() as u64 <= now)
+            .filter(|r| r.requested_at_ms + wait_ms(r, ttl) <= now)
             .cloned()
             .collect();
         if due.is_empty() {
@@ -645,7 +666,7 @@ async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: la
                 "no driver with a free seat serving {} reached {} within {}s",
                 ride.destination,
                 ride.station_id,
-                ttl.as_secs()
+                wait_ms(&ride, ttl) / 1000
             );
             changes.push(Change::RideExpired { ride_id: ride.ride_id.clone(), reason: reason.clone() });
             events.push(Event::new(EventBody::RideExpired(Ride { status: RideStatus::Expired { reason }, ..ride })));
@@ -660,6 +681,15 @@ async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: la
 mod tests {
     use super::*;
 
+    #[test]
+    fn a_ride_waits_as_long_as_its_request_asked_else_the_service_deadline() {
+        let t = record();
+        let ride = t.rides["r1"].clone();
+        assert_eq!(wait_ms(&ride, Duration::from_secs(300)), 300_000);
+        let asked = Ride { max_wait_ms: Some(30_000), ..ride };
+        assert_eq!(wait_ms(&asked, Duration::from_secs(300)), 30_000);
+    }
+
     fn record() -> Trips {
         let mut t = Trips::default();
         let shift = Shift { route: vec!["ST101".into(), "ST102".into()], destination: "Whitefield".into(), seats: 2 };
@@ -672,6 +702,7 @@ mod tests {
                 destination: "Whitefield".into(),
                 seq: i as u64,
                 requested_at_ms: 0,
+                max_wait_ms: None,
                 status: RideStatus::Waiting,
             };
             t.apply(&Change::RideAccepted { ride });
@@ -714,6 +745,7 @@ mod tests {
             destination: "Airport".into(),
             seq: 99,
             requested_at_ms: 0,
+            max_wait_ms: None,
             status: RideStatus::Waiting,
         };
         t.apply(&Change::RideAccepted { ride: other });

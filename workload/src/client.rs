@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Where the services answer (`http://host:port` or `host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +38,8 @@ pub struct LastMileClient {
     notification: HttpClient,
     policy: CallPolicy,
     history: Arc<History>,
+    /// The longest wait every ride request asks for, unless it says.
+    ride_wait: Option<Duration>,
 }
 
 impl LastMileClient {
@@ -49,7 +52,15 @@ impl LastMileClient {
             notification: HttpClient::new("notification-service", &endpoints.notification, policy.clone()),
             policy,
             history,
+            ride_wait: None,
         }
+    }
+
+    /// Ask for rides that wait at most `wait` (the scenario's deadline), whatever deadline the
+    /// deployment has.
+    pub fn with_ride_wait(mut self, wait: Duration) -> LastMileClient {
+        self.ride_wait = Some(wait);
+        self
     }
 
     /// The history this client records into.
@@ -120,8 +131,12 @@ impl LastMileClient {
 
     /// `POST /rides`.
     pub async fn request_ride(&self, request: &RideRequest) -> Result<Ride, CallError> {
-        let args = serde_json::to_value(request).unwrap_or_default();
-        self.recorded(&request.rider_id, "request_ride", args, self.trip.post("/rides", request)).await
+        let mut request = request.clone();
+        if request.max_wait_s.is_none() {
+            request.max_wait_s = self.ride_wait.map(|w| w.as_secs_f64());
+        }
+        let args = serde_json::to_value(&request).unwrap_or_default();
+        self.recorded(&request.rider_id, "request_ride", args, self.trip.post("/rides", &request)).await
     }
 
     /// `GET /rides/{id}`, as `who`.

@@ -113,6 +113,7 @@ pub async fn run(api: &LastMileClient, timeouts: &DemoTimeouts) -> Result<DemoRe
             rider_id: rider.to_string(),
             station_id: station.to_string(),
             destination: destination.to_string(),
+            max_wait_s: None,
         };
         api.request_ride(&request).await.map_err(step("request ride"))?;
     }

@@ -246,6 +246,7 @@ async fn ride(api: &LastMileClient, a: &Arrival, spec: &LoadSpec, stage: watch::
         rider_id: a.rider_id.clone(),
         station_id: a.station_id.clone(),
         destination: a.destination.clone(),
+        max_wait_s: None,
     };
     let mut delay = Duration::from_secs(1);
     let mut accepted = false;

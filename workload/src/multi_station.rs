@@ -76,6 +76,7 @@ pub async fn run(api: &LastMileClient) -> Result<MultiStationReport, MultiStatio
             rider_id: rider,
             station_id: station.to_string(),
             destination: destination.to_string(),
+            max_wait_s: None,
         };
         api.request_ride(&request).await.map_err(step("request ride"))?;
     }

@@ -430,7 +430,6 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
         amqp_url: run.amqp_url.clone(),
         prefix: prefix.to_string(),
         work_dir: dir.to_path_buf(),
-        ride_ttl: Duration::from_secs_f64(scenario.workload.ride_ttl_s),
         naive_matching: config.naive_matching,
     };
     let started = wall_clock();

@@ -50,6 +50,14 @@ async fn malformed_and_unknown_input_gets_json_4xx() {
     )
     .await;
     assert_eq!((status, e.code.as_str()), (404, "unknown_station"));
+    let (status, e) = send(
+        &trip,
+        Method::POST,
+        "/rides",
+        "{\"ride_id\":\"x\",\"rider_id\":\"ghost\",\"station_id\":\"ST101\",\"destination\":\"Whitefield\",\"max_wait_s\":-1}",
+    )
+    .await;
+    assert_eq!((status, e.code.as_str()), (422, "invalid_max_wait"));
     let (status, e) = send(&location, Method::POST, "/drivers/ghost/location", "{\"lat\": 12.97, \"lng\": 77.6}").await;
     assert_eq!((status, e.code.as_str()), (404, "unknown_driver"));
     let (status, e) = send(&location, Method::POST, "/drivers/ghost/location", "{\"lat\": 123.0, \"lng\": 77.6}").await;

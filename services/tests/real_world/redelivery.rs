@@ -132,6 +132,7 @@ async fn a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working() {
         rider_id: "u1".into(),
         station_id: "ST101".into(),
         destination: "Whitefield".into(),
+        max_wait_s: None,
     };
     api.request_ride(&request).await.unwrap();
     let station = lastmile_services::domain::Network::default_network().get("ST101").unwrap().clone();
