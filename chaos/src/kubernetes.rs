@@ -16,6 +16,7 @@
 //! and are skipped (and recorded as skipped).
 
 use crate::forward::Forwarder;
+use crate::step_service;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -490,10 +491,6 @@ impl KubeTarget {
     }
 }
 
-fn service(step: &TimelineStep) -> Result<ServiceName, String> {
-    step.target.as_deref().ok_or_else(|| format!("{step} has no target"))?.parse()
-}
-
 impl Target for KubeTarget {
     fn spawn_client<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
     where
@@ -504,13 +501,7 @@ impl Target for KubeTarget {
     }
 
     fn endpoints(&self) -> Endpoints {
-        let url = |s: ServiceName| self.forwarder.url(s.as_str());
-        Endpoints {
-            user: url(ServiceName::User),
-            location: url(ServiceName::Location),
-            trip: url(ServiceName::Trip),
-            notification: url(ServiceName::Notification),
-        }
+        crate::endpoints(|s| self.forwarder.url(s.as_str()))
     }
 
     fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
@@ -533,20 +524,20 @@ impl Target for KubeTarget {
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
         let done = match step.action {
             Action::Scale => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let n = step.replicas.ok_or("scale without replicas")?;
                 self.cluster.scale(Workload::Service(s), n as i32).await?;
                 format!("{s} scaled to {n}, all ready")
             }
             Action::Kill => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 match self.cluster.kill(Workload::Service(s), step.replica).await? {
                     Some(pod) => format!("deleted pod {pod} of {s}"),
                     None => format!("{s} has no ready pod to kill"),
                 }
             }
             Action::Restart => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 self.restarts += 1;
                 let stamp = format!("{}-{}", lastmile_platform::clock::now_ms(), self.restarts);
                 self.cluster.restart(s, &stamp).await?;
@@ -567,7 +558,7 @@ impl Target for KubeTarget {
         let done = match step.action {
             Action::Kill => {
                 // The Deployment has already replaced the pod; wait until the replacement is ready.
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let n = self.cluster.replicas(Workload::Service(s)).await?;
                 self.cluster.wait_ready(Workload::Service(s), n).await?;
                 format!("{s} back to {n} ready pods")

@@ -18,3 +18,22 @@ pub mod forward;
 pub mod jobs;
 pub mod kubernetes;
 pub mod local;
+
+use lastmile_scenarios::faults::TimelineStep;
+use lastmile_services::ServiceName;
+use lastmile_workload::Endpoints;
+
+/// The service a step targets.
+fn step_service(step: &TimelineStep) -> Result<ServiceName, String> {
+    step.target.as_deref().ok_or_else(|| format!("{step} has no target"))?.parse()
+}
+
+/// Where clients reach each service, from the base URL of each.
+fn endpoints(url: impl Fn(ServiceName) -> String) -> Endpoints {
+    Endpoints {
+        user: url(ServiceName::User),
+        location: url(ServiceName::Location),
+        trip: url(ServiceName::Trip),
+        notification: url(ServiceName::Notification),
+    }
+}

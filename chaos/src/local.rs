@@ -1,5 +1,6 @@
 //! Services as local processes: the `--target local` of `lastmile chaos run`.
 
+use crate::step_service;
 use lastmile_harness::Target;
 use lastmile_platform::http::{CallPolicy, HttpClient, Method};
 use lastmile_scenarios::faults::TimelineStep;
@@ -59,10 +60,6 @@ fn signal(child: &Child, sig: libc::c_int) {
     unsafe {
         libc::kill(child.id() as libc::pid_t, sig);
     }
-}
-
-fn service(step: &TimelineStep) -> Result<ServiceName, String> {
-    step.target.as_deref().ok_or_else(|| format!("{step} has no target"))?.parse()
 }
 
 impl LocalTarget {
@@ -219,13 +216,7 @@ impl Target for LocalTarget {
     }
 
     fn endpoints(&self) -> Endpoints {
-        let url = |s: ServiceName| Self::url(self.home_ports[&s]);
-        Endpoints {
-            user: url(ServiceName::User),
-            location: url(ServiceName::Location),
-            trip: url(ServiceName::Trip),
-            notification: url(ServiceName::Notification),
-        }
+        crate::endpoints(|s| Self::url(self.home_ports[&s]))
     }
 
     fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
@@ -268,7 +259,7 @@ impl Target for LocalTarget {
     }
 
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
-        let s = service(step)?;
+        let s = step_service(step)?;
         match step.action {
             Action::Scale => {
                 let n = step.replicas.ok_or("scale without replicas")?;
@@ -311,7 +302,7 @@ impl Target for LocalTarget {
     async fn undo(&mut self, step: &TimelineStep) -> Result<String, String> {
         match step.action {
             Action::Kill => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let back: Vec<u16> = self.killed.iter().filter(|(x, _)| *x == s).map(|(_, p)| *p).collect();
                 self.killed.retain(|(x, _)| *x != s);
                 for port in &back {

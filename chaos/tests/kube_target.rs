@@ -36,6 +36,16 @@ fn step(action: Action, target: Option<&str>, replicas: Option<usize>) -> Timeli
     }
 }
 
+/// A fake deployment with `matching` matching replicas and a target started on it at that count.
+async fn started(matching: i32) -> (FakeKube, KubeTarget) {
+    let fake = FakeKube::lastmile(matching).await;
+    let cluster = cluster(&fake);
+    let recorded = Recorded::read(&cluster).await.unwrap();
+    let wanted = BTreeMap::from([(ServiceName::Matching, matching as usize)]);
+    let target = KubeTarget::start(cluster, recorded, "lastmile", &wanted).await.unwrap();
+    (fake, target)
+}
+
 async fn pod_answering(url: &str) -> String {
     let client = HttpClient::new("test", url, CallPolicy { attempts: 1, ..CallPolicy::default() });
     let (status, body) = client.call_raw(Method::GET, "/whoami", None).await.expect("the front answers");
@@ -125,11 +135,7 @@ async fn a_start_that_never_gets_ready_rolls_back() {
 
 #[tokio::test]
 async fn kill_deletes_the_newest_ready_pod_and_undo_waits_for_its_replacement() {
-    let fake = FakeKube::lastmile(2).await;
-    let cluster = cluster(&fake);
-    let recorded = Recorded::read(&cluster).await.unwrap();
-    let wanted = BTreeMap::from([(ServiceName::Matching, 2)]);
-    let mut target = KubeTarget::start(cluster, recorded, "lastmile", &wanted).await.unwrap();
+    let (fake, mut target) = started(2).await;
     let before = fake.ready_pods("matching-service");
     let kill = step(Action::Kill, Some("matching-service"), None);
     let done = target.apply(&kill).await.unwrap();
@@ -144,11 +150,7 @@ async fn kill_deletes_the_newest_ready_pod_and_undo_waits_for_its_replacement() 
 
 #[tokio::test]
 async fn restart_rolls_every_pod_and_the_broker_restart_scales_rabbitmq_down_and_up() {
-    let fake = FakeKube::lastmile(2).await;
-    let cluster = cluster(&fake);
-    let recorded = Recorded::read(&cluster).await.unwrap();
-    let wanted = BTreeMap::from([(ServiceName::Matching, 2)]);
-    let mut target = KubeTarget::start(cluster, recorded, "lastmile", &wanted).await.unwrap();
+    let (fake, mut target) = started(2).await;
     let before = fake.ready_pods("matching-service");
     target.apply(&step(Action::Restart, Some("matching-service"), None)).await.unwrap();
     let after = fake.ready_pods("matching-service");
@@ -172,11 +174,7 @@ async fn restart_rolls_every_pod_and_the_broker_restart_scales_rabbitmq_down_and
 
 #[tokio::test]
 async fn the_fronts_spread_connections_over_the_ready_pods_and_reach_each_pod_alone() {
-    let fake = FakeKube::lastmile(3).await;
-    let cluster = cluster(&fake);
-    let recorded = Recorded::read(&cluster).await.unwrap();
-    let wanted = BTreeMap::from([(ServiceName::Matching, 3)]);
-    let mut target = KubeTarget::start(cluster, recorded, "lastmile", &wanted).await.unwrap();
+    let (fake, mut target) = started(3).await;
     let pods = fake.ready_pods("matching-service");
 
     // Per replica: each URL reaches its own pod.
