@@ -117,7 +117,7 @@ pub fn sequence(service: ServiceName, counts: &[usize], step_s: f64) -> Result<S
         let (from, to) = (step_s * i as f64, step_s * (i + 1) as f64);
         let phase_name = format!("step-{}-at-{n}", i + 1);
         phase(&mut text, &phase_name, from, to);
-        if *n > 0 && service != ServiceName::Trip {
+        if *n > 0 {
             expect(&mut text, &phase_name, "ride_requests_accepted", 0.99, None);
         }
         if service == ServiceName::Matching && *n > 1 {

@@ -52,8 +52,8 @@ async fn scale_waits_until_the_replicas_are_ready_and_rolls_back_when_they_never
     assert!(text(&out).contains("verdict: PASS"), "{}", text(&out));
     assert_eq!(fake.ready_pods("matching-service").len(), 3);
 
-    fake.never_ready("trip-service");
-    let out = lastmile(&fake, &dir, &["scale", "trip-service", "2", "--target", "kube", "--ready-timeout-s", "2"])
+    fake.never_ready("location-service");
+    let out = lastmile(&fake, &dir, &["scale", "location-service", "2", "--target", "kube", "--ready-timeout-s", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -61,15 +61,22 @@ async fn scale_waits_until_the_replicas_are_ready_and_rolls_back_when_they_never
     let out = finish(out).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("verdict: FAIL"), "{}", text(&out));
-    assert_eq!(fake.scale_patches("trip-service"), vec![2, 1], "put back to its count before");
-    assert_eq!(fake.pods("trip-service").len(), 1);
+    assert_eq!(fake.scale_patches("location-service"), vec![2, 1], "put back to its count before");
+    assert_eq!(fake.pods("location-service").len(), 1);
 }
 
 #[test]
-fn scaling_to_a_count_needs_the_kube_target() {
+fn scaling_to_a_count_needs_the_kube_target_and_a_service_that_can_have_that_many() {
     let out = Command::new(env!("CARGO_BIN_EXE_lastmile")).args(["scale", "matching-service", "3"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("--target kube"), "{}", text(&out));
+    // A service with one journal is never scaled past one replica, on any target.
+    let out = Command::new(env!("CARGO_BIN_EXE_lastmile"))
+        .args(["scale", "trip-service", "2", "--target", "kube"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("one journal"), "{}", text(&out));
 }
 
 const SCENARIO: &str = r#"

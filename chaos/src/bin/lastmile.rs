@@ -234,6 +234,9 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(e) => return usage(e),
             };
+            if let Some(why) = replicas.and_then(|n| lastmile_scenarios::replicas_refused(service.as_str(), n)) {
+                return usage(why);
+            }
             match (replicas, sequence) {
                 (Some(n), _) if run.target == TargetKind::Kube => runtime.block_on(scale(service, n, &run.kube)),
                 (Some(_), _) => usage(

@@ -28,3 +28,18 @@ pub const DEFAULT_STATIONS_CSV: &str = include_str!("../../stations.csv");
 /// The five services a scenario can target.
 pub const SERVICES: [&str; 5] =
     ["user-service", "location-service", "trip-service", "matching-service", "notification-service"];
+
+/// The services that keep their records in one journal on one volume: they run 0 or 1 replicas
+/// (two processes appending to one journal would corrupt it).
+pub const SINGLE_REPLICA: [&str; 3] = ["user-service", "trip-service", "notification-service"];
+
+/// Why `service` cannot run `replicas`, if it cannot.
+pub fn replicas_refused(service: &str, replicas: usize) -> Option<String> {
+    if replicas > 10 {
+        Some("at most 10 replicas".to_string())
+    } else if replicas > 1 && SINGLE_REPLICA.contains(&service) {
+        Some(format!("{service} keeps its records in one journal: 0 or 1 replicas, not {replicas}"))
+    } else {
+        None
+    }
+}

@@ -146,8 +146,8 @@ impl Validator<'_> {
         }
         for (name, replicas) in &s.deployment {
             self.service(replicas.span(), &format!("deployment.{name}"), name);
-            if *replicas.get_ref() > 10 {
-                self.fail(replicas.span(), format!("deployment.{name}"), "at most 10 replicas");
+            if let Some(why) = crate::replicas_refused(name, *replicas.get_ref()) {
+                self.fail(replicas.span(), format!("deployment.{name}"), why);
             }
         }
         self.workload(s);
@@ -182,8 +182,12 @@ impl Validator<'_> {
             match step.action {
                 Action::Scale => match step.replicas {
                     None => self.fail(span.clone(), format!("step[{i}].replicas"), "scale needs replicas"),
-                    Some(n) if n > 10 => self.fail(span.clone(), format!("step[{i}].replicas"), "at most 10 replicas"),
-                    _ => {}
+                    Some(n) => {
+                        let target = step.target.as_ref().map(|t| t.get_ref().as_str()).unwrap_or_default();
+                        if let Some(why) = crate::replicas_refused(target, n) {
+                            self.fail(span.clone(), format!("step[{i}].replicas"), why);
+                        }
+                    }
                 },
                 Action::Pause | Action::Partition | Action::Latency | Action::Loss if step.for_s.is_none() => self
                     .fail(
@@ -358,6 +362,11 @@ min = 0.99
         assert_eq!((e.line, e.field.as_str()), (8, "workload.seats"), "{e}");
         let e = parse("x.toml", &GOOD.replace("min = 0.99", "")).unwrap_err();
         assert_eq!(e.field, "expect[0]", "{e}");
+        let two_trips =
+            GOOD.replace("target = \"matching-service\"\nreplicas = 0", "target = \"trip-service\"\nreplicas = 2");
+        let e = parse("x.toml", &two_trips).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (10, "step[0].replicas"), "{e}");
+        assert!(e.message.contains("one journal"), "{e}");
     }
 
     #[test]
