@@ -187,7 +187,11 @@ enum Route {
 async fn front(shared: Arc<Shared>, listener: TcpListener, route: Route) {
     let next = Arc::new(AtomicUsize::new(0));
     loop {
-        let Ok((connection, _)) = listener.accept().await else { continue };
+        let Ok((connection, _)) = listener.accept().await else {
+            // Out of file descriptors, say: wait instead of spinning.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         let (shared, route, next) = (shared.clone(), route.clone(), next.clone());
         tokio::spawn(async move {
             if !forward(&shared, connection, &route, &next).await {

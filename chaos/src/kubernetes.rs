@@ -424,10 +424,7 @@ impl KubeTarget {
         namespace: &str,
         replicas: &BTreeMap<ServiceName, usize>,
     ) -> Result<KubeTarget, String> {
-        let forwarder = match Forwarder::start(cluster.pods().clone(), None).await {
-            Ok(f) => f,
-            Err(e) => return Err(e),
-        };
+        let forwarder = Forwarder::start(cluster.pods().clone(), None).await?;
         let mut target = KubeTarget {
             cluster,
             namespace: namespace.to_string(),
