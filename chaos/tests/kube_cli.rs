@@ -136,31 +136,48 @@ async fn an_interrupted_kube_run_puts_back_the_replica_counts_it_recorded() {
 async fn port_forward_serves_a_local_port_per_service_until_interrupted() {
     let fake = FakeKube::lastmile(2).await;
     let dir = work_dir("port-forward");
-    let base = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().saturating_sub(10);
-    let base_arg = base.to_string();
-    let child = lastmile(&fake, &dir, &["port-forward", "--base-port", &base_arg])
+    // Free ports (0): the fronts' URLs are read from what the command prints.
+    let mut child = lastmile(&fake, &dir, &["port-forward", "--base-port", "0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // matching-service is the fourth front; its two pods answer in turn.
-    let matching = format!("http://127.0.0.1:{}", base + 3);
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    #[allow(clippy::disallowed_methods)] // a real-world test: a thread reads the child's output
+    let reader = {
+        let (stdout, lines) = (child.stdout.take().unwrap(), lines.clone());
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+                lines.lock().unwrap().push(line);
+            }
+        })
+    };
+    let mut matching = None;
+    for _ in 0..600 {
+        matching = lines.lock().unwrap().iter().find_map(|l| {
+            let l = l.trim();
+            l.ends_with(")").then_some(())?;
+            let (url, rest) = l.split_once("  ")?;
+            rest.starts_with("matching-service").then(|| url.to_string())
+        });
+        if matching.is_some() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let matching = matching.unwrap_or_else(|| panic!("no matching-service front printed: {:?}", lines.lock().unwrap()));
+    // matching-service's two pods answer in turn.
     let client = lastmile_platform::http::HttpClient::new(
         "test",
         &matching,
         lastmile_platform::http::CallPolicy { attempts: 1, ..Default::default() },
     );
     let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..200 {
-        if let Ok((200, body)) = client.call_raw(lastmile_platform::http::Method::GET, "/whoami", None).await {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            seen.insert(v["pod"].as_str().unwrap().to_string());
-            if seen.len() == 2 {
-                break;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    for _ in 0..2 {
+        let (status, body) = client.call_raw(lastmile_platform::http::Method::GET, "/whoami", None).await.unwrap();
+        assert_eq!(status, 200);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        seen.insert(v["pod"].as_str().unwrap().to_string());
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), fake.ready_pods("matching-service"));
     // SAFETY: kill(2) on the child we spawned.
@@ -168,9 +185,11 @@ async fn port_forward_serves_a_local_port_per_service_until_interrupted() {
         libc::kill(child.id() as libc::pid_t, libc::SIGINT);
     }
     let out = finish(child).await;
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("verdict: PASS"), "{}", text(&out));
+    reader.join().unwrap();
+    let printed = lines.lock().unwrap().join("\n");
+    assert!(out.status.success(), "{printed}{}", text(&out));
+    assert!(printed.contains("verdict: PASS"), "{printed}");
     for pod in fake.ready_pods("matching-service") {
-        assert!(text(&out).contains(&format!("{pod}: 1")), "one connection each: {}", text(&out));
+        assert!(printed.contains(&format!("{pod}: 1")), "one connection each: {printed}");
     }
 }

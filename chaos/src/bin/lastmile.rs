@@ -87,7 +87,8 @@ enum Command {
     /// Reach the services of the Kubernetes deployment from this machine: a local port per
     /// service, each connection to the next ready pod. Runs until Ctrl-C.
     PortForward {
-        /// The first local port (user-service; then location, trip, matching, notification).
+        /// The first local port (user-service; then location, trip, matching, notification);
+        /// 0 takes free ports (printed).
         #[arg(long, default_value_t = 8081)]
         base_port: u16,
         #[command(flatten)]
@@ -657,7 +658,8 @@ async fn port_forward(base_port: u16, kube: &KubeArgs) -> ExitCode {
         Err(e) => return usage(e),
     };
     let cluster = Cluster::new(client, &options.namespace, options.ready_timeout);
-    let forwarder = match Forwarder::start(cluster.pods().clone(), Some(base_port)).await {
+    let base = (base_port != 0).then_some(base_port);
+    let forwarder = match Forwarder::start(cluster.pods().clone(), base).await {
         Ok(f) => f,
         Err(e) => {
             eprintln!("{e}");
