@@ -32,6 +32,7 @@ fn step(action: Action, target: Option<&str>, replicas: Option<usize>) -> Timeli
         for_s: Some(5.0),
         latency_ms: None,
         loss: None,
+        point: None,
         origin: Origin::Scenario,
     }
 }

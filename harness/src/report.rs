@@ -6,6 +6,7 @@
 use crate::check::{self, ExpectationResult, Violation, RULES};
 use crate::metrics::{measure, work_in, Window};
 use crate::runner::Evidence;
+use lastmile_platform::coverage::RecoveryPath;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::{Metric, Scenario};
 use lastmile_services::domain::RideStatus;
@@ -82,6 +83,10 @@ pub struct Journal {
     pub checks: Vec<CheckResult>,
     /// Counts.
     pub totals: Totals,
+    /// How often each recovery path ran, every path listed (0: never reached in this run);
+    /// absent when the target does not collect them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<BTreeMap<String, u64>>,
     /// Digest of the operation history.
     pub history_digest: String,
     /// `pass` or `fail`.
@@ -168,6 +173,9 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
         expectations,
         checks,
         totals,
+        coverage: evidence.coverage.as_ref().map(|counts| {
+            RecoveryPath::ALL.iter().map(|p| (p.to_string(), counts.get(p).copied().unwrap_or(0))).collect()
+        }),
         history_digest: digest_ops(&evidence.history),
         verdict: if passed { "pass" } else { "fail" }.to_string(),
     }
@@ -203,6 +211,15 @@ pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
             let _ = write!(s, " work=[{}]", work.join(" "));
         }
         let _ = writeln!(s);
+    }
+    if let Some(coverage) = &journal.coverage {
+        let taken: Vec<String> = coverage.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p}={n}")).collect();
+        let never: Vec<&str> = coverage.iter().filter(|(_, n)| **n == 0).map(|(p, _)| p.as_str()).collect();
+        let _ =
+            writeln!(s, "  recovery paths taken: {}", if taken.is_empty() { "none".into() } else { taken.join(" ") });
+        if !never.is_empty() {
+            let _ = writeln!(s, "  recovery paths never reached: {}", never.join(" "));
+        }
     }
     for c in &journal.checks {
         let _ = writeln!(s, "  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.rule);

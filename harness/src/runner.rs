@@ -10,6 +10,7 @@
 
 use crate::target::Target;
 use lastmile_platform::clock::{instant_now, now_ms};
+use lastmile_platform::coverage::RecoveryPath;
 use lastmile_platform::http::CallPolicy;
 use lastmile_platform::watch;
 use lastmile_scenarios::faults::{timeline, TimelineStep};
@@ -81,6 +82,9 @@ pub struct Evidence {
     pub scripted_violations: Vec<String>,
     /// Problems of the run itself (services never ready, a step that could not be applied).
     pub run_errors: Vec<String>,
+    /// How often each recovery path ran (`None`: the target does not collect them).
+    #[serde(default)]
+    pub coverage: Option<BTreeMap<RecoveryPath, u64>>,
 }
 
 const NEMESIS: &str = "nemesis";
@@ -139,6 +143,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         stats: Vec::new(),
         scripted_violations: Vec::new(),
         run_errors: Vec::new(),
+        coverage: None,
     };
 
     let ready = {
@@ -387,6 +392,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         }
         Err(e) => evidence.run_errors.push(format!("reading the final state failed: {e}")),
     }
+    evidence.coverage = target.coverage();
     finish(evidence, &history)
 }
 

@@ -1,6 +1,7 @@
 //! What a scenario needs from a deployment. One implementation drives the simulated cluster;
 //! the real world's drive processes or Kubernetes.
 
+use lastmile_platform::coverage::RecoveryPath;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::Action;
 use lastmile_workload::Endpoints;
@@ -43,6 +44,12 @@ pub trait Target {
     /// The logs of every replica of `service`: (replica, text).
     async fn logs(&self, service: &str) -> Result<Vec<(String, String)>, String> {
         Err(format!("this target keeps no logs of {service}"))
+    }
+
+    /// How often each recovery path ran in the services so far (`None`: this target does not
+    /// collect them; the simulation does).
+    fn coverage(&self) -> Option<BTreeMap<RecoveryPath, u64>> {
+        None
     }
 
     /// Carry out one step of the timeline; the answer says what was done.

@@ -107,6 +107,7 @@ fn healthy() -> Evidence {
         stats: vec![],
         scripted_violations: vec![],
         run_errors: vec![],
+        coverage: None,
     }
 }
 

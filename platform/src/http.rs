@@ -261,6 +261,8 @@ struct ClientInner {
     authority: String,
     policy: CallPolicy,
     breaker: Mutex<Breaker>,
+    /// Counts retries and breaker trips.
+    coverage: crate::coverage::Coverage,
 }
 
 impl HttpClient {
@@ -273,8 +275,21 @@ impl HttpClient {
                 authority,
                 policy,
                 breaker: Mutex::new(Breaker::default()),
+                coverage: crate::coverage::Coverage::default(),
             }),
         }
+    }
+
+    /// A client for `peer` whose retries and breaker trips are counted in `coverage`.
+    pub fn with_coverage(
+        peer: impl Into<String>,
+        base_url: &str,
+        policy: CallPolicy,
+        coverage: crate::coverage::Coverage,
+    ) -> HttpClient {
+        let mut client = HttpClient::new(peer, base_url, policy);
+        Arc::get_mut(&mut client.inner).expect("a new client is not shared").coverage = coverage;
+        client
     }
 
     /// The peer's name.
@@ -319,6 +334,7 @@ impl HttpClient {
         let mut last = None;
         for attempt in 0..policy.attempts.max(1) {
             if attempt > 0 {
+                self.inner.coverage.hit(crate::coverage::RecoveryPath::CallRetry);
                 let delay = policy.backoff * 2u32.pow(attempt - 1);
                 tokio::time::sleep(delay + crate::clock::jitter(delay)).await;
             }
@@ -370,6 +386,7 @@ impl HttpClient {
         let mut breaker = self.inner.breaker.lock().expect("breaker");
         if let Some(until) = breaker.open_until {
             if crate::clock::instant_now() < until {
+                self.inner.coverage.hit(crate::coverage::RecoveryPath::CircuitRejected);
                 return Err(CallError::CircuitOpen { peer: self.inner.peer.clone() });
             }
             // Half-open: let this call through; its result decides.
@@ -387,6 +404,7 @@ impl HttpClient {
         breaker.consecutive_failures += 1;
         if breaker.consecutive_failures >= self.inner.policy.breaker_threshold {
             breaker.open_until = Some(crate::clock::instant_now() + self.inner.policy.breaker_cooldown);
+            self.inner.coverage.hit(crate::coverage::RecoveryPath::CircuitOpened);
             breaker.consecutive_failures = 0;
         }
     }

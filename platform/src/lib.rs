@@ -14,7 +14,12 @@
 //!   - `broker::amqp` (real) / `broker::sim` (simulated client and broker node).
 //! - [`http`]: serving an axum `Router` in both worlds, JSON errors at the edge, and the one
 //!   service-to-service client (timeouts, jittered retries, circuit breaker).
-//! - [`storage`]: an append-only journal with fsync (real file or simulated node disk).
+//! - [`storage`]: an append-only journal with fsync (real file or simulated node disk); only
+//!   what was synced survives a crash, and a torn last record is dropped on replay.
+//! - [`coverage`]: counts of the recovery paths a run exercised (redeliveries, conflicts,
+//!   retries, breakers, dead letters, replays, torn tails, crashes).
+//! - [`faults`]: crash points (before an ack, before a reply, before a publish confirm is
+//!   recorded, in the middle of a sync) that a simulated fault plan arms; off in the real world.
 //! - [`clock`]: wall-clock milliseconds and randomness that are simulated (and seeded) under
 //!   madsim.
 //! - [`shutdown`]: a cloneable shutdown signal for graceful stops.
@@ -22,6 +27,8 @@
 
 pub mod broker;
 pub mod clock;
+pub mod coverage;
+pub mod faults;
 pub mod http;
 pub mod shutdown;
 pub mod storage;

@@ -1,21 +1,36 @@
-//! A small durable log: records are appended and fsynced, and replayed in order on open.
+//! A small durable log: records are written, synced, and replayed in order on open.
 //!
 //! Real world: a file on a volume (`std::fs` with `sync_data`). Simulation: the node's simulated
 //! disk (`madsim::fs`), which survives a kill and restart of that node. Records are one line each
-//! (compact JSON never contains a raw newline); a final line without its newline is a torn write
-//! from a crash and is dropped on replay, which is exactly what fsync-before-acknowledge allows.
+//! (compact JSON never contains a raw newline).
+//!
+//! The storage fault model, the same in both worlds: [`Journal::write`] only buffers a record
+//! (the page cache); [`Journal::sync`] puts every buffered record on disk and returns once it is
+//! durable. A crash loses whatever was written and not synced — so a caller that answers before
+//! `sync` returns is caught by the simulation, whose disk (unlike madsim's, where `sync_all` is a
+//! no-op) holds only what was synced. A crash in the middle of a sync (the `mid-sync` crash
+//! point) leaves the last record half written: a final line without its newline is a torn write
+//! and is dropped on replay with a warning, which is exactly what sync-before-acknowledge
+//! allows. Any other damage (a complete record that does not parse) is the owner's to refuse.
 
+use crate::faults::{CrashPoint, Faults};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// An append-only, fsynced record log.
+/// An append-only, synced record log.
 pub struct Journal {
     /// Where the log lives, for error messages.
     path: PathBuf,
     /// The open file handle of the current world.
     file: imp::File,
-    /// The byte offset of the next append.
+    /// The byte offset of the next write to disk (everything before it is synced).
     len: u64,
+    /// Records written but not synced yet, newline-terminated: a crash loses them.
+    unsynced: Vec<u8>,
+    /// Bytes of a torn last record cut off when the journal was opened.
+    torn_bytes: u64,
+    /// Crash points (`mid-sync`); off unless a fault plan arms them.
+    faults: Faults,
 }
 
 impl std::fmt::Debug for Journal {
@@ -32,33 +47,74 @@ impl Journal {
         let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         let records =
             bytes[..complete].split(|b| *b == b'\n').filter(|line| !line.is_empty()).map(<[u8]>::to_vec).collect();
-        // Cut a torn tail off so the next append starts on a record boundary.
-        if complete < bytes.len() {
+        let torn_bytes = (bytes.len() - complete) as u64;
+        // Cut a torn tail off so the next write starts on a record boundary.
+        if torn_bytes > 0 {
+            tracing::warn!(
+                journal = %path.display(),
+                torn_bytes,
+                "dropping a torn last record (a crash during its sync; it was never acknowledged)"
+            );
             imp::truncate(&file, complete as u64).await?;
         }
-        let journal = Journal { path, file, len: complete as u64 };
+        let journal =
+            Journal { path, file, len: complete as u64, unsynced: Vec::new(), torn_bytes, faults: Faults::default() };
         Ok((journal, records))
     }
 
-    /// Append one record (which must not contain a newline) and fsync it before returning.
-    pub async fn append(&mut self, record: &[u8]) -> io::Result<()> {
+    /// The same journal with crash points (`mid-sync`) a fault plan can arm.
+    pub fn with_faults(mut self, faults: Faults) -> Journal {
+        self.faults = faults;
+        self
+    }
+
+    /// Buffer one record (which must not contain a newline). It is not durable until
+    /// [`Journal::sync`] returns: a crash before that loses it.
+    pub fn write(&mut self, record: &[u8]) -> io::Result<()> {
         if record.contains(&b'\n') {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("journal {}: a record may not contain a newline", self.path.display()),
             ));
         }
-        let mut line = Vec::with_capacity(record.len() + 1);
-        line.extend_from_slice(record);
-        line.push(b'\n');
-        imp::write_at_and_sync(&mut self.file, &line, self.len).await?;
-        self.len += line.len() as u64;
+        self.unsynced.extend_from_slice(record);
+        self.unsynced.push(b'\n');
         Ok(())
+    }
+
+    /// Put every written record on disk and wait until it is durable.
+    pub async fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::take(&mut self.unsynced);
+        // With crash points on, the bytes go down in two halves with the `mid-sync` point
+        // between them: a crash there leaves a torn record on disk.
+        let half = if self.faults.is_on() { bytes.len() / 2 } else { 0 };
+        if half > 0 {
+            imp::write_at(&mut self.file, &bytes[..half], self.len).await?;
+            self.faults.crash_point(CrashPoint::MidSync).await;
+        }
+        imp::write_at(&mut self.file, &bytes[half..], self.len + half as u64).await?;
+        imp::sync(&self.file).await?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Write one record and sync it before returning.
+    pub async fn append(&mut self, record: &[u8]) -> io::Result<()> {
+        self.write(record)?;
+        self.sync().await
     }
 
     /// Where the journal lives.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Bytes of a torn last record dropped when the journal was opened (0: none).
+    pub fn torn_bytes(&self) -> u64 {
+        self.torn_bytes
     }
 }
 
@@ -81,11 +137,14 @@ mod imp {
         Ok((file, bytes))
     }
 
-    pub async fn write_at_and_sync(file: &mut File, line: &[u8], offset: u64) -> io::Result<()> {
+    pub async fn write_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
         // Appends are small and rare (one per committed state change); blocking the task for
-        // the fsync is the honest cost of durability and keeps ordering trivial.
+        // the write and the fsync is the honest cost of durability and keeps ordering trivial.
         file.seek(SeekFrom::Start(offset))?;
-        file.write_all(line)?;
+        file.write_all(bytes)
+    }
+
+    pub async fn sync(file: &File) -> io::Result<()> {
         file.sync_data()
     }
 
@@ -121,8 +180,13 @@ mod imp {
         file.sync_all().await
     }
 
-    pub async fn write_at_and_sync(file: &mut File, line: &[u8], offset: u64) -> io::Result<()> {
-        file.write_all_at(line, offset).await?;
+    /// madsim's disk has no page cache: a write lands at once. What is not synced yet lives in
+    /// the journal's own buffer instead, which dies with the node.
+    pub async fn write_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
+        file.write_all_at(bytes, offset).await
+    }
+
+    pub async fn sync(file: &File) -> io::Result<()> {
         file.sync_all().await
     }
 }
@@ -148,7 +212,25 @@ mod tests {
         let (_, records) = Journal::open(&path).await.unwrap();
         assert_eq!(records.len(), 3);
         assert_eq!(records[2], b"{\"d\":4}".to_vec());
+        assert_eq!(journal.torn_bytes(), 4, "the torn tail was measured");
         assert!(journal.append(b"a\nb").await.is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_record_written_but_never_synced_is_lost_with_the_process() {
+        let dir = std::env::temp_dir().join(format!("lastmile-journal-{}", crate::clock::new_id()));
+        let path = dir.join("log");
+        let (mut journal, _) = Journal::open(&path).await.unwrap();
+        journal.append(b"{\"a\":1}").await.unwrap();
+        journal.write(b"{\"b\":2}").unwrap();
+        drop(journal); // a crash before the sync
+        let (mut journal, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records, vec![b"{\"a\":1}".to_vec()]);
+        journal.write(b"{\"c\":3}").unwrap();
+        journal.sync().await.unwrap();
+        let (_, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records.len(), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

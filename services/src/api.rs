@@ -54,7 +54,7 @@ impl Context {
             ServiceName::Trip => &self.config.trip_url,
             other => panic!("no service calls {other}"),
         };
-        HttpClient::new(peer.as_str(), url, self.config.call_policy.clone())
+        HttpClient::with_coverage(peer.as_str(), url, self.config.call_policy.clone(), self.config.coverage.clone())
     }
 
     /// Consume the service's queue once the topology is declared, handing each decoded event to
@@ -65,7 +65,11 @@ impl Context {
         F: Future<Output = Outcome> + Send + 'static,
     {
         let ctx = self.clone();
-        let config = WorkerConfig::new(ctx.config.names.queue(service.as_str()));
+        let config = WorkerConfig {
+            faults: ctx.config.faults.clone(),
+            coverage: ctx.config.coverage.clone(),
+            ..WorkerConfig::new(ctx.config.names.queue(service.as_str()))
+        };
         tokio::spawn(async move {
             ctx.declared().await;
             worker::run(ctx.broker.clone(), config, ctx.shutdown.clone(), move |message, _| {

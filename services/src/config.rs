@@ -15,6 +15,8 @@
 
 use crate::domain::Network;
 use lastmile_platform::broker::Names;
+use lastmile_platform::coverage::Coverage;
+use lastmile_platform::faults::Faults;
 use lastmile_platform::http::CallPolicy;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +53,11 @@ pub struct Config {
     /// The original LastMile's matching, for demonstrations only: waiting riders and seat
     /// counts in each matching replica's memory, matches committed without a compare-and-set.
     pub naive_matching: bool,
+    /// The service's crash points: armed only by a simulated fault plan (never configurable
+    /// from flags or the environment).
+    pub faults: Faults,
+    /// Where the service counts the recovery paths it takes (shared by a whole simulated run).
+    pub coverage: Coverage,
 }
 
 /// The five services, and the port each listens on by default.
@@ -128,6 +135,8 @@ impl Default for Config {
             network: Arc::new(Network::default_network()),
             queue_expires: None,
             naive_matching: false,
+            faults: Faults::default(),
+            coverage: Coverage::default(),
         }
     }
 }

@@ -64,7 +64,14 @@ type Shared = Arc<Locations>;
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let directory = Directory::new(ctx.client(ServiceName::User));
-    let outbox = Outbox::spawn(ctx.broker.clone(), ctx.config.names.events_exchange(), None, ctx.shutdown.clone());
+    let outbox = Outbox::spawn(
+        ctx.broker.clone(),
+        ctx.config.names.events_exchange(),
+        None,
+        ctx.config.faults.clone(),
+        ctx.config.coverage.clone(),
+        ctx.shutdown.clone(),
+    );
     let state = Arc::new(Locations {
         network: ctx.config.network.clone(),
         radius_m: ctx.config.near_radius_m,

@@ -10,6 +10,7 @@ use axum::extract::{Path, State as AxState};
 use axum::routing::get;
 use axum::{Json, Router};
 use lastmile_platform::broker::worker::Outcome;
+use lastmile_platform::coverage::RecoveryPath;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
@@ -60,6 +61,11 @@ impl State for Inboxes {
 }
 
 impl Inboxes {
+    /// Whether some notification of `event_id` was recorded already (a redelivered event).
+    pub fn has_seen(&self, event_id: &str) -> bool {
+        self.seen.range((event_id.to_string(), String::new())..).next().is_some_and(|(e, _)| e == event_id)
+    }
+
     /// The notifications `event` causes that were not recorded yet.
     pub fn fresh(&self, event: &Event) -> Vec<Notification> {
         let kind = event.body.routing_key().to_string();
@@ -119,17 +125,19 @@ impl Inboxes {
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let path = ctx.config.data_dir.join("notification-service.journal");
-    let store: SharedStore<Inboxes> =
-        Store::open(&path, ctx.broker.clone(), ctx.config.names.events_exchange(), ctx.shutdown.clone()).await?;
+    let store: SharedStore<Inboxes> = Store::open(&path, ctx).await?;
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let worker = {
-        let store = store.clone();
+        let (store, coverage) = (store.clone(), ctx.config.coverage.clone());
         ctx.spawn_consumer(ServiceName::Notification, move |event| {
-            let store = store.clone();
+            let (store, coverage) = (store.clone(), coverage.clone());
             async move {
                 let mut store = store.lock().await;
                 let fresh = store.state().fresh(&event);
                 if fresh.is_empty() {
+                    if store.state().has_seen(&event.event_id) {
+                        coverage.hit(RecoveryPath::DuplicateIgnored);
+                    }
                     return Outcome::Done;
                 }
                 match store.commit(fresh.into_iter().map(Notified).collect(), vec![]).await {

@@ -6,10 +6,11 @@
 //! After a crash, events committed but never confirmed are published again (same event id), so
 //! no committed event is lost and consumers deduplicate the repeats.
 
+use crate::api::Context;
 use crate::events::Event;
 use lastmile_platform::broker::outbox::Outbox;
-use lastmile_platform::broker::Broker;
-use lastmile_platform::shutdown::Shutdown;
+use lastmile_platform::coverage::RecoveryPath;
+use lastmile_platform::faults::{CrashPoint, Faults};
 use lastmile_platform::storage::Journal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,8 @@ pub struct Store<S: State> {
     journal: Journal,
     /// Publishes committed events until confirmed.
     outbox: Outbox,
+    /// The `before-reply` crash point (off unless a simulated fault plan arms it).
+    faults: Faults,
 }
 
 /// A store shared between handlers and background tasks.
@@ -58,17 +61,22 @@ pub enum StoreError {
 }
 
 impl<S: State> Store<S> {
-    /// Open the journal at `path`, replay it, and start publishing unconfirmed events to
-    /// `exchange`.
-    pub async fn open(
-        path: &Path,
-        broker: Broker,
-        exchange: String,
-        shutdown: Shutdown,
-    ) -> Result<SharedStore<S>, StoreError> {
+    /// Open the journal at `path`, replay it, and start publishing unconfirmed events to the
+    /// service's events exchange. The service's crash points (the journal's `mid-sync`, the
+    /// store's `before-reply`, the outbox's `before-confirm-recorded`) and recovery counters
+    /// come from `ctx`.
+    pub async fn open(path: &Path, ctx: &Context) -> Result<SharedStore<S>, StoreError> {
+        let (faults, coverage) = (ctx.config.faults.clone(), ctx.config.coverage.clone());
         let display = path.display().to_string();
         let (journal, records) =
             Journal::open(path).await.map_err(|source| StoreError::Io { path: display.clone(), source })?;
+        if journal.torn_bytes() > 0 {
+            coverage.hit(RecoveryPath::TornTailDropped);
+        }
+        if !records.is_empty() {
+            coverage.hit(RecoveryPath::JournalReplayed);
+        }
+        let journal = journal.with_faults(faults.clone());
         let mut state = S::default();
         let mut committed: Vec<Event> = Vec::new();
         let mut published = BTreeSet::new();
@@ -91,11 +99,20 @@ impl<S: State> Store<S> {
             }
         }
         let (confirmed_tx, mut confirmed_rx) = mpsc::unbounded_channel();
-        let outbox = Outbox::spawn(broker, exchange, Some(confirmed_tx), shutdown);
+        let outbox = Outbox::spawn(
+            ctx.broker.clone(),
+            ctx.config.names.events_exchange(),
+            Some(confirmed_tx),
+            faults.clone(),
+            coverage.clone(),
+            ctx.shutdown.clone(),
+        );
         for event in committed.iter().filter(|e| !published.contains(&e.event_id)) {
+            coverage.hit(RecoveryPath::Republished);
             outbox.send(event.to_message());
         }
-        let store = Arc::new(Mutex::new(Store { state, journal, outbox }));
+        tracing::info!(journal = %path.display(), records = records.len(), "journal replayed");
+        let store = Arc::new(Mutex::new(Store { state, journal, outbox, faults }));
         let recorder = store.clone();
         tokio::spawn(async move {
             while let Some(event_id) = confirmed_rx.recv().await {
@@ -114,6 +131,7 @@ impl<S: State> Store<S> {
         let record = Record::Commit { changes, events };
         let bytes = serde_json::to_vec(&record).expect("records serialize");
         self.journal.append(&bytes).await?;
+        self.faults.crash_point(CrashPoint::BeforeReply).await;
         let Record::Commit { changes, events } = record else { unreachable!() };
         for change in &changes {
             self.state.apply(change);

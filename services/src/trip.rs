@@ -18,6 +18,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::clock::{new_id, now_ms};
+use lastmile_platform::coverage::{Coverage, RecoveryPath};
 use lastmile_platform::http::{ApiError, ApiJson};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -281,12 +282,13 @@ struct AppState {
     network: Arc<Network>,
     /// Whether the original design's unchecked commits are accepted (demonstrations only).
     naive_matching: bool,
+    /// Counts refused stale proposals.
+    coverage: Coverage,
 }
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let path = ctx.config.data_dir.join("trip-service.journal");
-    let store: SharedStore<Trips> =
-        Store::open(&path, ctx.broker.clone(), ctx.config.names.events_exchange(), ctx.shutdown.clone()).await?;
+    let store: SharedStore<Trips> = Store::open(&path, ctx).await?;
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let directory = Directory::new(ctx.client(ServiceName::User));
     let follower = {
@@ -294,8 +296,13 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         ctx.spawn_consumer(ServiceName::Trip, move |event| std::future::ready(directory.handle(&event)))
     };
     let expiry = tokio::spawn(expire_rides(store.clone(), ctx.config.ride_ttl, ctx.shutdown.clone()));
-    let state =
-        AppState { store, directory, network: ctx.config.network.clone(), naive_matching: ctx.config.naive_matching };
+    let state = AppState {
+        store,
+        directory,
+        network: ctx.config.network.clone(),
+        naive_matching: ctx.config.naive_matching,
+        coverage: ctx.config.coverage.clone(),
+    };
     let router = Router::new()
         .route("/drivers/{id}/shift", put(set_shift))
         .route("/drivers/{id}", get(get_driver))
@@ -484,7 +491,11 @@ async fn commit_match(
     if let Some(trip_id) = state.by_proposal.get(&proposal.proposal_id) {
         return Ok((StatusCode::OK, Json(state.trips[trip_id].clone())));
     }
-    let mut trip = check_proposal(state, &proposal, format!("trip-{}", new_id()))?;
+    let mut trip = check_proposal(state, &proposal, format!("trip-{}", new_id())).inspect_err(|e| {
+        if e.code == "stale_proposal" {
+            app.coverage.hit(RecoveryPath::CasConflict);
+        }
+    })?;
     trip.created_at_ms = now_ms();
     let event = Event::new(EventBody::MatchFound(trip.clone()));
     store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;

@@ -59,8 +59,7 @@ pub struct RegisterRider {
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let path = ctx.config.data_dir.join("user-service.journal");
-    let store: SharedStore<Users> =
-        Store::open(&path, ctx.broker.clone(), ctx.config.names.events_exchange(), ctx.shutdown.clone()).await?;
+    let store: SharedStore<Users> = Store::open(&path, ctx).await?;
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let router = Router::new()
         .route("/drivers", post(register_driver))

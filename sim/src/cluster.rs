@@ -13,6 +13,8 @@
 //! a service by name and reach any replica, as through a Kubernetes Service.
 
 use lastmile_platform::broker::sim::{run_broker_node, BrokerProbe};
+use lastmile_platform::coverage::{Coverage, RecoveryPath};
+use lastmile_platform::faults::{CrashPoint, Faults};
 use lastmile_platform::http::{CallPolicy, HttpClient, Method};
 use lastmile_services::{Config, ServiceName};
 use lastmile_workload::{Endpoints, History, LastMileClient};
@@ -30,6 +32,9 @@ pub const BROKER_HOST: &str = "rabbitmq";
 const READINESS_PERIOD: Duration = Duration::from_millis(500);
 /// Where the broker keeps its durable state on its node's disk.
 const BROKER_JOURNAL: &str = "rabbitmq.journal";
+/// How long a replica that died at a crash point stays down before it is started again, like
+/// a container restarted by its kubelet.
+pub const CRASH_RESTART_DELAY: Duration = Duration::from_secs(2);
 
 /// What to deploy.
 #[derive(Debug, Clone)]
@@ -66,6 +71,37 @@ fn replica_addr(service: ServiceName, replica: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, index(service), replica as u8 + 1)), 80)
 }
 
+/// Crash points whose hook kills the replica that reached one and starts it again after
+/// [`CRASH_RESTART_DELAY`] — unless it was scaled down meanwhile.
+fn crash_faults(
+    handle: &Handle,
+    supervisor: &NodeHandle,
+    serving: &Arc<Mutex<BTreeSet<SocketAddr>>>,
+    addrs: &Arc<Mutex<BTreeMap<madsim::task::NodeId, SocketAddr>>>,
+    crashed: &Arc<Mutex<BTreeSet<madsim::task::NodeId>>>,
+    coverage: &Coverage,
+) -> Faults {
+    let (handle, supervisor, serving, addrs, crashed, coverage) =
+        (handle.clone(), supervisor.clone(), serving.clone(), addrs.clone(), crashed.clone(), coverage.clone());
+    Faults::with_hook(Arc::new(move |point: CrashPoint| {
+        coverage.hit(RecoveryPath::CrashPointHit);
+        let node = madsim::plugin::node();
+        let addr = addrs.lock().expect("replica addresses").get(&node).copied();
+        tracing::debug!(%node, ?addr, %point, "crash point: the replica dies");
+        handle.kill(node);
+        crashed.lock().expect("crashed set").insert(node);
+        let (handle, serving, crashed) = (handle.clone(), serving.clone(), crashed.clone());
+        supervisor.spawn(async move {
+            tokio::time::sleep(CRASH_RESTART_DELAY).await;
+            // Restarted already by the heal, or scaled down meanwhile: nothing to do.
+            let pending = crashed.lock().expect("crashed set").remove(&node);
+            if pending && addr.is_some_and(|a| serving.lock().expect("serving set").contains(&a)) {
+                handle.restart(node);
+            }
+        });
+    }))
+}
+
 /// One replica: its node and address.
 #[derive(Clone)]
 pub struct Replica {
@@ -90,6 +126,14 @@ pub struct SimCluster {
     /// Replicas that should serve (scaled up and not scaled down since); readiness gates read it.
     serving: Arc<Mutex<BTreeSet<SocketAddr>>>,
     client: NodeHandle,
+    /// Each service's crash points, shared by its replicas.
+    faults: BTreeMap<ServiceName, Faults>,
+    /// Where each replica node listens, so a crash hook knows which replica died.
+    addrs: Arc<Mutex<BTreeMap<madsim::task::NodeId, SocketAddr>>>,
+    /// Replicas that died at a crash point and wait for their restart.
+    crashed: Arc<Mutex<BTreeSet<madsim::task::NodeId>>>,
+    /// The recovery paths every service of the run took.
+    coverage: Coverage,
 }
 
 impl SimCluster {
@@ -132,6 +176,15 @@ impl SimCluster {
             net.global_ipvs().add_service(ServiceAddr::Tcp(vip.to_string()), Scheduler::RoundRobin);
         }
         let client = handle.create_node().name("clients").ip(IpAddr::V4(Ipv4Addr::new(10, 0, 9, 1))).build();
+        let serving: Arc<Mutex<BTreeSet<SocketAddr>>> = Arc::default();
+        let addrs: Arc<Mutex<BTreeMap<madsim::task::NodeId, SocketAddr>>> = Arc::default();
+        let crashed: Arc<Mutex<BTreeSet<madsim::task::NodeId>>> = Arc::default();
+        let coverage = Coverage::default();
+        let faults = ServiceName::ALL
+            .into_iter()
+            .map(|service| (service, crash_faults(&handle, &client, &serving, &addrs, &crashed, &coverage)))
+            .collect();
+        let config = Config { coverage: coverage.clone(), ..config };
         let mut sim = SimCluster {
             handle,
             config,
@@ -140,8 +193,12 @@ impl SimCluster {
             replicas: BTreeMap::new(),
             created: BTreeMap::new(),
             stopped: BTreeMap::new(),
-            serving: Arc::default(),
+            serving,
             client,
+            faults,
+            addrs,
+            crashed,
+            coverage,
         };
         for service in ServiceName::ALL {
             let n = cluster.replicas.get(&service).copied().unwrap_or(1);
@@ -154,7 +211,7 @@ impl SimCluster {
         let slot = self.created.entry(service).or_default();
         let addr = replica_addr(service, *slot);
         *slot += 1;
-        let config = self.config.clone();
+        let config = Config { faults: self.faults[&service].clone(), ..self.config.clone() };
         let node = self
             .handle
             .create_node()
@@ -173,6 +230,7 @@ impl SimCluster {
                 }
             })
             .build();
+        self.addrs.lock().expect("replica addresses").insert(node.id(), addr);
         NetSim::current()
             .global_ipvs()
             .add_server(ServiceAddr::Tcp(virtual_addr(service).to_string()), &addr.to_string());
@@ -231,6 +289,33 @@ impl SimCluster {
                 tokio::time::sleep(READINESS_PERIOD).await;
             }
         });
+    }
+
+    /// Arm `point` of `service`: the next of its replicas to pass it dies there, and is started
+    /// again [`CRASH_RESTART_DELAY`] later.
+    pub fn arm_crash(&self, service: ServiceName, point: CrashPoint) {
+        self.faults[&service].arm(point);
+    }
+
+    /// Disarm `point` of `service`; the answer says whether a replica died there meanwhile.
+    pub fn disarm_crash(&self, service: ServiceName, point: CrashPoint) -> bool {
+        self.faults[&service].disarm(point)
+    }
+
+    /// Start every replica that died at a crash point and waits for its restart now (the heal).
+    pub fn restart_crashed(&self) {
+        let crashed = std::mem::take(&mut *self.crashed.lock().expect("crashed set"));
+        let serving = self.serving.lock().expect("serving set").clone();
+        for (node, addr) in self.addrs.lock().expect("replica addresses").iter() {
+            if crashed.contains(node) && serving.contains(addr) {
+                self.handle.restart(*node);
+            }
+        }
+    }
+
+    /// The recovery paths the run's services took so far.
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
     }
 
     /// The replicas of a service.

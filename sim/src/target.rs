@@ -3,8 +3,9 @@
 
 use crate::cluster::{ClusterConfig, Replica, SimCluster};
 use lastmile_harness::{RunConfig, Target};
+use lastmile_platform::coverage::RecoveryPath;
 use lastmile_scenarios::faults::TimelineStep;
-use lastmile_scenarios::{Action, Scenario};
+use lastmile_scenarios::{Action, CrashPoint, Scenario};
 use lastmile_services::ServiceName;
 use lastmile_workload::Endpoints;
 use std::collections::BTreeMap;
@@ -27,6 +28,8 @@ pub struct SimTarget {
     cut_links: Vec<(madsim::runtime::NodeHandle, madsim::runtime::NodeHandle)>,
     /// Whether the broker is down.
     broker_down: bool,
+    /// Crash points armed and not disarmed yet.
+    armed: Vec<(ServiceName, CrashPoint)>,
 }
 
 fn service(step: &TimelineStep) -> Result<ServiceName, String> {
@@ -48,6 +51,7 @@ impl SimTarget {
             partitioned: Vec::new(),
             cut_links: Vec::new(),
             broker_down: false,
+            armed: Vec::new(),
         }
     }
 
@@ -58,6 +62,15 @@ impl SimTarget {
 
     fn replicas(&self, service: ServiceName) -> Vec<Replica> {
         self.cluster.replicas(service).to_vec()
+    }
+}
+
+/// What became of an armed crash point.
+fn crash_outcome(service: ServiceName, point: CrashPoint, fired: bool) -> String {
+    if fired {
+        format!("{point} of {service} fired: a replica died there and was restarted")
+    } else {
+        format!("{point} of {service} was never reached")
     }
 }
 
@@ -93,6 +106,10 @@ impl Target for SimTarget {
             .iter()
             .map(|r| (format!("{}@{}", service.as_str(), r.addr.ip()), format!("http://{}", r.addr)))
             .collect()
+    }
+
+    fn coverage(&self) -> Option<BTreeMap<RecoveryPath, u64>> {
+        Some(self.cluster.coverage().counts())
     }
 
     async fn running(&self, service: &str) -> Result<usize, String> {
@@ -179,6 +196,13 @@ impl Target for SimTarget {
                 self.broker_down = true;
                 Ok("broker killed".into())
             }
+            Action::Crash => {
+                let s = service(step)?;
+                let point = step.point.ok_or("crash without a point")?;
+                self.cluster.arm_crash(s, point);
+                self.armed.push((s, point));
+                Ok(format!("armed {point} of {s}"))
+            }
         }
     }
 
@@ -225,6 +249,12 @@ impl Target for SimTarget {
                 }
                 Ok("broker restarted".into())
             }
+            Action::Crash => {
+                let s = service(step)?;
+                let point = step.point.ok_or("crash without a point")?;
+                self.armed.retain(|a| *a != (s, point));
+                Ok(crash_outcome(s, point, self.cluster.disarm_crash(s, point)))
+            }
             Action::Scale | Action::Restart => Ok("nothing to undo".into()),
         }
     }
@@ -244,17 +274,21 @@ impl Target for SimTarget {
             self.cluster.restart_broker();
             self.broker_down = false;
         }
+        let mut done = Vec::new();
+        for (s, point) in std::mem::take(&mut self.armed) {
+            done.push(crash_outcome(s, point, self.cluster.disarm_crash(s, point)));
+        }
         for (s, r) in std::mem::take(&mut self.killed) {
             if self.cluster.replicas(s).iter().any(|x| x.node.id() == r.node.id()) {
                 self.cluster.restart(&r.node);
             }
         }
-        let mut done = Vec::new();
+        self.cluster.restart_crashed();
         for (name, n) in replicas {
             let s: ServiceName = name.parse()?;
             self.cluster.scale(s, *n);
-            done.push(format!("{name}={n}"));
+            done.push(format!("replicas {name}={n}"));
         }
-        Ok(format!("healed; replicas {}", done.join(" ")))
+        Ok(format!("healed; {}", done.join(" ")))
     }
 }

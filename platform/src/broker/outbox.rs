@@ -8,6 +8,8 @@
 
 use super::{Broker, Message};
 use crate::clock::jitter;
+use crate::coverage::{Coverage, RecoveryPath};
+use crate::faults::{CrashPoint, Faults};
 use crate::shutdown::Shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -24,11 +26,15 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Start the publisher task. Each confirmed message id is sent to `confirmed`, if given.
+    /// Start the publisher task. Each confirmed message id is sent to `confirmed`, if given,
+    /// past the `before-confirm-recorded` crash point of `faults`; retried publishes are
+    /// counted in `coverage`.
     pub fn spawn(
         broker: Broker,
         exchange: String,
         confirmed: Option<mpsc::UnboundedSender<String>>,
+        faults: Faults,
+        coverage: Coverage,
         mut shutdown: Shutdown,
     ) -> Outbox {
         let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
@@ -45,6 +51,7 @@ impl Outbox {
                     match broker.publish(&exchange, message.clone()).await {
                         Ok(()) => break,
                         Err(e) => {
+                            coverage.hit(RecoveryPath::PublishRetried);
                             tracing::debug!(error = %e, id = %message.message_id, "publish not confirmed; retrying");
                             if shutdown.is_triggered() {
                                 return;
@@ -56,6 +63,7 @@ impl Outbox {
                 }
                 counter.fetch_sub(1, Ordering::SeqCst);
                 if let Some(confirmed) = &confirmed {
+                    faults.crash_point(CrashPoint::BeforeConfirmRecorded).await;
                     let _ = confirmed.send(message.message_id.clone());
                 }
             }

@@ -9,6 +9,8 @@
 
 use super::{Broker, Message};
 use crate::clock::jitter;
+use crate::coverage::{Coverage, RecoveryPath};
+use crate::faults::{CrashPoint, Faults};
 use crate::shutdown::Shutdown;
 use std::future::Future;
 use std::time::Duration;
@@ -36,16 +38,22 @@ pub struct WorkerConfig {
     pub retry_delay: Duration,
     /// Upper bound of the exponential backoff between reconnect attempts.
     pub reconnect_delay_max: Duration,
+    /// The `before-ack` crash point (off unless a simulated fault plan arms it).
+    pub faults: Faults,
+    /// Counts redeliveries, retries and dead letters.
+    pub coverage: Coverage,
 }
 
 impl WorkerConfig {
-    /// Defaults: prefetch 8, 200 ms retry delay, reconnect backoff up to 2 s.
+    /// Defaults: prefetch 8, 200 ms retry delay, reconnect backoff up to 2 s, no crash points.
     pub fn new(queue: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
             queue: queue.into(),
             prefetch: 8,
             retry_delay: Duration::from_millis(200),
             reconnect_delay_max: Duration::from_secs(2),
+            faults: Faults::default(),
+            coverage: Coverage::default(),
         }
     }
 }
@@ -88,15 +96,23 @@ where
                 tracing::warn!(queue = %config.queue, "consumer connection lost; reconnecting");
                 break;
             };
+            if delivery.redelivered {
+                config.coverage.hit(RecoveryPath::Redelivered);
+            }
             let outcome = handler(delivery.message.clone(), delivery.redelivered).await;
             let result = match outcome {
-                Outcome::Done => delivery.ack().await,
+                Outcome::Done => {
+                    config.faults.crash_point(CrashPoint::BeforeAck).await;
+                    delivery.ack().await
+                }
                 Outcome::Retry(reason) => {
+                    config.coverage.hit(RecoveryPath::ConsumerRetry);
                     tracing::debug!(queue = %config.queue, %reason, "requeueing after a transient failure");
                     tokio::time::sleep(config.retry_delay + jitter(config.retry_delay)).await;
                     delivery.nack(true).await
                 }
                 Outcome::Poison(reason) => {
+                    config.coverage.hit(RecoveryPath::DeadLettered);
                     tracing::warn!(queue = %config.queue, %reason, "dead-lettering a message that cannot be processed");
                     delivery.nack(false).await
                 }

@@ -2,7 +2,7 @@
 //! scenario allows (TigerBeetle's VOPR style). The draw happens before the run starts, from the
 //! seed alone, so the plan can be printed first and replayed exactly.
 
-use crate::format::{Action, Scenario};
+use crate::format::{Action, CrashPoint, Scenario};
 use serde::{Deserialize, Serialize};
 
 /// Where a step came from.
@@ -37,6 +37,9 @@ pub struct TimelineStep {
     pub latency_ms: Option<u64>,
     /// For loss.
     pub loss: Option<f64>,
+    /// For crash: where the replica dies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point: Option<CrashPoint>,
     /// File or seed.
     pub origin: Origin,
 }
@@ -65,6 +68,9 @@ impl std::fmt::Display for TimelineStep {
         }
         if let Some(l) = self.loss {
             write!(f, " loss={l:.2}")?;
+        }
+        if let Some(p) = self.point {
+            write!(f, " point={p}")?;
         }
         if self.origin == Origin::Random {
             write!(f, " (random)")?;
@@ -118,6 +124,7 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
             for_s: s.for_s.or(if s.action == Action::BrokerRestart { Some(5.0) } else { None }),
             latency_ms: s.latency_ms,
             loss: s.loss,
+            point: s.point,
             origin: Origin::Scenario,
         })
         .collect();
@@ -128,7 +135,8 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
         let to = rf.to_s.unwrap_or(scenario.duration_s());
         for _ in 0..count {
             let action = rf.actions[rng.below(rf.actions.len() as u64) as usize];
-            let needs_target = matches!(action, Action::Kill | Action::Pause | Action::Partition);
+            let needs_target =
+                matches!(action, Action::Kill | Action::Restart | Action::Crash | Action::Pause | Action::Partition);
             if needs_target && rf.targets.is_empty() {
                 continue;
             }
@@ -140,11 +148,14 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
                 action,
                 target,
                 replicas: None,
-                replica: needs_target.then(|| rng.below(8) as usize),
+                replica: matches!(action, Action::Kill | Action::Pause | Action::Partition)
+                    .then(|| rng.below(8) as usize),
                 peer: None,
                 for_s: Some(for_s),
                 latency_ms: (action == Action::Latency).then(|| 20 + rng.below(280)),
                 loss: (action == Action::Loss).then(|| (rng.between(0.05, 0.3) * 100.0).round() / 100.0),
+                point: (action == Action::Crash)
+                    .then(|| CrashPoint::ALL[rng.below(CrashPoint::ALL.len() as u64) as usize]),
                 origin: Origin::Random,
             });
         }

@@ -1,6 +1,7 @@
 //! The scenario file format (TOML). An annotated example is in the README; every field is
 //! documented here with its default.
 
+pub use lastmile_platform::faults::CrashPoint;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use toml::Spanned;
@@ -149,6 +150,10 @@ pub enum Action {
     Loss,
     /// Kill the broker and start it again after `for_s` (default 5).
     BrokerRestart,
+    /// Arm a crash point (`point`) of a service for `for_s` (default: until the heal): the
+    /// next replica to pass it dies there, with its work half done, and is started again 2 s
+    /// later. Simulation only: real targets skip it.
+    Crash,
 }
 
 /// `[[step]]`: one action on the timeline.
@@ -181,6 +186,10 @@ pub struct Step {
     /// For `loss`: share of packets dropped.
     #[serde(default)]
     pub loss: Option<f64>,
+    /// For `crash`: where the replica dies (`before-ack`, `before-reply`,
+    /// `before-confirm-recorded`, `mid-sync`).
+    #[serde(default)]
+    pub point: Option<CrashPoint>,
 }
 
 /// `[[phase]]`: a named window `[from_s, to_s)` of the run.
@@ -268,10 +277,11 @@ pub struct RandomFaults {
     /// At most this many faults per run. Default 3.
     #[serde(default = "default_max_faults")]
     pub max: u32,
-    /// Which actions may be drawn (kill, partition, pause, latency, loss, broker-restart).
+    /// Which actions may be drawn (kill, restart, crash, partition, pause, latency, loss,
+    /// broker-restart).
     #[serde(default)]
     pub actions: Vec<Action>,
-    /// Which services kills, partitions and pauses may hit.
+    /// Which services kills, restarts, crashes, partitions and pauses may hit.
     #[serde(default)]
     pub targets: Vec<String>,
     /// Faults start within `[from_s, to_s]`.

@@ -18,7 +18,7 @@ pub mod faults;
 pub mod format;
 pub mod load;
 
-pub use format::{Action, Expectation, Metric, Phase, Probe, Scenario, Step, Workload, WorkloadKind};
+pub use format::{Action, CrashPoint, Expectation, Metric, Phase, Probe, Scenario, Step, Workload, WorkloadKind};
 pub use load::{load, parse, ScenarioError};
 
 /// The default station network (12 stations on two lines) every scenario uses unless it names

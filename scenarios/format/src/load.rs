@@ -162,7 +162,7 @@ impl Validator<'_> {
             }
             let needs_target = matches!(
                 step.action,
-                Action::Scale | Action::Kill | Action::Restart | Action::Pause | Action::Partition
+                Action::Scale | Action::Kill | Action::Restart | Action::Pause | Action::Partition | Action::Crash
             );
             match (&step.target, needs_target) {
                 (Some(t), true) => self.service(t.span(), &format!("step[{i}].target"), t.get_ref()),
@@ -196,6 +196,15 @@ impl Validator<'_> {
                         format!("{:?} needs for_s (how long it lasts)", step.action),
                     ),
                 _ => {}
+            }
+            match (step.action, step.point) {
+                (Action::Crash, None) => self.fail(
+                    span.clone(),
+                    format!("step[{i}].point"),
+                    "crash needs a point: before-ack, before-reply, before-confirm-recorded or mid-sync",
+                ),
+                (Action::Crash, Some(_)) | (_, None) => {}
+                (_, Some(_)) => self.fail(span.clone(), format!("step[{i}].point"), "only a crash takes a point"),
             }
             if step.action == Action::Latency && step.latency_ms.is_none() {
                 self.fail(span.clone(), format!("step[{i}].latency_ms"), "latency needs latency_ms");
@@ -260,7 +269,7 @@ impl Validator<'_> {
             self.service(span, &format!("random_faults.targets[{j}]"), target);
         }
         for action in &rf.actions {
-            if matches!(action, Action::Scale | Action::Restart) {
+            if *action == Action::Scale {
                 let span = self.span_of("random_faults", None, "actions");
                 self.fail(span, "random_faults.actions", format!("{action:?} is not a random fault"));
             }

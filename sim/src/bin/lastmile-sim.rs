@@ -293,11 +293,16 @@ mod imp {
         let mut times: Vec<(Duration, u64)> = Vec::new();
         let mut done = 0;
         let mut first_failure = None;
+        // Seeds in which each recovery path ran at least once.
+        let mut reached: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         for (seed, run, wall) in rx {
             done += 1;
             times.push((wall, seed));
             match run {
                 Ok(journal) => {
+                    for (path, n) in journal.coverage.iter().flatten() {
+                        *reached.entry(path.clone()).or_default() += u64::from(*n > 0);
+                    }
                     let verdict = if journal.passed() { "pass" } else { "FAIL" };
                     eprintln!(
                         "[{done:>3}/{total}] seed {seed:>5}: {verdict} ({:.1} s wall, {:.0} s simulated)",
@@ -335,6 +340,13 @@ mod imp {
         let slowest: Vec<String> =
             times.iter().rev().take(3).map(|(w, s)| format!("seed {s} {:.1} s", w.as_secs_f64())).collect();
         println!("  slowest: {}", slowest.join(", "));
+        let taken: Vec<String> =
+            reached.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p} ({n} seeds)")).collect();
+        let never: Vec<&str> = reached.iter().filter(|(_, n)| **n == 0).map(|(p, _)| p.as_str()).collect();
+        println!("  recovery paths reached: {}", if taken.is_empty() { "none".into() } else { taken.join(", ") });
+        if !never.is_empty() {
+            println!("  recovery paths NEVER reached in this sweep: {}", never.join(", "));
+        }
         if let (Some(path), Some(journal)) = (&args.json, first_failure) {
             let json = serde_json::to_string_pretty(&journal).expect("journals serialize");
             let _ = std::fs::write(path, json + "\n");

@@ -10,6 +10,8 @@ mod chaos;
 #[cfg(madsim)]
 mod common;
 #[cfg(madsim)]
+mod crash;
+#[cfg(madsim)]
 mod demo;
 
 /// In the normal build flavour there is nothing to simulate: fail instead of passing vacuously.

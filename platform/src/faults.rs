@@ -1,0 +1,158 @@
+//! Crash points: the places at the platform seam where a real process can die with its work
+//! half done, so every service built on the platform can be crashed exactly there.
+//!
+//! | point | where | what a crash there tests |
+//! |---|---|---|
+//! | `before-ack` | a consumer's handler finished its side effect; the delivery is not acked | redelivery absorbed by an idempotent consumer |
+//! | `before-reply` | a commit is synced to the journal; the caller has no answer yet | a client retry finds the committed work (idempotent request ids), replay rebuilds it |
+//! | `before-confirm-recorded` | the broker confirmed a publish; the journal does not say so yet | the event is published again after replay, and consumers deduplicate it |
+//! | `mid-sync` | a journal record is half on disk | a torn tail is dropped on replay, nothing acknowledged is lost |
+//!
+//! A fault plan *arms* a point of a service (the simulation does it from the seed, as a step
+//! of the run's timeline); the next replica of that service to pass the point calls the crash
+//! hook — in the simulation: kill the node, restart it a moment later — and never goes on.
+//! Nothing arms a point in the real world: [`Faults::default`] is off and a point costs one
+//! branch.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+/// A place where a process can be crashed with its work half done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CrashPoint {
+    /// After a consumer's side effect, before the delivery is acked.
+    BeforeAck,
+    /// After a commit is synced, before the caller is answered.
+    BeforeReply,
+    /// After the broker confirmed a publish, before the confirm is journaled.
+    BeforeConfirmRecorded,
+    /// In the middle of writing a journal record (a torn write).
+    MidSync,
+}
+
+impl CrashPoint {
+    /// Every crash point.
+    pub const ALL: [CrashPoint; 4] =
+        [CrashPoint::BeforeAck, CrashPoint::BeforeReply, CrashPoint::BeforeConfirmRecorded, CrashPoint::MidSync];
+
+    /// The name used in scenario files and reports (`before-ack`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CrashPoint::BeforeAck => "before-ack",
+            CrashPoint::BeforeReply => "before-reply",
+            CrashPoint::BeforeConfirmRecorded => "before-confirm-recorded",
+            CrashPoint::MidSync => "mid-sync",
+        }
+    }
+}
+
+impl std::fmt::Display for CrashPoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an armed crash point does: end the process it runs in. It must not return control to
+/// the work in flight; [`Faults::crash_point`] parks the caller forever after calling it.
+pub type CrashHook = Arc<dyn Fn(CrashPoint) + Send + Sync>;
+
+/// The crash points of one service, shared by its replicas (the first replica to pass an armed
+/// point crashes). Cheap to clone; the default is off.
+#[derive(Clone, Default)]
+pub struct Faults {
+    inner: Option<Arc<Armed>>,
+}
+
+struct Armed {
+    /// The points that crash the next replica passing them; a point disarms when it fires.
+    points: Mutex<BTreeSet<CrashPoint>>,
+    /// Points that fired since the last [`Faults::disarm`] of each.
+    fired: Mutex<BTreeSet<CrashPoint>>,
+    /// Ends the process.
+    hook: CrashHook,
+}
+
+impl std::fmt::Debug for Faults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.inner {
+            None => f.write_str("Faults(off)"),
+            Some(a) => f.debug_tuple("Faults").field(&*a.points.lock().expect("points")).finish(),
+        }
+    }
+}
+
+impl Faults {
+    /// Crash points that can be armed; reaching an armed one calls `hook`.
+    pub fn with_hook(hook: CrashHook) -> Faults {
+        Faults { inner: Some(Arc::new(Armed { points: Mutex::default(), fired: Mutex::default(), hook })) }
+    }
+
+    /// Whether crash points can be armed at all (never in the real world).
+    pub fn is_on(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Arm `point`: the next replica to pass it crashes. Does nothing when faults are off.
+    pub fn arm(&self, point: CrashPoint) {
+        if let Some(a) = &self.inner {
+            a.points.lock().expect("points").insert(point);
+            a.fired.lock().expect("fired").remove(&point);
+        }
+    }
+
+    /// Disarm `point`; the answer says whether it fired while armed.
+    pub fn disarm(&self, point: CrashPoint) -> bool {
+        let Some(a) = &self.inner else { return false };
+        a.points.lock().expect("points").remove(&point);
+        a.fired.lock().expect("fired").remove(&point)
+    }
+
+    /// Pass `point`: if it is armed, disarm it, crash the process and never return.
+    pub async fn crash_point(&self, point: CrashPoint) {
+        let Some(a) = &self.inner else { return };
+        if !a.points.lock().expect("points").remove(&point) {
+            return;
+        }
+        a.fired.lock().expect("fired").insert(point);
+        tracing::warn!(%point, "crash point reached: the process dies here");
+        (a.hook)(point);
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn an_armed_point_crashes_the_first_caller_once_and_reports_it() {
+        let crashes = Arc::new(AtomicUsize::new(0));
+        let counter = crashes.clone();
+        let faults = Faults::with_hook(Arc::new(move |_| {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }));
+        faults.crash_point(CrashPoint::BeforeAck).await; // not armed: passes
+        faults.arm(CrashPoint::BeforeAck);
+        let first = tokio::time::timeout(Duration::from_millis(50), faults.crash_point(CrashPoint::BeforeAck)).await;
+        assert!(first.is_err(), "the crashing caller never goes on");
+        faults.crash_point(CrashPoint::BeforeAck).await; // fired once: disarmed
+        faults.crash_point(CrashPoint::BeforeReply).await;
+        assert_eq!(crashes.load(Ordering::SeqCst), 1);
+        assert!(faults.disarm(CrashPoint::BeforeAck), "it fired");
+        assert!(!faults.disarm(CrashPoint::BeforeAck), "reported once");
+        faults.arm(CrashPoint::MidSync);
+        assert!(!faults.disarm(CrashPoint::MidSync), "armed but never reached");
+    }
+
+    #[tokio::test]
+    async fn faults_are_off_by_default() {
+        let faults = Faults::default();
+        faults.arm(CrashPoint::BeforeReply);
+        faults.crash_point(CrashPoint::BeforeReply).await;
+        assert!(!faults.disarm(CrashPoint::BeforeReply));
+    }
+}

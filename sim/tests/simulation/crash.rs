@@ -1,0 +1,99 @@
+//! Crash points and storage faults: a replica killed with its work half done — after its side
+//! effect and before its ack, after a commit and before the reply, after a publish confirm and
+//! before it is journaled, in the middle of a journal write — and the recovery path that must
+//! absorb it, seen in the run's coverage while every checker still holds.
+
+use lastmile_harness::RunConfig;
+use lastmile_platform::coverage::RecoveryPath;
+use lastmile_sim::runs::{self, ScenarioRun};
+
+/// A short load with one crash point of `service` armed from 30 s to 150 s.
+fn crash_scenario(service: &str, point: &str) -> lastmile_scenarios::Scenario {
+    let text = format!(
+        r#"
+[scenario]
+name = "crash-{service}-{point}"
+duration_s = 180
+settle_s = 180
+
+[workload]
+kind = "load"
+drivers = 4
+riders_per_minute = 12
+ride_ttl_s = 900
+
+[[step]]
+at_s = 30
+action = "crash"
+target = "{service}"
+point = "{point}"
+for_s = 120
+"#
+    );
+    lastmile_scenarios::parse("crash.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Run the crash scenario, require every rule to hold and the crash point to have fired, and
+/// return the run for the recovery path's own assertions.
+fn crashed_and_recovered(service: &str, point: &str) -> ScenarioRun {
+    let scenario = crash_scenario(service, point);
+    let seed = 5;
+    println!("crash point {point} of {service}, seed {seed}");
+    let run = runs::run(&scenario, &RunConfig { seed, random_faults: false, naive_matching: false });
+    assert!(
+        run.journal.passed(),
+        "the system did not absorb the crash:\n{}",
+        lastmile_harness::report::human(&run.journal, None)
+    );
+    let fired = run.evidence.history.iter().any(|op| {
+        op.client == "nemesis" && op.detail.as_str().is_some_and(|d| d.contains(&format!("{point} of {service} fired")))
+    });
+    assert!(fired, "{point} of {service} was armed for 120 s but never reached: the test proves nothing");
+    assert!(run.journal.totals.trips > 0, "no trips: the test proves nothing");
+    run
+}
+
+fn count(run: &ScenarioRun, path: RecoveryPath) -> u64 {
+    run.evidence.coverage.as_ref().and_then(|c| c.get(&path).copied()).unwrap_or(0)
+}
+
+#[test]
+fn a_matching_replica_killed_between_its_proposal_and_its_ack_is_redelivered_and_absorbed() {
+    let run = crashed_and_recovered("matching-service", "before-ack");
+    assert_eq!(count(&run, RecoveryPath::CrashPointHit), 1);
+    assert!(count(&run, RecoveryPath::Redelivered) >= 1, "the unacked delivery came back: {:?}", run.evidence.coverage);
+}
+
+#[test]
+fn trip_service_killed_after_a_commit_before_its_reply_loses_nothing_and_replays() {
+    let run = crashed_and_recovered("trip-service", "before-reply");
+    assert!(count(&run, RecoveryPath::JournalReplayed) >= 1, "{:?}", run.evidence.coverage);
+}
+
+#[test]
+fn trip_service_killed_before_recording_a_publish_confirm_publishes_again_and_nobody_sees_it_twice() {
+    let run = crashed_and_recovered("trip-service", "before-confirm-recorded");
+    assert!(
+        count(&run, RecoveryPath::Republished) >= 1,
+        "the unrecorded event went out again: {:?}",
+        run.evidence.coverage
+    );
+}
+
+#[test]
+fn trip_service_killed_in_the_middle_of_a_journal_write_drops_the_torn_record_on_replay() {
+    let run = crashed_and_recovered("trip-service", "mid-sync");
+    assert_eq!(count(&run, RecoveryPath::TornTailDropped), 1, "{:?}", run.evidence.coverage);
+    assert!(count(&run, RecoveryPath::JournalReplayed) >= 1);
+}
+
+#[test]
+fn notification_service_killed_between_recording_and_ack_shows_each_notification_once() {
+    let run = crashed_and_recovered("notification-service", "before-ack");
+    assert!(count(&run, RecoveryPath::Redelivered) >= 1, "{:?}", run.evidence.coverage);
+    assert!(
+        count(&run, RecoveryPath::DuplicateIgnored) >= 1,
+        "the redelivery was recognised: {:?}",
+        run.evidence.coverage
+    );
+}
