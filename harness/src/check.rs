@@ -1,9 +1,11 @@
 //! The checkers: each reads the evidence and reports violations naming the rule, the entities
 //! and the time. They know nothing about how the run was produced.
 
-use crate::metrics::{measure, Window};
+use crate::metrics::{measure, Judged, Window};
 use crate::runner::Evidence;
+use lastmile_scenarios::faults::Origin;
 use lastmile_scenarios::Scenario;
+use lastmile_scenarios::{Action, Metric};
 use lastmile_services::domain::{RideStatus, TripStatus};
 use lastmile_workload::history::Phase as OpPhase;
 use serde::{Deserialize, Serialize};
@@ -365,9 +367,83 @@ pub struct ExpectationResult {
     pub value: Option<f64>,
     /// Whether it held.
     pub ok: bool,
+    /// The share of the phase it was judged on: the seed's random faults made the services it
+    /// depends on unavailable for the rest (1 when none did).
+    #[serde(default = "one")]
+    pub judged_share: f64,
+    /// Why it was judged on part of its phase, or not at all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// How long after a random fault ends the services it hit still count as unavailable: a
+/// restart with its journal replay, readiness, callers' breakers closing, backlogs draining.
+pub const RECOVERY_GRACE_MS: u64 = 15_000;
+
+/// Below this judged share of its phase an expectation is not judged at all: too little of
+/// the phase is left to say anything.
+pub const MIN_JUDGED_SHARE: f64 = 1.0 / 3.0;
+
+/// What an expectation's metric depends on: services, and `broker` for the event flow. A
+/// service that checks who a user is depends on where it can ask: its own directory, then
+/// user-service, then (location-service, for drivers) trip-service.
+pub fn depends_on(metric: Metric, probe_target: Option<&str>) -> Vec<&str> {
+    match metric {
+        Metric::RideRequestsAccepted | Metric::TripUpdatesAccepted => vec!["trip-service", "user-service"],
+        Metric::LocationUpdatesAccepted => vec!["location-service", "user-service", "trip-service"],
+        Metric::ProbeSuccess => probe_target.into_iter().collect(),
+        Metric::Matches
+        | Metric::FirstMatchAfterS
+        | Metric::MatchLatencyP95S
+        | Metric::ReplicaShareMin
+        | Metric::ActiveReplicas => vec!["matching-service", "trip-service", "location-service", "broker"],
+    }
+}
+
+/// The times (scenario ms, merged, in order) the seed's random faults made any of `deps`
+/// unavailable: a kill, restart, crash, pause or partition of one of the services, or a
+/// broker restart, each from its start to its end plus [`RECOVERY_GRACE_MS`]. The scenario's
+/// own steps are never excused: they are what the expectations are about. Latency and loss
+/// degrade but do not take anything away, so they are judged.
+pub fn disturbed(e: &Evidence, deps: &[&str]) -> Vec<Window> {
+    let mut spans: Vec<Window> = e
+        .timeline
+        .iter()
+        .filter(|s| s.origin == Origin::Random)
+        .filter(|s| match s.action {
+            Action::Kill | Action::Restart | Action::Crash | Action::Pause | Action::Partition => {
+                s.target.as_deref().is_some_and(|t| deps.contains(&t))
+            }
+            Action::BrokerRestart => deps.contains(&"broker"),
+            Action::Scale | Action::Latency | Action::Loss => false,
+        })
+        .map(|s| {
+            let from_ms = (s.at_s * 1000.0) as u64;
+            Window { from_ms, to_ms: from_ms + (s.for_s.unwrap_or(0.0) * 1000.0) as u64 + RECOVERY_GRACE_MS }
+        })
+        .collect();
+    spans.sort_by_key(|w| w.from_ms);
+    let mut merged: Vec<Window> = Vec::new();
+    for w in spans {
+        match merged.last_mut() {
+            Some(last) if w.from_ms <= last.to_ms => last.to_ms = last.to_ms.max(w.to_ms),
+            _ => merged.push(w),
+        }
+    }
+    merged
 }
 
 /// Judge the scenario's expectations; a metric with nothing to measure fails a `min` bound.
+///
+/// Random faults never make an expectation fail: each is judged on the part of its phase in
+/// which the seed's random faults left the services it depends on alone ([`disturbed`]).
+/// Shares and latencies count only that part; a `matches` lower bound shrinks with it (to the
+/// whole part of its share); below
+/// [`MIN_JUDGED_SHARE`] the expectation is not judged. The scenario's own steps always count.
 pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult>, Vec<Violation>) {
     let mut results = Vec::new();
     let mut out = Vec::new();
@@ -375,15 +451,46 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
         let phase = x.phase.get_ref();
         let Some(p) = scenario.phases.iter().find(|p| &p.name == phase) else { continue };
         let w = Window { from_ms: (p.from_s * 1000.0) as u64, to_ms: (p.to_s * 1000.0) as u64 };
-        let value = measure(e, x.metric, w, x.probe.as_deref());
+        let probe_target = x
+            .probe
+            .as_deref()
+            .and_then(|name| scenario.probes.iter().find(|p| p.name == name))
+            .map(|p| p.target.as_str());
+        let deps = depends_on(x.metric, probe_target);
+        let excluded = disturbed(e, &deps);
+        let judged = Judged { window: w, excluded: &excluded };
+        let share = judged.judged_share();
+        let hit: Vec<&str> =
+            deps.iter().copied().filter(|d| !disturbed(e, &[d]).iter().all(|x| x.overlap_ms(&w) == 0)).collect();
+        let note = (share < 1.0).then(|| {
+            let how = if share < MIN_JUDGED_SHARE { "not judged" } else { "judged on the rest" };
+            format!("random faults on {} took {:.0}% of the phase: {how}", hit.join(", "), (1.0 - share) * 100.0)
+        });
+        if share < MIN_JUDGED_SHARE {
+            results.push(ExpectationResult {
+                phase: phase.clone(),
+                metric: x.metric,
+                probe: x.probe.clone(),
+                min: x.min,
+                max: x.max,
+                value: None,
+                ok: true,
+                judged_share: share,
+                note,
+            });
+            continue;
+        }
+        let value = measure(e, x.metric, judged, x.probe.as_deref());
+        // A count over less time may be smaller: at least the whole part of the bound's share.
+        let min = x.min.map(|m| if x.metric == Metric::Matches && share < 1.0 { (m * share).floor() } else { m });
         let ok = match value {
-            Some(v) => x.min.is_none_or(|m| v >= m) && x.max.is_none_or(|m| v <= m),
+            Some(v) => min.is_none_or(|m| v >= m) && x.max.is_none_or(|m| v <= m),
             None => x.min.is_none(),
         };
         if !ok {
             let metric =
                 serde_json::to_value(x.metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            let bound = match (x.min, x.max) {
+            let bound = match (min, x.max) {
                 (Some(a), Some(b)) => format!("in [{a}, {b}]"),
                 (Some(a), None) => format!(">= {a}"),
                 (None, Some(b)) => format!("<= {b}"),
@@ -394,7 +501,10 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
                 "expectation",
                 vec![phase.clone(), metric.clone()],
                 Some(w.from_ms),
-                format!("phase {phase}: {metric} should be {bound}, was {got}"),
+                format!(
+                    "phase {phase}: {metric} should be {bound}, was {got}{}",
+                    note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
+                ),
             ));
         }
         results.push(ExpectationResult {
@@ -405,6 +515,8 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
             max: x.max,
             value,
             ok,
+            judged_share: share,
+            note,
         });
     }
     (results, out)

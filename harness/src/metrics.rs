@@ -1,4 +1,7 @@
 //! Per-phase numbers, computed from the evidence only.
+//!
+//! Each metric can leave out parts of its window (`excluded`): the times a seed's random
+//! faults made the services it depends on unavailable (see `check::expectations`).
 
 use crate::runner::Evidence;
 use lastmile_scenarios::Metric;
@@ -16,8 +19,55 @@ pub struct Window {
 }
 
 impl Window {
-    fn contains(&self, t: u64) -> bool {
+    /// Whether `t` falls in the window.
+    pub fn contains(&self, t: u64) -> bool {
         (self.from_ms..self.to_ms).contains(&t)
+    }
+
+    /// Milliseconds of the window.
+    pub fn len_ms(&self) -> u64 {
+        self.to_ms.saturating_sub(self.from_ms)
+    }
+
+    /// Milliseconds shared with `other`.
+    pub fn overlap_ms(&self, other: &Window) -> u64 {
+        self.to_ms.min(other.to_ms).saturating_sub(self.from_ms.max(other.from_ms))
+    }
+}
+
+/// A window of a phase with the parts that are not judged (disjoint, in time order).
+#[derive(Debug, Clone, Copy)]
+pub struct Judged<'a> {
+    /// The phase's window.
+    pub window: Window,
+    /// Parts left out.
+    pub excluded: &'a [Window],
+}
+
+impl Judged<'_> {
+    /// The whole of `window`.
+    pub fn whole(window: Window) -> Judged<'static> {
+        Judged { window, excluded: &[] }
+    }
+
+    /// Whether `t` is in the window and not left out.
+    pub fn contains(&self, t: u64) -> bool {
+        self.window.contains(t) && !self.excluded.iter().any(|x| x.contains(t))
+    }
+
+    /// Milliseconds of `[from, to)` that are left out.
+    fn excluded_ms(&self, from_ms: u64, to_ms: u64) -> u64 {
+        let span = Window { from_ms, to_ms };
+        self.excluded.iter().map(|x| x.overlap_ms(&span)).sum()
+    }
+
+    /// The share of the window that is judged.
+    pub fn judged_share(&self) -> f64 {
+        let len = self.window.len_ms();
+        if len == 0 {
+            return 1.0;
+        }
+        1.0 - self.excluded_ms(self.window.from_ms, self.window.to_ms) as f64 / len as f64
     }
 }
 
@@ -27,7 +77,7 @@ fn t(e: &Evidence, op: &Op) -> u64 {
 }
 
 /// Share of completed calls of `actions` that succeeded, for calls completing in the window.
-fn success_rate(e: &Evidence, w: Window, actions: &[&str]) -> Option<f64> {
+fn success_rate(e: &Evidence, w: Judged, actions: &[&str]) -> Option<f64> {
     let (mut ok, mut all) = (0u64, 0u64);
     for op in &e.history {
         if actions.contains(&op.action.as_str()) && op.phase != OpPhase::Invoke && w.contains(t(e, op)) {
@@ -40,7 +90,7 @@ fn success_rate(e: &Evidence, w: Window, actions: &[&str]) -> Option<f64> {
 
 /// Ride requests first sent in the window, and whether each was eventually accepted (retries
 /// of one request count once: what the rider experienced).
-fn requests_accepted(e: &Evidence, w: Window) -> Option<f64> {
+fn requests_accepted(e: &Evidence, w: Judged) -> Option<f64> {
     let mut first: BTreeMap<&str, u64> = BTreeMap::new();
     let mut accepted: BTreeMap<&str, bool> = BTreeMap::new();
     for op in e.history.iter().filter(|op| op.action == "request_ride") {
@@ -91,31 +141,35 @@ pub fn match_observations(e: &Evidence) -> BTreeMap<String, (u64, u64)> {
 
 /// Events handled by each matching replica during `w`, from the periodic counter snapshots.
 /// Like a rate over a counter: a counter that went down restarted from zero (its replica was
-/// restarted), and a replica seen for the first time started from zero.
-pub fn work_in(e: &Evidence, w: Window) -> BTreeMap<String, u64> {
+/// restarted), and a replica seen for the first time started from zero. Work between two
+/// snapshots counts only when no excluded part falls between them.
+pub fn work_in(e: &Evidence, w: Judged) -> BTreeMap<String, u64> {
     let mut snaps: Vec<&crate::runner::StatsSnapshot> = e.stats.iter().collect();
     snaps.sort_by_key(|s| s.at_ms);
     let mut last: BTreeMap<&str, u64> = BTreeMap::new();
     let mut work: BTreeMap<String, u64> = BTreeMap::new();
+    let mut previous_at = 0;
     for snap in snaps {
-        if snap.at_ms > w.to_ms {
+        if snap.at_ms > w.window.to_ms {
             break;
         }
+        let judged = w.excluded_ms(previous_at, snap.at_ms.max(previous_at + 1)) == 0;
         for (name, stats) in &snap.replicas {
             let now = stats.events_handled;
             let before = last.insert(name, now).unwrap_or(0);
-            if snap.at_ms > w.from_ms {
+            if snap.at_ms > w.window.from_ms && judged {
                 let delta = if now >= before { now - before } else { now };
                 *work.entry(name.clone()).or_default() += delta;
-            } else if snap.at_ms == w.from_ms {
+            } else if snap.at_ms >= w.window.from_ms {
                 work.entry(name.clone()).or_default();
             }
         }
+        previous_at = snap.at_ms;
     }
     work
 }
 
-fn share_metrics(e: &Evidence, w: Window) -> (Option<f64>, Option<f64>) {
+fn share_metrics(e: &Evidence, w: Judged) -> (Option<f64>, Option<f64>) {
     let work = work_in(e, w);
     let total: u64 = work.values().sum();
     let active = work.values().filter(|d| **d > 0).count() as f64;
@@ -127,8 +181,11 @@ fn share_metrics(e: &Evidence, w: Window) -> (Option<f64>, Option<f64>) {
     (Some(min_share), Some(active))
 }
 
-/// The value of `metric` over `w` (`None` when the phase had nothing to measure).
-pub fn measure(e: &Evidence, metric: Metric, w: Window, probe: Option<&str>) -> Option<f64> {
+/// The value of `metric` over the judged part of `w` (`None` when there was nothing to
+/// measure). Rates and shares count only what happened in judged time; `matches` counts the
+/// matches seen in judged time; `first_match_after_s` counts judged seconds only; latencies
+/// leave out rides whose wait overlapped an excluded part.
+pub fn measure(e: &Evidence, metric: Metric, w: Judged, probe: Option<&str>) -> Option<f64> {
     match metric {
         Metric::RideRequestsAccepted => requests_accepted(e, w),
         Metric::LocationUpdatesAccepted => success_rate(e, w, &["location"]),
@@ -136,13 +193,13 @@ pub fn measure(e: &Evidence, metric: Metric, w: Window, probe: Option<&str>) -> 
         Metric::Matches => Some(match_observations(e).values().filter(|(at, _)| w.contains(*at)).count() as f64),
         Metric::FirstMatchAfterS => match_observations(e)
             .values()
-            .filter(|(at, _)| w.contains(*at))
-            .map(|(at, _)| (*at - w.from_ms) as f64 / 1000.0)
+            .filter(|(at, _)| w.window.contains(*at))
+            .map(|(at, _)| (*at - w.window.from_ms - w.excluded_ms(w.window.from_ms, *at)) as f64 / 1000.0)
             .reduce(f64::min),
         Metric::MatchLatencyP95S => {
             let mut latencies: Vec<f64> = match_observations(e)
                 .values()
-                .filter(|(at, _)| w.contains(*at))
+                .filter(|(at, accepted)| w.contains(*at) && w.excluded_ms(*accepted, *at) == 0)
                 .map(|(at, accepted)| at.saturating_sub(*accepted) as f64 / 1000.0)
                 .collect();
             if latencies.is_empty() {

@@ -4,7 +4,7 @@
 //! journal, including the history digest. Wall time belongs in the human summary only.
 
 use crate::check::{self, ExpectationResult, Violation, RULES};
-use crate::metrics::{measure, work_in, Window};
+use crate::metrics::{measure, work_in, Judged, Window};
 use crate::runner::Evidence;
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_scenarios::faults::TimelineStep;
@@ -135,13 +135,16 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
         .iter()
         .map(|p| {
             let w = Window { from_ms: (p.from_s * 1000.0) as u64, to_ms: (p.to_s * 1000.0) as u64 };
-            let metrics = ALL_METRICS.iter().filter_map(|m| measure(evidence, *m, w, None).map(|v| (*m, v))).collect();
+            let metrics = ALL_METRICS
+                .iter()
+                .filter_map(|m| measure(evidence, *m, Judged::whole(w), None).map(|v| (*m, v)))
+                .collect();
             PhaseReport {
                 name: p.name.clone(),
                 from_s: p.from_s,
                 to_s: p.to_s,
                 metrics,
-                work_per_replica: work_in(evidence, w),
+                work_per_replica: work_in(evidence, Judged::whole(w)),
             }
         })
         .collect();
@@ -211,6 +214,10 @@ pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
             let _ = write!(s, " work=[{}]", work.join(" "));
         }
         let _ = writeln!(s);
+    }
+    for x in journal.expectations.iter().filter(|x| x.note.is_some()) {
+        let metric = serde_json::to_value(x.metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let _ = writeln!(s, "  expectation {} {metric}: {}", x.phase, x.note.as_deref().unwrap_or_default());
     }
     if let Some(coverage) = &journal.coverage {
         let taken: Vec<String> = coverage.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p}={n}")).collect();

@@ -3,6 +3,7 @@
 
 use lastmile_harness::check;
 use lastmile_harness::runner::{Evidence, RunConfig};
+use lastmile_scenarios::faults::TimelineStep;
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
 use lastmile_services::notification::{Inbox, Notification};
 use lastmile_services::trip::Export;
@@ -286,4 +287,77 @@ min = 0.99
     assert!(results[1].ok, "the one request was accepted");
     assert_eq!(rules(&v), ["expectation"]);
     assert!(v[0].message.contains("phase all: matches should be >= 2, was 1.000"), "{}", v[0].message);
+}
+
+/// A phase 0..100 s in which ride requests sent from 40 s to 50 s failed.
+fn failed_requests_during_an_outage() -> (lastmile_scenarios::Scenario, Evidence) {
+    let text = r#"
+[scenario]
+name = "t"
+duration_s = 100
+[workload]
+kind = "load"
+[[phase]]
+name = "all"
+from_s = 0
+to_s = 100
+[[expect]]
+phase = "all"
+metric = "ride_requests_accepted"
+min = 0.99
+"#;
+    let scenario = lastmile_scenarios::parse("t.toml", text).unwrap();
+    let mut e = healthy();
+    for (i, at) in (40_000..50_000).step_by(2_000).enumerate() {
+        let id = format!("lost-{i}");
+        e.history.push(op(at, "rider-x", "request_ride", Phase::Invoke, json!({"ride_id": id})));
+        e.history.push(op(at + 100, "rider-x", "request_ride", Phase::Fail, json!({"ride_id": id})));
+    }
+    (scenario, e)
+}
+
+fn kill(at_s: f64, for_s: f64, target: &str, origin: lastmile_scenarios::faults::Origin) -> TimelineStep {
+    TimelineStep {
+        at_s,
+        action: lastmile_scenarios::Action::Kill,
+        target: Some(target.into()),
+        replicas: None,
+        replica: None,
+        peer: None,
+        for_s: Some(for_s),
+        latency_ms: None,
+        loss: None,
+        point: None,
+        origin,
+    }
+}
+
+#[test]
+fn an_expectation_is_judged_on_the_time_random_faults_left_its_services_alone() {
+    use lastmile_scenarios::faults::Origin;
+    let (scenario, mut e) = failed_requests_during_an_outage();
+    let (results, v) = check::expectations(&e, &scenario);
+    assert_eq!(rules(&v), ["expectation"], "without an excuse the failures count");
+    assert_eq!(results[0].judged_share, 1.0);
+
+    // A random kill of trip-service from 38 s for 5 s (+15 s to recover) covers the failures.
+    e.timeline.push(kill(38.0, 5.0, "trip-service", Origin::Random));
+    let (results, v) = check::expectations(&e, &scenario);
+    assert!(v.is_empty(), "{v:?}");
+    assert!((results[0].judged_share - 0.8).abs() < 1e-9, "{}", results[0].judged_share);
+    assert!(results[0].note.as_deref().is_some_and(|n| n.contains("trip-service") && n.contains("20%")));
+
+    // The same kill as the scenario's own step is what the expectation is about: no excuse.
+    e.timeline[0].origin = Origin::Scenario;
+    assert_eq!(rules(&check::expectations(&e, &scenario).1), ["expectation"]);
+
+    // A random fault on a service the metric does not depend on excuses nothing.
+    e.timeline[0] = kill(38.0, 5.0, "notification-service", Origin::Random);
+    assert_eq!(rules(&check::expectations(&e, &scenario).1), ["expectation"]);
+
+    // Random faults over most of the phase: not judged at all, and said so.
+    e.timeline[0] = kill(0.0, 80.0, "trip-service", Origin::Random);
+    let (results, v) = check::expectations(&e, &scenario);
+    assert!(v.is_empty() && results[0].ok && results[0].value.is_none());
+    assert!(results[0].note.as_deref().is_some_and(|n| n.contains("not judged")));
 }

@@ -213,6 +213,20 @@ impl CallError {
     }
 }
 
+/// `id` as one URL path segment: letters, digits and `-_.~` stay, every other byte is
+/// percent-encoded, so an id can never add a path, a query or a fragment to a peer's URL.
+pub fn path_segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Timeouts, retries and the circuit breaker of a [`HttpClient`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallPolicy {
@@ -407,5 +421,18 @@ impl HttpClient {
             self.inner.coverage.hit(crate::coverage::RecoveryPath::CircuitOpened);
             breaker.consecutive_failures = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_segment;
+
+    #[test]
+    fn an_id_stays_one_path_segment() {
+        assert_eq!(path_segment("rider-1_a.b~"), "rider-1_a.b~");
+        assert_eq!(path_segment("pr1?evil"), "pr1%3Fevil");
+        assert_eq!(path_segment("a/../b#x y"), "a%2F..%2Fb%23x%20y");
+        assert_eq!(path_segment("é"), "%C3%A9");
     }
 }

@@ -63,7 +63,7 @@ struct Locations {
 type Shared = Arc<Locations>;
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
-    let directory = Directory::new(ctx.client(ServiceName::User));
+    let directory = Directory::with_shifts(ctx.client(ServiceName::User), ctx.client(ServiceName::Trip));
     let outbox = Outbox::spawn(
         ctx.broker.clone(),
         ctx.config.names.events_exchange(),
@@ -81,7 +81,10 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     });
     let follower = {
         let directory = directory.clone();
-        ctx.spawn_consumer(ServiceName::Location, move |event| std::future::ready(directory.handle(&event)))
+        ctx.spawn_consumer(ServiceName::Location, move |event| {
+            let directory = directory.clone();
+            async move { directory.handle(&event).await }
+        })
     };
     let router = Router::new()
         .route("/drivers/{id}/location", post(update))

@@ -290,10 +290,18 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     let path = ctx.config.data_dir.join("trip-service.journal");
     let store: SharedStore<Trips> = Store::open(&path, ctx).await?;
     ctx.ready_flag().store(true, Ordering::SeqCst);
-    let directory = Directory::new(ctx.client(ServiceName::User));
+    let directory = Directory::open(
+        &ctx.config.data_dir.join("trip-service.directory.journal"),
+        ctx.client(ServiceName::User),
+        ctx.config.faults.clone(),
+    )
+    .await?;
     let follower = {
         let directory = directory.clone();
-        ctx.spawn_consumer(ServiceName::Trip, move |event| std::future::ready(directory.handle(&event)))
+        ctx.spawn_consumer(ServiceName::Trip, move |event| {
+            let directory = directory.clone();
+            async move { directory.handle(&event).await }
+        })
     };
     let expiry = tokio::spawn(expire_rides(store.clone(), ctx.config.ride_ttl, ctx.shutdown.clone()));
     let state = AppState {

@@ -108,6 +108,53 @@ impl SeedRng {
     }
 }
 
+/// A step drawn from the seed at `at_s`, every parameter still empty.
+fn random_step(at_s: f64) -> TimelineStep {
+    TimelineStep {
+        at_s,
+        action: Action::Scale,
+        target: None,
+        replicas: None,
+        replica: None,
+        peer: None,
+        for_s: None,
+        latency_ms: None,
+        loss: None,
+        point: None,
+        origin: Origin::Random,
+    }
+}
+
+/// Windows (seconds, with 5 s margins) in which the scenario keeps some service at 0 replicas:
+/// its durable queue buffers messages then.
+pub fn buffered_windows(scenario: &Scenario) -> Vec<(f64, f64)> {
+    let mut windows = Vec::new();
+    for service in crate::SERVICES {
+        let mut steps: Vec<&crate::Step> = scenario
+            .steps
+            .iter()
+            .filter(|s| s.action == Action::Scale && s.target.as_ref().is_some_and(|t| t.get_ref() == service))
+            .collect();
+        steps.sort_by(|a, b| a.at_s.get_ref().total_cmp(b.at_s.get_ref()));
+        let mut down_since = (scenario.initial_replicas(service) == 0).then_some(0.0);
+        for step in steps {
+            let at = *step.at_s.get_ref();
+            match (step.replicas, down_since) {
+                (Some(0), None) => down_since = Some(at),
+                (Some(n), Some(since)) if n > 0 => {
+                    if at - since > 10.0 {
+                        windows.push((since + 5.0, at - 5.0));
+                    }
+                    down_since = None;
+                }
+                _ => {}
+            }
+        }
+    }
+    windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    windows
+}
+
 /// The scenario's steps, plus the seed's random faults when `random` is on and the scenario
 /// enables them, in time order.
 pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineStep> {
@@ -131,6 +178,30 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
     let rf = &scenario.random_faults;
     if random && rf.enabled && !rf.actions.is_empty() {
         let mut rng = SeedRng::new(seed);
+        // The deployment size, drawn first and set at the start.
+        for (service, [lo, hi]) in &rf.deployment {
+            let replicas = *lo + rng.below((*hi - *lo + 1) as u64) as usize;
+            steps.push(TimelineStep {
+                action: Action::Scale,
+                target: Some(service.clone()),
+                replicas: Some(replicas),
+                ..random_step(0.0)
+            });
+        }
+        // Durability of buffered messages: restart the broker while a consumer is scaled away.
+        let windows = buffered_windows(scenario);
+        if rf.broker_restart_while_buffered
+            && rf.actions.contains(&Action::BrokerRestart)
+            && !windows.is_empty()
+            && rng.below(2) == 0
+        {
+            let (from, to) = windows[rng.below(windows.len() as u64) as usize];
+            steps.push(TimelineStep {
+                action: Action::BrokerRestart,
+                for_s: Some((rng.between(2.0, rf.max_for_s.clamp(2.0, 10.0)) * 10.0).round() / 10.0),
+                ..random_step((rng.between(from, to) * 10.0).round() / 10.0)
+            });
+        }
         let count = rng.below(u64::from(rf.max) + 1);
         let to = rf.to_s.unwrap_or(scenario.duration_s());
         for _ in 0..count {
@@ -200,5 +271,48 @@ targets = ["matching-service"]
             assert!(plan.iter().all(|p| p.at_s <= 100.0));
             assert_eq!(timeline(&s, seed, false).len(), 1, "the switch turns random faults off");
         }
+    }
+
+    const OUTAGE: &str = r#"
+[scenario]
+name = "o"
+duration_s = 200
+[workload]
+kind = "load"
+[[step]]
+at_s = 50
+action = "scale"
+target = "notification-service"
+replicas = 0
+[[step]]
+at_s = 120
+action = "scale"
+target = "notification-service"
+replicas = 1
+[random_faults]
+enabled = true
+max = 0
+actions = ["broker-restart"]
+deployment = { matching-service = [1, 5] }
+"#;
+
+    #[test]
+    fn a_seed_draws_the_deployment_size_and_restarts_the_broker_while_messages_are_buffered() {
+        let s = parse("o.toml", OUTAGE).unwrap();
+        assert_eq!(buffered_windows(&s), vec![(55.0, 115.0)]);
+        let mut sizes = std::collections::BTreeSet::new();
+        let mut buffered_restarts = 0;
+        for seed in 0..40 {
+            let plan = timeline(&s, seed, true);
+            let scale = plan.iter().find(|p| p.origin == Origin::Random && p.action == Action::Scale).unwrap();
+            assert_eq!((scale.at_s, scale.target.as_deref()), (0.0, Some("matching-service")));
+            sizes.insert(scale.replicas.unwrap());
+            for r in plan.iter().filter(|p| p.action == Action::BrokerRestart) {
+                assert!((55.0..=115.0).contains(&r.at_s), "{r}");
+                buffered_restarts += 1;
+            }
+        }
+        assert_eq!(sizes, (1..=5).collect(), "every size from 1 to 5 is drawn");
+        assert!((10..=30).contains(&buffered_restarts), "about half the seeds: {buffered_restarts}");
     }
 }

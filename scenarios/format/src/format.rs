@@ -293,6 +293,18 @@ pub struct RandomFaults {
     /// Longest fault, seconds. Default 20.
     #[serde(default = "default_fault_len")]
     pub max_for_s: f64,
+    /// Replicas a service starts with, drawn per seed from `[lo, hi]`
+    /// (`deployment = { matching-service = [1, 5] }`): races need more than one replica.
+    #[serde(default)]
+    pub deployment: BTreeMap<String, [usize; 2]>,
+    /// With `broker-restart` among the actions, half the seeds restart the broker while some
+    /// service is scaled to 0 by the scenario — while its queue holds messages. Default true.
+    #[serde(default = "default_true")]
+    pub broker_restart_while_buffered: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for RandomFaults {
@@ -305,6 +317,8 @@ impl Default for RandomFaults {
             from_s: 0.0,
             to_s: None,
             max_for_s: default_fault_len(),
+            deployment: BTreeMap::new(),
+            broker_restart_while_buffered: true,
         }
     }
 }

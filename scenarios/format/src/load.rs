@@ -274,6 +274,15 @@ impl Validator<'_> {
                 self.fail(span, "random_faults.actions", format!("{action:?} is not a random fault"));
             }
         }
+        for (service, [lo, hi]) in &rf.deployment {
+            let span = self.span_of("random_faults", None, "deployment");
+            self.service(span.clone(), &format!("random_faults.deployment.{service}"), service);
+            if lo > hi {
+                self.fail(span, format!("random_faults.deployment.{service}"), "needs [lo, hi] with lo <= hi");
+            } else if let Some(why) = crate::replicas_refused(service, *hi) {
+                self.fail(span, format!("random_faults.deployment.{service}"), why);
+            }
+        }
         if rf.enabled && rf.actions.is_empty() {
             let span = self.span_of("random_faults", None, "enabled");
             self.fail(span, "random_faults.actions", "enabled random faults need at least one action");
