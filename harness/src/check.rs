@@ -30,7 +30,7 @@ fn violation(rule: &str, entities: Vec<String>, at_ms: Option<u64>, message: Str
 }
 
 /// The rules every run is judged by, in report order.
-pub const RULES: [&str; 11] = [
+pub const RULES: [&str; 12] = [
     "run_completed",
     "replicas_restored",
     "services_ready_after_heal",
@@ -42,6 +42,7 @@ pub const RULES: [&str; 11] = [
     "no_duplicate_notification",
     "every_servable_ride_matched",
     "notifications_delivered",
+    "no_dead_letter",
 ];
 
 /// Every safety and liveness checker over `e`.
@@ -58,7 +59,28 @@ pub fn all(e: &Evidence) -> Vec<Violation> {
     v.extend(no_duplicate_notification(e));
     v.extend(every_servable_ride_matched(e));
     v.extend(notifications_delivered(e));
+    v.extend(no_dead_letter(e));
     v
+}
+
+/// No message was dead-lettered: no scenario injects poison, so a dead letter is work the
+/// system gave up on (a retry budget spent during an outage, an event it could not decode).
+pub fn no_dead_letter(e: &Evidence) -> Vec<Violation> {
+    let Some(queues) = &e.dead_letters else { return Vec::new() };
+    queues
+        .iter()
+        .filter(|(_, messages)| !messages.is_empty())
+        .map(|(queue, messages)| {
+            let mut entities = vec![queue.clone()];
+            entities.extend(messages.iter().take(10).cloned());
+            violation(
+                "no_dead_letter",
+                entities,
+                Some(e.end_at_ms),
+                format!("{queue} holds {} dead letters, first {}", messages.len(), messages[0]),
+            )
+        })
+        .collect()
 }
 
 /// The run itself worked: services became ready, steps applied, the record was readable, and a

@@ -85,6 +85,9 @@ pub struct Evidence {
     /// How often each recovery path ran (`None`: the target does not collect them).
     #[serde(default)]
     pub coverage: Option<BTreeMap<RecoveryPath, u64>>,
+    /// Every dead-letter queue's messages at the end (`None`: the target cannot look).
+    #[serde(default)]
+    pub dead_letters: Option<BTreeMap<String, Vec<String>>>,
 }
 
 const NEMESIS: &str = "nemesis";
@@ -144,6 +147,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         scripted_violations: Vec::new(),
         run_errors: Vec::new(),
         coverage: None,
+        dead_letters: None,
     };
 
     let ready = {
@@ -393,6 +397,7 @@ pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mu
         Err(e) => evidence.run_errors.push(format!("reading the final state failed: {e}")),
     }
     evidence.coverage = target.coverage();
+    evidence.dead_letters = target.dead_letters().await;
     finish(evidence, &history)
 }
 

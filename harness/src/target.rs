@@ -52,6 +52,12 @@ pub trait Target {
         None
     }
 
+    /// Every message in a dead-letter queue now, by queue, as `message id (routing key)`
+    /// (`None`: this target cannot look).
+    async fn dead_letters(&self) -> Option<BTreeMap<String, Vec<String>>> {
+        None
+    }
+
     /// Carry out one step of the timeline; the answer says what was done.
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, String>;
 

@@ -109,6 +109,7 @@ fn healthy() -> Evidence {
         scripted_violations: vec![],
         run_errors: vec![],
         coverage: None,
+        dead_letters: None,
     }
 }
 
@@ -360,4 +361,18 @@ fn an_expectation_is_judged_on_the_time_random_faults_left_its_services_alone() 
     let (results, v) = check::expectations(&e, &scenario);
     assert!(v.is_empty() && results[0].ok && results[0].value.is_none());
     assert!(results[0].note.as_deref().is_some_and(|n| n.contains("not judged")));
+}
+
+#[test]
+fn a_message_left_in_a_dead_letter_queue_is_work_given_up() {
+    let mut e = healthy();
+    e.dead_letters = Some(BTreeMap::from([("lastmile.matching-service.dead".to_string(), vec![])]));
+    assert!(check::no_dead_letter(&e).is_empty(), "empty dead-letter queues are fine");
+    e.dead_letters = Some(BTreeMap::from([(
+        "lastmile.matching-service.dead".to_string(),
+        vec!["ev-1 (driver.near_station)".to_string()],
+    )]));
+    let v = check::no_dead_letter(&e);
+    assert_eq!(rules(&v), ["no_dead_letter"]);
+    assert!(v[0].message.contains("ev-1 (driver.near_station)"), "{}", v[0].message);
 }

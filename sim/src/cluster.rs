@@ -144,6 +144,10 @@ impl SimCluster {
         let broker_ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
         net.add_dns_record(BROKER_HOST, broker_ip);
         let probe = BrokerProbe::default();
+        let names = Config::default().names;
+        for service in ServiceName::ALL {
+            probe.watch(&names.queue(service.as_str()));
+        }
         let node_probe = probe.clone();
         let broker = handle
             .create_node()

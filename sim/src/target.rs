@@ -108,6 +108,25 @@ impl Target for SimTarget {
             .collect()
     }
 
+    async fn dead_letters(&self) -> Option<BTreeMap<String, Vec<String>>> {
+        let names = self.cluster.config().names.clone();
+        let probe = self.cluster.broker_probe();
+        Some(
+            ServiceName::ALL
+                .into_iter()
+                .map(|s| {
+                    let dead = lastmile_platform::broker::core::dead_letter_queue(&names.queue(s.as_str()));
+                    let messages = probe
+                        .dead_letters(&dead)
+                        .iter()
+                        .map(|m| format!("{} ({})", m.message_id, m.routing_key))
+                        .collect();
+                    (dead, messages)
+                })
+                .collect(),
+        )
+    }
+
     fn coverage(&self) -> Option<BTreeMap<RecoveryPath, u64>> {
         Some(self.cluster.coverage().counts())
     }

@@ -2,13 +2,17 @@
 //! the work is done, reconnect when the connection dies, stop cleanly on shutdown.
 //!
 //! The handler decides what a failure means:
-//! - [`Outcome::Retry`]: a transient failure (a peer is down); the delivery is requeued after a
-//!   short delay and counts against the queue's delivery limit.
+//! - [`Outcome::Retry`]: a transient failure (a peer is down). The worker keeps the delivery
+//!   (unacked) and runs the handler again with exponential backoff for up to `retry_budget`;
+//!   only then does it give up and dead-letter it, with a warning. A requeue would spend the
+//!   queue's delivery limit in a few seconds of a peer's outage and dead-letter work that a
+//!   minute later would have succeeded (the simulation's `no_dead_letter` rule found that).
+//!   If the worker dies meanwhile, the broker redelivers the delivery.
 //! - [`Outcome::Poison`]: the message can never be processed (malformed); it is dead-lettered at
 //!   once. A poison message therefore never crash-loops a service.
 
 use super::{Broker, Message};
-use crate::clock::jitter;
+use crate::clock::{instant_now, jitter};
 use crate::coverage::{Coverage, RecoveryPath};
 use crate::faults::{CrashPoint, Faults};
 use crate::shutdown::Shutdown;
@@ -33,9 +37,13 @@ pub struct WorkerConfig {
     pub queue: String,
     /// Unacked deliveries the broker may push ahead of processing.
     pub prefetch: u16,
-    /// Pause before requeueing a delivery whose processing failed transiently, so a peer outage
-    /// does not become a hot loop.
+    /// First pause before running a delivery whose processing failed transiently again; it
+    /// doubles per attempt, so a peer outage does not become a hot loop.
     pub retry_delay: Duration,
+    /// Longest pause between two attempts.
+    pub retry_delay_max: Duration,
+    /// How long a delivery is retried before it is dead-lettered.
+    pub retry_budget: Duration,
     /// Upper bound of the exponential backoff between reconnect attempts.
     pub reconnect_delay_max: Duration,
     /// The `before-ack` crash point (off unless a simulated fault plan arms it).
@@ -45,12 +53,15 @@ pub struct WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Defaults: prefetch 8, 200 ms retry delay, reconnect backoff up to 2 s, no crash points.
+    /// Defaults: prefetch 8, retries from 200 ms up to 5 s apart for 5 minutes, reconnect
+    /// backoff up to 2 s, no crash points.
     pub fn new(queue: impl Into<String>) -> WorkerConfig {
         WorkerConfig {
             queue: queue.into(),
             prefetch: 8,
             retry_delay: Duration::from_millis(200),
+            retry_delay_max: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(300),
             reconnect_delay_max: Duration::from_secs(2),
             faults: Faults::default(),
             coverage: Coverage::default(),
@@ -99,21 +110,45 @@ where
             if delivery.redelivered {
                 config.coverage.hit(RecoveryPath::Redelivered);
             }
-            let outcome = handler(delivery.message.clone(), delivery.redelivered).await;
+            let (started, mut delay) = (instant_now(), config.retry_delay);
+            let outcome = loop {
+                match handler(delivery.message.clone(), delivery.redelivered).await {
+                    Outcome::Retry(reason) if instant_now().duration_since(started) < config.retry_budget => {
+                        config.coverage.hit(RecoveryPath::ConsumerRetry);
+                        tracing::debug!(queue = %config.queue, id = %delivery.message.message_id, %reason, "retrying after a transient failure");
+                        tokio::select! {
+                            biased;
+                            _ = tokio::time::sleep(delay + jitter(delay)) => {}
+                            _ = shutdown.wait() => {
+                                // Unacked: the broker hands it to the next consumer.
+                                consumer.cancel().await;
+                                return;
+                            }
+                        }
+                        delay = (delay * 2).min(config.retry_delay_max);
+                    }
+                    other => break other,
+                }
+            };
             let result = match outcome {
                 Outcome::Done => {
                     config.faults.crash_point(CrashPoint::BeforeAck).await;
                     delivery.ack().await
                 }
                 Outcome::Retry(reason) => {
-                    config.coverage.hit(RecoveryPath::ConsumerRetry);
-                    tracing::debug!(queue = %config.queue, %reason, "requeueing after a transient failure");
-                    tokio::time::sleep(config.retry_delay + jitter(config.retry_delay)).await;
-                    delivery.nack(true).await
+                    config.coverage.hit(RecoveryPath::DeadLettered);
+                    tracing::warn!(
+                        queue = %config.queue,
+                        id = %delivery.message.message_id,
+                        %reason,
+                        budget_s = config.retry_budget.as_secs(),
+                        "giving up after the retry budget: dead-lettering"
+                    );
+                    delivery.nack(false).await
                 }
                 Outcome::Poison(reason) => {
                     config.coverage.hit(RecoveryPath::DeadLettered);
-                    tracing::warn!(queue = %config.queue, %reason, "dead-lettering a message that cannot be processed");
+                    tracing::warn!(queue = %config.queue, id = %delivery.message.message_id, %reason, "dead-lettering a message that cannot be processed");
                     delivery.nack(false).await
                 }
             };

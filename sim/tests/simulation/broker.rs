@@ -123,7 +123,7 @@ fn lost_consumer_work_is_requeued(seed: u64, partition: bool) {
         for _ in 0..4 {
             tokio::time::timeout(Duration::from_secs(10), held_rx.recv()).await.expect("delivered").expect("delivered");
         }
-        assert_eq!(cluster.broker_probe().depth(&queue), (0, 0), "depth is only tracked for watched queues");
+        assert_eq!(cluster.broker_probe().depth(&queue), (0, 4), "every service queue is watched: four held unacked");
         if partition {
             NetSim::current().clog_node(consumer_node.id());
         } else {
