@@ -51,6 +51,7 @@ fn healthy() -> Evidence {
         rides: vec![ride("r1", RideStatus::Completed { trip_id: "t1".into() })],
         trips: vec![trip("t1", &["r1"], TripStatus::Completed, 2_000, Some(9_000))],
         shifts: BTreeMap::from([("d1".to_string(), shift)]),
+        changes: Vec::new(),
     };
     let told = |user: &str, kind: &str, event: &str| Notification {
         event_id: event.into(),
