@@ -308,7 +308,7 @@ impl<'a> Replay<'a> {
 /// Every committed trip obeys the matching rule in the state it was committed in: replaying
 /// trip-service's change log, each trip's rides were waiting at its station, the driver serves
 /// their destinations and had the seats, and no ride was passed over for a later one
-/// (see `judge_trip`).
+/// (see `judge_trip`). Every trip and ride of the record must be in the log.
 pub fn matching_rule(e: &Evidence) -> Vec<Violation> {
     let Some(export) = &e.export else { return Vec::new() };
     let mut record = Replay::default();
@@ -319,6 +319,17 @@ pub fn matching_rule(e: &Evidence) -> Vec<Violation> {
         }
         record.apply(index, change);
     }
+    // A record the log does not explain would go unjudged: a silent pass is not one.
+    let unlogged_trips = export.trips.iter().map(|t| t.trip_id.as_str()).filter(|t| !record.trips.contains_key(t));
+    let unlogged_rides = export.rides.iter().map(|r| r.ride_id.as_str()).filter(|r| !record.accepted.contains_key(r));
+    out.extend(unlogged_trips.chain(unlogged_rides).map(|id| {
+        violation(
+            "matching_rule",
+            vec![id.to_string()],
+            None,
+            format!("{id} is in trip-service's record but not in its change log, so its commit cannot be judged"),
+        )
+    }));
     out
 }
 
@@ -434,7 +445,7 @@ pub fn expiry(e: &Evidence) -> Vec<Violation> {
                         vec![ride_id.clone(), ride.rider_id.clone()],
                         Some(scenario_ms(e, *at_ms)),
                         format!(
-                            "ride {ride_id} expired {} ms before its deadline (requested at {}, may wait {} ms)",
+                            "ride {ride_id} expired {} ms before its deadline (requested at {} ms, may wait {} ms)",
                             deadline - at_ms,
                             scenario_ms(e, ride.requested_at_ms),
                             deadline - ride.requested_at_ms

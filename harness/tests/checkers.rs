@@ -422,6 +422,16 @@ fn a_trip_smaller_than_the_oracle_s_pick_keeps_the_rule() {
 }
 
 #[test]
+fn a_trip_missing_from_the_change_log_cannot_be_judged_and_breaks_the_matching_rule() {
+    let mut e = healthy();
+    log(&mut e).retain(|c| !matches!(c, Change::TripCommitted { .. }));
+    let v = check::matching_rule(&e);
+    assert_eq!(rules(&v), ["matching_rule"]);
+    assert_eq!(v[0].entities, ["t1"]);
+    assert!(v[0].message.contains("not in its change log"), "{}", v[0].message);
+}
+
+#[test]
 fn a_ride_expiring_before_its_deadline_breaks_expiry() {
     let mut e = healthy();
     let expired = |at: u64| Change::RideExpired { ride_id: "r2".into(), reason: "no driver".into(), at_ms: EPOCH + at };
