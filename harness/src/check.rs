@@ -3,10 +3,12 @@
 
 use crate::metrics::{measure, Judged, Window};
 use crate::runner::Evidence;
+use lastmile_engine::{naive_select, DriverOffer, WaitingRide};
 use lastmile_scenarios::faults::Origin;
 use lastmile_scenarios::Scenario;
 use lastmile_scenarios::{Action, Metric};
-use lastmile_services::domain::{RideStatus, TripStatus};
+use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
+use lastmile_services::trip::Change;
 use lastmile_workload::history::Phase as OpPhase;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -29,14 +31,21 @@ fn violation(rule: &str, entities: Vec<String>, at_ms: Option<u64>, message: Str
     Violation { rule: rule.to_string(), entities, at_ms, message }
 }
 
+/// Scenario time (ms since the workload started) of a reading of trip-service's clock.
+fn scenario_ms(e: &Evidence, epoch_ms: u64) -> u64 {
+    epoch_ms.saturating_sub(e.end_epoch_ms.saturating_sub(e.end_at_ms))
+}
+
 /// The rules every run is judged by, in report order.
-pub const RULES: [&str; 12] = [
+pub const RULES: [&str; 14] = [
     "run_completed",
     "replicas_restored",
     "services_ready_after_heal",
     "workload_did_something",
     "no_double_match",
     "no_over_capacity",
+    "matching_rule",
+    "expiry",
     "trip_states_forward",
     "no_lost_request",
     "no_duplicate_notification",
@@ -54,6 +63,8 @@ pub fn all(e: &Evidence) -> Vec<Violation> {
     v.extend(workload_did_something(e));
     v.extend(no_double_match(e));
     v.extend(no_over_capacity(e));
+    v.extend(matching_rule(e));
+    v.extend(expiry(e));
     v.extend(trip_states_forward(e));
     v.extend(no_lost_request(e));
     v.extend(no_duplicate_notification(e));
@@ -207,11 +218,279 @@ pub fn no_over_capacity(e: &Evidence) -> Vec<Violation> {
                 out.push(violation(
                     "no_over_capacity",
                     vec![driver.to_string(), trip.to_string()],
-                    Some(at.saturating_sub(e.end_epoch_ms.saturating_sub(e.end_at_ms))),
+                    Some(scenario_ms(e, at)),
                     format!("driver {driver} carried {load} riders with {seats} seats once {trip} was committed"),
                 ));
                 break;
             }
+        }
+    }
+    out
+}
+
+/// Where a ride is in the replayed record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RideState<'a> {
+    /// In the queue since the change at this index of the log (its acceptance, or the
+    /// cancellation of the trip it was on).
+    Waiting { since: usize },
+    /// On a live trip.
+    OnTrip(&'a str),
+    /// Its trip completed.
+    Completed,
+    /// It expired.
+    Expired,
+    /// The rider withdrew it.
+    Cancelled,
+}
+
+/// trip-service's record rebuilt from its change log, one change at a time, holding what the
+/// matching rule reads: the queue, the shifts and the seats in use.
+#[derive(Debug, Default)]
+struct Replay<'a> {
+    shifts: BTreeMap<&'a str, &'a Shift>,
+    /// Every ride accepted, with the index of its acceptance in the log.
+    accepted: BTreeMap<&'a str, (&'a Ride, usize)>,
+    /// Where each accepted ride is now.
+    rides: BTreeMap<&'a str, RideState<'a>>,
+    /// Every trip committed, and whether it still holds its seats (scheduled or picked up).
+    trips: BTreeMap<&'a str, (&'a Trip, bool)>,
+    /// Seats taken by each driver's live trips.
+    seats_in_use: BTreeMap<&'a str, u32>,
+}
+
+impl<'a> Replay<'a> {
+    /// Apply the change at `index` of the log, as trip-service does.
+    fn apply(&mut self, index: usize, change: &'a Change) {
+        match change {
+            Change::ShiftSet { driver_id, shift } => {
+                self.shifts.insert(driver_id, shift);
+            }
+            Change::RideAccepted { ride } => {
+                self.accepted.insert(&ride.ride_id, (ride, index));
+                self.rides.insert(&ride.ride_id, RideState::Waiting { since: index });
+            }
+            Change::TripCommitted { trip } => {
+                for ride_id in &trip.ride_ids {
+                    self.rides.insert(ride_id, RideState::OnTrip(&trip.trip_id));
+                }
+                *self.seats_in_use.entry(&trip.driver_id).or_default() += trip.ride_ids.len() as u32;
+                self.trips.insert(&trip.trip_id, (trip, true));
+            }
+            Change::TripMoved { trip_id, status, .. } => {
+                let Some((trip, live)) = self.trips.get_mut(trip_id.as_str()) else { return };
+                if !*live || status.is_active() {
+                    return;
+                }
+                *live = false;
+                let trip: &'a Trip = trip;
+                let used = self.seats_in_use.entry(&trip.driver_id).or_default();
+                *used = used.saturating_sub(trip.ride_ids.len() as u32);
+                // A completed trip's rides are done; a cancelled trip's wait again, in their place.
+                let then = match status {
+                    TripStatus::Completed => RideState::Completed,
+                    _ => RideState::Waiting { since: index },
+                };
+                for ride_id in &trip.ride_ids {
+                    self.rides.insert(ride_id, then);
+                }
+            }
+            Change::RideExpired { ride_id, .. } => {
+                self.rides.insert(ride_id, RideState::Expired);
+            }
+            Change::RideCancelled { ride_id, .. } => {
+                self.rides.insert(ride_id, RideState::Cancelled);
+            }
+        }
+    }
+
+    /// The rides waiting now, as the matching engine holds them.
+    fn waiting(&self) -> Vec<WaitingRide> {
+        self.rides
+            .iter()
+            .filter(|(_, state)| matches!(state, RideState::Waiting { .. }))
+            .filter_map(|(id, _)| self.accepted.get(id))
+            .map(|(r, _)| WaitingRide::new(&r.ride_id, &r.station_id, &r.destination, r.seq))
+            .collect()
+    }
+
+    /// Since which change `ride_id` has been waiting, if it is.
+    fn waiting_since(&self, ride_id: &str) -> Option<usize> {
+        match self.rides.get(ride_id) {
+            Some(RideState::Waiting { since }) => Some(*since),
+            _ => None,
+        }
+    }
+
+    /// A driver's free seats now (none without a shift).
+    fn free_seats(&self, driver_id: &str) -> u32 {
+        let seats = self.shifts.get(driver_id).map_or(0, |s| s.seats);
+        seats.saturating_sub(self.seats_in_use.get(driver_id).copied().unwrap_or(0))
+    }
+}
+
+/// Every committed trip obeys the matching rule in the state it was committed in: replaying
+/// trip-service's change log, each trip's rides were waiting at its station, the driver serves
+/// their destinations and had the seats, and no ride was passed over for a later one
+/// (see `judge_trip`). Every trip and ride of the record must be in the log.
+pub fn matching_rule(e: &Evidence) -> Vec<Violation> {
+    let Some(export) = &e.export else { return Vec::new() };
+    let mut record = Replay::default();
+    let mut out = Vec::new();
+    for (index, change) in export.changes.iter().enumerate() {
+        if let Change::TripCommitted { trip } = change {
+            out.extend(judge_trip(e, &record, trip));
+        }
+        record.apply(index, change);
+    }
+    // A record the log does not explain would go unjudged: a silent pass is not one.
+    let unlogged_trips = export.trips.iter().map(|t| t.trip_id.as_str()).filter(|t| !record.trips.contains_key(t));
+    let unlogged_rides = export.rides.iter().map(|r| r.ride_id.as_str()).filter(|r| !record.accepted.contains_key(r));
+    out.extend(unlogged_trips.chain(unlogged_rides).map(|id| {
+        violation(
+            "matching_rule",
+            vec![id.to_string()],
+            None,
+            format!("{id} is in trip-service's record but not in its change log, so its commit cannot be judged"),
+        )
+    }));
+    out
+}
+
+/// Judge one trip against the rule's reference (the engine's naive oracle over the queue at its
+/// commit). Its pick is not required to be the oracle's: a matcher reads its candidates before
+/// it proposes, and riders who arrive in between legitimately leave a trip smaller than the
+/// oracle's pick. What cannot happen under the rule is a ride passed over for a later one
+/// although it had been waiting since before that one was accepted, for then it was waiting
+/// when the matcher read its candidates too.
+fn judge_trip(e: &Evidence, record: &Replay, trip: &Trip) -> Vec<Violation> {
+    let (t, d, at) = (&trip.trip_id, &trip.driver_id, &trip.station_id);
+    let rule = |rides: &[&str], message: String| {
+        let mut entities: Vec<String> = rides.iter().map(|r| r.to_string()).collect();
+        entities.extend([t.clone(), d.clone()]);
+        violation("matching_rule", entities, Some(scenario_ms(e, trip.created_at_ms)), message)
+    };
+    // Every ride the driver could take here now, in the rule's order. Seats are judged on their
+    // own, so the oracle gets them all: a ride passed over beyond the seats is still passed over.
+    let offer = match record.shifts.get(d.as_str()) {
+        Some(s) => DriverOffer::for_route(d, at, &s.route, &s.destination, u32::MAX),
+        None => DriverOffer { driver_id: d.clone(), station_id: at.clone(), serves: Vec::new(), free_seats: u32::MAX },
+    };
+    let eligible = naive_select(&record.waiting(), &offer);
+    let free = record.free_seats(d);
+    let mut out = Vec::new();
+    // The trip's rides the rule allowed, with the index of their acceptance.
+    let mut allowed: Vec<(&Ride, usize)> = Vec::new();
+    for (i, ride_id) in trip.ride_ids.iter().enumerate() {
+        let accepted = record.accepted.get(ride_id.as_str());
+        let waiting_here = accepted.is_some_and(|(r, _)| r.station_id == *at)
+            && record.waiting_since(ride_id).is_some()
+            && !trip.ride_ids[..i].contains(ride_id);
+        if !waiting_here {
+            let was = match (accepted, record.rides.get(ride_id.as_str())) {
+                _ if trip.ride_ids[..i].contains(ride_id) => "already on this trip".to_string(),
+                (Some((r, _)), Some(RideState::Waiting { .. })) => format!("waiting at {}", r.station_id),
+                (_, Some(RideState::OnTrip(other))) => format!("on trip {other}"),
+                (_, Some(RideState::Completed)) => "completed".to_string(),
+                (_, Some(RideState::Expired)) => "expired".to_string(),
+                (_, Some(RideState::Cancelled)) => "cancelled".to_string(),
+                _ => "never accepted".to_string(),
+            };
+            out.push(rule(&[ride_id], format!("not waiting: trip {t} took ride {ride_id} at {at}, but it was {was}")));
+            continue;
+        }
+        let (ride, accepted_at) = accepted.expect("checked above");
+        if !offer.serves(&ride.destination) {
+            out.push(rule(
+                &[ride_id],
+                format!(
+                    "destination not served: trip {t} took ride {ride_id} to {}, which driver {d} does not serve from {at}",
+                    ride.destination
+                ),
+            ));
+            continue;
+        }
+        allowed.push((ride, *accepted_at));
+    }
+    if trip.ride_ids.len() > free as usize {
+        let seatless: Vec<&str> = trip.ride_ids[free as usize..].iter().map(String::as_str).collect();
+        out.push(rule(
+            &seatless,
+            format!(
+                "over the free seats: trip {t} took {} rides while driver {d} had {free} free seats; no seat for {}",
+                trip.ride_ids.len(),
+                seatless.join(", ")
+            ),
+        ));
+    }
+    let picks: Vec<&str> = eligible.iter().take(free as usize).map(|w| w.ride_id.as_str()).collect();
+    for skipped in eligible.iter().filter(|w| !trip.ride_ids.contains(&w.ride_id)) {
+        let since = record.waiting_since(&skipped.ride_id).expect("the oracle picks waiting rides");
+        let overtaker = allowed
+            .iter()
+            .filter(|(r, accepted_at)| (r.seq, &r.ride_id) > (skipped.seq, &skipped.ride_id) && since < *accepted_at)
+            .max_by_key(|(r, _)| r.seq);
+        if let Some((r, _)) = overtaker {
+            out.push(rule(
+                &[&skipped.ride_id, &r.ride_id],
+                format!(
+                    "first come first served: trip {t} took ride {} (seq {}) at {at} and passed over ride {} \
+                     (seq {}), waiting there since before {} was accepted; the rule picks {picks:?}",
+                    r.ride_id, r.seq, skipped.ride_id, skipped.seq, r.ride_id
+                ),
+            ));
+        }
+    }
+    out
+}
+
+/// No ride expires before its deadline (its own `max_wait`, else the run's ride deadline), and a
+/// ride the load plan marks unservable is never on a trip. trip-service expires a ride once its
+/// clock reads at least `requested_at_ms + wait` — both readings of one clock, in whole ms — so
+/// no slack is allowed.
+pub fn expiry(e: &Evidence) -> Vec<Violation> {
+    let Some(export) = &e.export else { return Vec::new() };
+    let unservable: BTreeSet<&str> =
+        e.plan.iter().flat_map(|p| &p.arrivals).filter(|a| !a.servable).map(|a| a.ride_id.as_str()).collect();
+    let mut accepted: BTreeMap<&str, &Ride> = BTreeMap::new();
+    let mut out = Vec::new();
+    for change in &export.changes {
+        match change {
+            Change::RideAccepted { ride } => {
+                accepted.insert(&ride.ride_id, ride);
+            }
+            // An expiry journaled before its time was recorded (at 0) cannot be judged.
+            Change::RideExpired { ride_id, at_ms, .. } if *at_ms > 0 => {
+                let Some(ride) = accepted.get(ride_id.as_str()) else { continue };
+                let deadline = ride.requested_at_ms + ride.max_wait_ms.unwrap_or(e.ride_ttl_ms);
+                if *at_ms < deadline {
+                    out.push(violation(
+                        "expiry",
+                        vec![ride_id.clone(), ride.rider_id.clone()],
+                        Some(scenario_ms(e, *at_ms)),
+                        format!(
+                            "ride {ride_id} expired {} ms before its deadline (requested at {} ms, may wait {} ms)",
+                            deadline - at_ms,
+                            scenario_ms(e, ride.requested_at_ms),
+                            deadline - ride.requested_at_ms
+                        ),
+                    ));
+                }
+            }
+            Change::TripCommitted { trip } => {
+                for ride_id in trip.ride_ids.iter().filter(|r| unservable.contains(r.as_str())) {
+                    out.push(violation(
+                        "expiry",
+                        vec![ride_id.clone(), trip.trip_id.clone(), trip.driver_id.clone()],
+                        Some(scenario_ms(e, trip.created_at_ms)),
+                        format!(
+                            "ride {ride_id} goes where no driver serves, yet trip {} of driver {} took it",
+                            trip.trip_id, trip.driver_id
+                        ),
+                    ));
+                }
+            }
+            _ => {}
         }
     }
     out

@@ -6,7 +6,7 @@ use lastmile_harness::runner::{Evidence, RunConfig};
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
 use lastmile_services::notification::{Inbox, Notification};
-use lastmile_services::trip::Export;
+use lastmile_services::trip::{Change, Export};
 use lastmile_workload::history::{Op, Phase};
 use lastmile_workload::load::{Arrival, LoadPlan};
 use serde_json::json;
@@ -45,13 +45,24 @@ fn op(at_ms: u64, client: &str, action: &str, phase: Phase, detail: serde_json::
     Op { at_ms, client: client.into(), action: action.into(), phase, detail }
 }
 
+fn moved(trip_id: &str, status: TripStatus, at: u64) -> Change {
+    Change::TripMoved { trip_id: trip_id.into(), status, at_ms: EPOCH + at }
+}
+
 /// A small, healthy run: one ride matched and completed, everyone told.
 fn healthy() -> Evidence {
     let shift = Shift { route: vec!["ST101".into(), "ST104".into()], destination: "ST104".into(), seats: 2 };
     let export = Export {
         rides: vec![ride("r1", RideStatus::Completed { trip_id: "t1".into() })],
         trips: vec![trip("t1", &["r1"], TripStatus::Completed, 2_000, Some(9_000))],
-        shifts: BTreeMap::from([("d1".to_string(), shift)]),
+        shifts: BTreeMap::from([("d1".to_string(), shift.clone())]),
+        changes: vec![
+            Change::ShiftSet { driver_id: "d1".into(), shift },
+            Change::RideAccepted { ride: ride("r1", RideStatus::Waiting) },
+            Change::TripCommitted { trip: trip("t1", &["r1"], TripStatus::Scheduled, 2_000, None) },
+            moved("t1", TripStatus::PickedUp, 4_000),
+            moved("t1", TripStatus::Completed, 9_000),
+        ],
     };
     let told = |user: &str, kind: &str, event: &str| Notification {
         event_id: event.into(),
@@ -375,4 +386,171 @@ fn a_message_left_in_a_dead_letter_queue_is_work_given_up() {
     let v = check::no_dead_letter(&e);
     assert_eq!(rules(&v), ["no_dead_letter"]);
     assert!(v[0].message.contains("ev-1 (driver.near_station)"), "{}", v[0].message);
+}
+
+/// The healthy run's change log, to extend with a history of one's own.
+fn log(e: &mut Evidence) -> &mut Vec<Change> {
+    &mut e.export.as_mut().unwrap().changes
+}
+
+/// A ride accepted at `at` ms, `seq`-th in line at ST101 for ST104.
+fn accepted(id: &str, seq: u64, at: u64) -> Change {
+    Change::RideAccepted { ride: Ride { seq, requested_at_ms: EPOCH + at, ..ride(id, RideStatus::Waiting) } }
+}
+
+fn committed(id: &str, rides: &[&str], at: u64) -> Change {
+    Change::TripCommitted { trip: trip(id, rides, TripStatus::Scheduled, at, None) }
+}
+
+#[test]
+fn a_trip_taking_a_ride_not_waiting_at_its_station_breaks_the_matching_rule() {
+    let mut e = healthy();
+    let mut elsewhere = accepted("r2", 1, 10_000);
+    if let Change::RideAccepted { ride } = &mut elsewhere {
+        ride.station_id = "ST102".into();
+    }
+    log(&mut e).extend([elsewhere, committed("t2", &["r2"], 11_000)]);
+    let v = check::matching_rule(&e);
+    assert_eq!(rules(&v), ["matching_rule"]);
+    assert_eq!(v[0].entities, ["r2", "t2", "d1"]);
+    assert!(v[0].message.starts_with("not waiting:") && v[0].message.contains("waiting at ST102"), "{}", v[0].message);
+    assert_eq!(v[0].at_ms, Some(11_000));
+
+    // A ride already on a live trip is not waiting either: a double match.
+    let mut e = healthy();
+    log(&mut e).extend([accepted("r2", 1, 10_000), committed("t2", &["r2"], 11_000), committed("t3", &["r2"], 12_000)]);
+    let v = check::matching_rule(&e);
+    assert_eq!(v.len(), 1, "{v:#?}");
+    assert!(v[0].message.contains("it was on trip t2"), "{}", v[0].message);
+}
+
+#[test]
+fn a_trip_taking_a_ride_the_driver_does_not_serve_breaks_the_matching_rule() {
+    let mut e = healthy();
+    let mut airport = accepted("r2", 1, 10_000);
+    if let Change::RideAccepted { ride } = &mut airport {
+        ride.destination = "Airport".into();
+    }
+    log(&mut e).extend([airport, committed("t2", &["r2"], 11_000)]);
+    let v = check::matching_rule(&e);
+    assert_eq!(rules(&v), ["matching_rule"]);
+    assert!(
+        v[0].message.starts_with("destination not served:") && v[0].message.contains("Airport"),
+        "{}",
+        v[0].message
+    );
+}
+
+#[test]
+fn a_trip_over_the_driver_s_free_seats_breaks_the_matching_rule() {
+    let mut e = healthy();
+    // d1 has 2 seats; t2 holds one of them when t3 takes two more.
+    log(&mut e).extend([
+        accepted("r2", 1, 10_000),
+        accepted("r3", 2, 10_100),
+        accepted("r4", 3, 10_200),
+        committed("t2", &["r2"], 11_000),
+        committed("t3", &["r3", "r4"], 12_000),
+    ]);
+    let v = check::matching_rule(&e);
+    assert_eq!(rules(&v), ["matching_rule"]);
+    assert_eq!(v[0].entities, ["r4", "t3", "d1"], "the ride beyond the free seat");
+    assert!(
+        v[0].message.starts_with("over the free seats:") && v[0].message.contains("1 free seats"),
+        "{}",
+        v[0].message
+    );
+    // Once t2 completed its seat is free again: no violation.
+    let changes = log(&mut e);
+    let t3 = changes.pop().unwrap();
+    changes.extend([moved("t2", TripStatus::PickedUp, 11_500), moved("t2", TripStatus::Completed, 11_800), t3]);
+    assert!(check::matching_rule(&e).is_empty());
+}
+
+#[test]
+fn a_ride_passed_over_for_a_later_one_breaks_first_come_first_served() {
+    let mut e = healthy();
+    log(&mut e).extend([accepted("r2", 1, 10_000), accepted("r3", 2, 10_100), committed("t2", &["r3"], 11_000)]);
+    let v = check::matching_rule(&e);
+    assert_eq!(rules(&v), ["matching_rule"]);
+    assert_eq!(v[0].entities, ["r2", "r3", "t2", "d1"]);
+    assert!(v[0].message.starts_with("first come first served:"), "{}", v[0].message);
+    assert!(v[0].message.contains(r#"the rule picks ["r2", "r3"]"#), "{}", v[0].message);
+}
+
+#[test]
+fn a_ride_back_in_line_after_the_taken_one_was_accepted_may_be_passed_over() {
+    let mut e = healthy();
+    // r2 goes back to waiting (its trip cancelled) after r3 was accepted: the matcher may have
+    // read its candidates before r2 was back, so a trip of r3 alone keeps the rule.
+    log(&mut e).extend([
+        accepted("r2", 1, 10_000),
+        committed("t2", &["r2"], 10_500),
+        accepted("r3", 2, 10_600),
+        moved("t2", TripStatus::Cancelled, 10_700),
+        committed("t3", &["r3"], 11_000),
+    ]);
+    assert!(check::matching_rule(&e).is_empty(), "{:#?}", check::matching_rule(&e));
+    // Had r2 been back before r3 was accepted, passing it over breaks the rule.
+    let mut e = healthy();
+    log(&mut e).extend([
+        accepted("r2", 1, 10_000),
+        committed("t2", &["r2"], 10_500),
+        moved("t2", TripStatus::Cancelled, 10_550),
+        accepted("r3", 2, 10_600),
+        committed("t3", &["r3"], 11_000),
+    ]);
+    assert_eq!(rules(&check::matching_rule(&e)), ["matching_rule"]);
+}
+
+#[test]
+fn a_trip_smaller_than_the_oracle_s_pick_keeps_the_rule() {
+    let mut e = healthy();
+    // Two seats free and two riders waiting, but r3 arrived after the matcher read r2 alone.
+    log(&mut e).extend([accepted("r2", 1, 10_000), accepted("r3", 2, 10_100), committed("t2", &["r2"], 11_000)]);
+    assert!(check::matching_rule(&e).is_empty(), "{:#?}", check::matching_rule(&e));
+}
+
+#[test]
+fn a_trip_missing_from_the_change_log_cannot_be_judged_and_breaks_the_matching_rule() {
+    let mut e = healthy();
+    log(&mut e).retain(|c| !matches!(c, Change::TripCommitted { .. }));
+    let v = check::matching_rule(&e);
+    assert_eq!(rules(&v), ["matching_rule"]);
+    assert_eq!(v[0].entities, ["t1"]);
+    assert!(v[0].message.contains("not in its change log"), "{}", v[0].message);
+}
+
+#[test]
+fn a_ride_expiring_before_its_deadline_breaks_expiry() {
+    let mut e = healthy();
+    let expired = |at: u64| Change::RideExpired { ride_id: "r2".into(), reason: "no driver".into(), at_ms: EPOCH + at };
+    // r2 asked to wait 30 s from 10 s: its deadline is 40 s.
+    let mut asked = accepted("r2", 1, 10_000);
+    if let Change::RideAccepted { ride } = &mut asked {
+        ride.max_wait_ms = Some(30_000);
+    }
+    log(&mut e).extend([asked, expired(39_999)]);
+    let v = check::expiry(&e);
+    assert_eq!(rules(&v), ["expiry"]);
+    assert_eq!(v[0].entities, ["r2", "rider-r2"]);
+    assert!(v[0].message.contains("1 ms before its deadline"), "{}", v[0].message);
+    log(&mut e).pop();
+    log(&mut e).push(expired(40_000));
+    assert!(check::expiry(&e).is_empty(), "at the deadline exactly is in time");
+
+    // Without a wait of its own a ride has the run's deadline (600 s here).
+    let mut e = healthy();
+    log(&mut e).extend([accepted("r2", 1, 10_000), expired(40_000)]);
+    assert!(check::expiry(&e)[0].message.contains("570000 ms before its deadline"), "{:?}", check::expiry(&e));
+}
+
+#[test]
+fn an_unservable_ride_on_a_trip_breaks_expiry() {
+    let mut e = healthy();
+    e.plan.as_mut().unwrap().arrivals[0].servable = false;
+    let v = check::expiry(&e);
+    assert_eq!(rules(&v), ["expiry"]);
+    assert_eq!(v[0].entities, ["r1", "t1", "d1"]);
+    assert_eq!(v[0].at_ms, Some(2_000));
 }

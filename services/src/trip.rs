@@ -45,10 +45,14 @@ pub struct Trips {
     /// Seats taken by a driver's active trips.
     seats_in_use: BTreeMap<String, u32>,
     next_seq: u64,
+    /// Every change applied, in commit order (replayed from the journal after a restart): the
+    /// ordered record of everything trip-service committed, exported so the checkers can judge
+    /// each committed effect against the state it was committed in.
+    changes: Vec<Change>,
 }
 
 /// One journaled change of the record.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// A driver started or changed its shift.
@@ -66,9 +70,22 @@ pub enum Change {
         at_ms: u64,
     },
     /// A waiting ride ran out of time.
-    RideExpired { ride_id: String, reason: String },
+    RideExpired {
+        ride_id: String,
+        reason: String,
+        /// When the expiry loop found it due (ms since epoch), so its deadline can be checked;
+        /// 0 in journals written before the time was recorded.
+        #[serde(default)]
+        at_ms: u64,
+    },
     /// A waiting ride was withdrawn.
-    RideCancelled { ride_id: String, reason: String },
+    RideCancelled {
+        ride_id: String,
+        reason: String,
+        /// When (ms since epoch); 0 in journals written before the time was recorded.
+        #[serde(default)]
+        at_ms: u64,
+    },
 }
 
 impl Trips {
@@ -121,6 +138,7 @@ impl State for Trips {
     type Change = Change;
 
     fn apply(&mut self, change: &Change) {
+        self.changes.push(change.clone());
         match change {
             Change::ShiftSet { driver_id, shift } => {
                 self.shifts.insert(driver_id.clone(), shift.clone());
@@ -163,10 +181,10 @@ impl State for Trips {
                     }
                 }
             }
-            Change::RideExpired { ride_id, reason } => {
+            Change::RideExpired { ride_id, reason, .. } => {
                 self.set_ride(ride_id, RideStatus::Expired { reason: reason.clone() });
             }
-            Change::RideCancelled { ride_id, reason } => {
+            Change::RideCancelled { ride_id, reason, .. } => {
                 self.set_ride(ride_id, RideStatus::Cancelled { reason: reason.clone() });
             }
         }
@@ -273,6 +291,10 @@ pub struct Export {
     pub trips: Vec<Trip>,
     /// Every driver's shift.
     pub shifts: BTreeMap<String, Shift>,
+    /// Every change trip-service committed, in order: what the rides, trips and shifts above
+    /// went through, so a checker can replay the record and judge each commit in its moment.
+    #[serde(default)]
+    pub changes: Vec<Change>,
 }
 
 #[derive(Clone)]
@@ -461,7 +483,7 @@ async fn cancel_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String
         RideStatus::Waiting => {
             let reason = "cancelled by the rider".to_string();
             store
-                .commit(vec![Change::RideCancelled { ride_id: ride_id.clone(), reason }], vec![])
+                .commit(vec![Change::RideCancelled { ride_id: ride_id.clone(), reason, at_ms: now_ms() }], vec![])
                 .await
                 .map_err(storage)?;
         }
@@ -551,6 +573,7 @@ async fn export(AxState(app): AxState<AppState>) -> Json<Export> {
         rides: state.rides.values().cloned().collect(),
         trips: state.trips.values().cloned().collect(),
         shifts: state.shifts.clone(),
+        changes: state.changes.clone(),
     })
 }
 
@@ -687,7 +710,7 @@ async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: la
                 ride.station_id,
                 wait_ms(&ride, ttl) / 1000
             );
-            changes.push(Change::RideExpired { ride_id: ride.ride_id.clone(), reason: reason.clone() });
+            changes.push(Change::RideExpired { ride_id: ride.ride_id.clone(), reason: reason.clone(), at_ms: now });
             events.push(Event::new(EventBody::RideExpired(Ride { status: RideStatus::Expired { reason }, ..ride })));
         }
         if let Err(e) = store.commit(changes, events).await {
@@ -794,6 +817,42 @@ mod tests {
         let err = check_proposal(&t, &proposal("p2", &["r2", "r3"]), "trip-p2".into()).unwrap_err();
         assert_eq!(err.code, "stale_proposal");
         assert!(err.message.contains("1 free seats"), "{}", err.message);
+    }
+
+    #[test]
+    fn every_applied_change_is_kept_in_commit_order() {
+        let mut t = record();
+        let trip = check_proposal(&t, &proposal("p1", &["r1"]), "trip-p1".into()).unwrap();
+        t.apply(&Change::TripCommitted { trip });
+        t.apply(&Change::RideExpired { ride_id: "r3".into(), reason: "late".into(), at_ms: 7 });
+        let kinds: Vec<&str> = t
+            .changes
+            .iter()
+            .map(|c| match c {
+                Change::ShiftSet { .. } => "shift",
+                Change::RideAccepted { .. } => "accepted",
+                Change::TripCommitted { .. } => "committed",
+                Change::TripMoved { .. } => "moved",
+                Change::RideExpired { .. } => "expired",
+                Change::RideCancelled { .. } => "cancelled",
+            })
+            .collect();
+        assert_eq!(kinds, ["shift", "accepted", "accepted", "accepted", "committed", "expired"]);
+        assert_eq!(
+            t.changes.last(),
+            Some(&Change::RideExpired { ride_id: "r3".into(), reason: "late".into(), at_ms: 7 })
+        );
+    }
+
+    #[test]
+    fn an_expiry_journaled_without_its_time_still_replays() {
+        let old = r#"{"change":"ride_expired","ride_id":"r1","reason":"no driver"}"#;
+        let change: Change = serde_json::from_str(old).expect("a journal from before at_ms replays");
+        assert_eq!(change, Change::RideExpired { ride_id: "r1".into(), reason: "no driver".into(), at_ms: 0 });
+        let mut t = record();
+        t.apply(&change);
+        assert!(matches!(t.rides["r1"].status, RideStatus::Expired { .. }));
+        assert_eq!(t.waiting_count(), 2);
     }
 
     #[test]

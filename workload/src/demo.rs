@@ -131,19 +131,25 @@ pub async fn run(api: &LastMileClient, timeouts: &DemoTimeouts) -> Result<DemoRe
         report.seats_after_first_wave.insert(id.to_string(), view.free_seats);
     }
 
-    // Drive every trip to the end; completing d1's first trip frees its seats for ride-6.
+    // Drive every trip to the end; completing d1's first trip frees its seats for ride-6. Each
+    // wait for a trip not driven yet is bounded, so a rule broken (ride-6 never matched, or put
+    // on a trip already driven) ends the demo with the wait that ran out, not a spin.
     let mut done = BTreeSet::new();
-    loop {
-        let trips = current_trips(api).await?;
-        let open: Vec<Trip> = trips.into_values().filter(|t| !done.contains(&t.trip_id)).collect();
-        if open.is_empty() {
-            if done.len() >= 4 {
-                break;
+    while done.len() < DEMO_TRIPS {
+        let what = format!(
+            "ride-6 matched on a new trip after d1's seats came back ({} of {DEMO_TRIPS} trips driven)",
+            done.len()
+        );
+        let open = wait_until(&what, timeouts.matching, || async {
+            match current_trips(api).await {
+                Ok(trips) => {
+                    let open: Vec<Trip> = trips.into_values().filter(|t| !done.contains(&t.trip_id)).collect();
+                    (!open.is_empty()).then_some(Ok(open))
+                }
+                Err(e) => Some(Err(e)),
             }
-            wait_until("ride-6 matched after seats came back", timeouts.matching, || all_matched(api, &["ride-6"]))
-                .await?;
-            continue;
-        }
+        })
+        .await??;
         for trip in open {
             api.pickup(&trip.driver_id, &trip.trip_id).await.map_err(step("pickup"))?;
             api.complete(&trip.driver_id, &trip.trip_id).await.map_err(step("complete"))?;
@@ -178,14 +184,23 @@ pub async fn run(api: &LastMileClient, timeouts: &DemoTimeouts) -> Result<DemoRe
     Ok(report)
 }
 
+/// The trips the demo drives to the end: d1's two (ride-4 and ride-5, then ride-6), d2's and d3's.
+const DEMO_TRIPS: usize = 4;
+
+/// Some when every ride in `rides` is matched (see [`is_matched`]).
 async fn all_matched(api: &LastMileClient, rides: &[&str]) -> Option<()> {
     for ride_id in rides {
-        match api.ride(ride_id).await.ok()?.status {
-            RideStatus::Waiting => return None,
-            _ => continue,
+        if !is_matched(&api.ride(ride_id).await.ok()?) {
+            return None;
         }
     }
     Some(())
+}
+
+/// Whether a driver took the ride: it is on a trip, or its trip completed. An expired or
+/// cancelled ride left the queue without one, so it never counts as matched.
+fn is_matched(ride: &Ride) -> bool {
+    matches!(ride.status, RideStatus::Matched { .. } | RideStatus::Completed { .. })
 }
 
 async fn current_trips(api: &LastMileClient) -> Result<BTreeMap<String, Trip>, DemoError> {
@@ -292,5 +307,40 @@ impl DemoReport {
     /// Matches committed (trips), to guard against vacuous passes.
     pub fn matches(&self) -> usize {
         self.trips.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ride(status: RideStatus) -> Ride {
+        Ride {
+            ride_id: "ride-6".into(),
+            rider_id: "r6".into(),
+            station_id: "ST101".into(),
+            destination: "Whitefield".into(),
+            seq: 5,
+            requested_at_ms: 0,
+            max_wait_ms: None,
+            status,
+        }
+    }
+
+    #[test]
+    fn an_expired_ride_never_counts_as_matched() {
+        assert!(!is_matched(&ride(RideStatus::Expired { reason: "no driver".into() })));
+    }
+
+    #[test]
+    fn a_cancelled_or_waiting_ride_is_not_matched() {
+        assert!(!is_matched(&ride(RideStatus::Cancelled { reason: "by the rider".into() })));
+        assert!(!is_matched(&ride(RideStatus::Waiting)));
+    }
+
+    #[test]
+    fn a_ride_on_a_trip_or_done_with_it_is_matched() {
+        assert!(is_matched(&ride(RideStatus::Matched { trip_id: "t1".into() })));
+        assert!(is_matched(&ride(RideStatus::Completed { trip_id: "t1".into() })));
     }
 }

@@ -59,6 +59,8 @@ fn the_naive_design_is_caught_under_scale() {
         assert!(!r.journal.passed(), "seed {seed}: the naive design passed: the checkers have no teeth");
         let broken: Vec<&str> = r.journal.violations().iter().map(|v| v.rule.as_str()).collect();
         assert!(broken.iter().any(|rule| caught.contains(rule)), "seed {seed}: caught only by {broken:?}");
+        // Replicas that each match from their own memory pass riders over for later ones.
+        assert!(broken.contains(&"matching_rule"), "seed {seed}: the naive trips kept the matching rule: {broken:?}");
     }
     // The real design passes the same seeds.
     for seed in 1..4 {
