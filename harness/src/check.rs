@@ -37,7 +37,7 @@ fn scenario_ms(e: &Evidence, epoch_ms: u64) -> u64 {
 }
 
 /// The rules every run is judged by, in report order.
-pub const RULES: [&str; 14] = [
+pub const RULES: [&str; 15] = [
     "run_completed",
     "replicas_restored",
     "services_ready_after_heal",
@@ -45,6 +45,7 @@ pub const RULES: [&str; 14] = [
     "no_double_match",
     "no_over_capacity",
     "matching_rule",
+    "prompt_match",
     "expiry",
     "trip_states_forward",
     "no_lost_request",
@@ -64,6 +65,7 @@ pub fn all(e: &Evidence) -> Vec<Violation> {
     v.extend(no_double_match(e));
     v.extend(no_over_capacity(e));
     v.extend(matching_rule(e));
+    v.extend(prompt_match(e));
     v.extend(expiry(e));
     v.extend(trip_states_forward(e));
     v.extend(no_lost_request(e));
@@ -442,6 +444,158 @@ fn judge_trip(e: &Evidence, record: &Replay, trip: &Trip) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// How soon an arrival or a ride request must have its effect (the rides the rule picks stop
+/// waiting) when nothing is disturbed: processing takes milliseconds; this leaves room for a
+/// backlog of a few seconds without letting a lost event pass.
+pub const PROMPT_MATCH_MS: u64 = 10_000;
+
+/// How long a driver must still be at the station after an event for the event to count: a
+/// matcher checks the driver is still near before it proposes.
+const PROMPT_MATCH_MIN_STAY_MS: u64 = 2_000;
+
+/// Times (scenario ms) in which something was disturbed, for any reason — the scenario's own
+/// steps, the seed's random faults, the heal — each with [`RECOVERY_GRACE_MS`] after it. A
+/// scale to 0 disturbs until the next scale up of that service.
+fn unquiet(e: &Evidence) -> Vec<Window> {
+    let mut spans = vec![Window { from_ms: e.heal_at_ms, to_ms: u64::MAX }];
+    for (i, s) in e.timeline.iter().enumerate() {
+        let from_ms = (s.at_s * 1000.0) as u64;
+        let to_ms = match (s.action, s.replicas) {
+            (Action::Scale, Some(0)) => e.timeline[i + 1..]
+                .iter()
+                .find(|n| n.action == Action::Scale && n.target == s.target && n.replicas.is_some_and(|r| r > 0))
+                .map_or(e.heal_at_ms, |n| (n.at_s * 1000.0) as u64),
+            (Action::Scale, _) | (Action::Restart, _) => from_ms,
+            _ => s.for_s.map_or(e.heal_at_ms, |f| from_ms + (f * 1000.0) as u64),
+        };
+        spans.push(Window { from_ms, to_ms: to_ms.saturating_add(RECOVERY_GRACE_MS) });
+    }
+    spans
+}
+
+/// Quiescent liveness: every event that should cause a match has its effect promptly. Each time
+/// a driver reaches a station (its location update said so), and each time a ride is requested
+/// at a station where a driver is, the rides the matching rule picks for that driver then (the
+/// engine's oracle over the queue replayed from the change log, up to its free seats) must stop
+/// waiting within [`PROMPT_MATCH_MS`] — unless the driver left within 2 s, or anything was
+/// disturbed around that time (a fault, a scaling, the heal: see `unquiet`). The workload's
+/// drivers loop their routes and would repair a lost `driver.near_station` or `ride.requested`
+/// on their next pass; this rule does not wait for them. Load workloads only.
+pub fn prompt_match(e: &Evidence) -> Vec<Violation> {
+    let (Some(export), Some(_)) = (&e.export, &e.plan) else { return Vec::new() };
+    let offset = e.end_epoch_ms.saturating_sub(e.end_at_ms);
+    let unquiet = unquiet(e);
+    let quiet = |epoch_ms: u64| {
+        let at = epoch_ms.saturating_sub(offset);
+        let span = Window { from_ms: at.saturating_sub(RECOVERY_GRACE_MS), to_ms: at + PROMPT_MATCH_MS };
+        unquiet.iter().all(|u| u.overlap_ms(&span) == 0)
+    };
+    // When each ride stopped waiting (on a trip, expired, cancelled), from the log.
+    let mut stopped: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for change in &export.changes {
+        match change {
+            Change::TripCommitted { trip } => {
+                for r in &trip.ride_ids {
+                    stopped.entry(r).or_default().push(trip.created_at_ms);
+                }
+            }
+            Change::RideExpired { ride_id, at_ms, .. } | Change::RideCancelled { ride_id, at_ms, .. } => {
+                stopped.entry(ride_id).or_default().push(*at_ms);
+            }
+            _ => {}
+        }
+    }
+    // Each driver's accepted location updates: (when, the station it was near).
+    let mut updates: BTreeMap<&str, Vec<(u64, Option<&str>)>> = BTreeMap::new();
+    for op in e.history.iter().filter(|op| op.action == "location" && op.phase == OpPhase::Ok) {
+        let (Some(at), Some(driver)) = (
+            op.detail.get("updated_at_ms").and_then(Value::as_u64),
+            op.detail.get("driver_id").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        updates.entry(driver).or_default().push((at, op.detail.get("near_station").and_then(Value::as_str)));
+    }
+    // Occasions: (when, driver, station, what happened), each while the driver stays 2 s more.
+    let mut occasions: Vec<(u64, &str, &str, String)> = Vec::new();
+    for (driver, mut list) in updates {
+        list.sort_by_key(|(at, _)| *at);
+        let mut i = 0;
+        while i < list.len() {
+            let (arrived, Some(station)) = list[i] else {
+                i += 1;
+                continue;
+            };
+            let mut j = i + 1;
+            while j < list.len() && list[j].1 == Some(station) {
+                j += 1;
+            }
+            let left = list.get(j).map_or(u64::MAX, |(at, _)| *at);
+            let stays = |at: u64| at.saturating_add(PROMPT_MATCH_MIN_STAY_MS) <= left;
+            if stays(arrived) {
+                occasions.push((arrived, driver, station, format!("{driver} reached {station}")));
+            }
+            for change in &export.changes {
+                if let Change::RideAccepted { ride } = change {
+                    let at = ride.requested_at_ms;
+                    if ride.station_id == station && (arrived..left).contains(&at) && stays(at) {
+                        let why = format!("{} was requested at {station} while {driver} was there", ride.ride_id);
+                        occasions.push((at, driver, station, why));
+                    }
+                }
+            }
+            i = j;
+        }
+    }
+    occasions.sort();
+    let mut record = Replay::default();
+    let mut next = 0;
+    let mut out = Vec::new();
+    let mut blamed = BTreeSet::new();
+    for (at, driver, station, why) in occasions {
+        while next < export.changes.len() && change_at(&export.changes[next]).is_none_or(|t| t <= at) {
+            record.apply(next, &export.changes[next]);
+            next += 1;
+        }
+        if !quiet(at) {
+            continue;
+        }
+        let Some(shift) = record.shifts.get(driver) else { continue };
+        let free = record.free_seats(driver);
+        let offer = DriverOffer::for_route(driver, station, &shift.route, &shift.destination, free);
+        for pick in naive_select(&record.waiting(), &offer) {
+            let ride = pick.ride_id.as_str();
+            let in_time =
+                stopped.get(ride).is_some_and(|ts| ts.iter().any(|t| (at..=at + PROMPT_MATCH_MS).contains(t)));
+            if !in_time && blamed.insert(ride.to_string()) {
+                out.push(violation(
+                    "prompt_match",
+                    vec![ride.to_string(), driver.to_string(), station.to_string()],
+                    Some(at.saturating_sub(offset)),
+                    format!(
+                        "{why} with {free} free seats and nothing disturbed; ride {ride} (→ {}) waited there and was still waiting {} s later: the event had no effect",
+                        pick.destination,
+                        PROMPT_MATCH_MS / 1000
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// When a change was committed (trip-service's clock), where the change says.
+fn change_at(change: &Change) -> Option<u64> {
+    match change {
+        Change::RideAccepted { ride } => Some(ride.requested_at_ms),
+        Change::TripCommitted { trip } => Some(trip.created_at_ms),
+        Change::TripMoved { at_ms, .. } | Change::RideExpired { at_ms, .. } | Change::RideCancelled { at_ms, .. } => {
+            Some(*at_ms)
+        }
+        Change::ShiftSet { .. } => None,
+    }
 }
 
 /// No ride expires before its deadline (its own `max_wait`, else the run's ride deadline), and a

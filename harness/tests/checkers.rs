@@ -554,3 +554,60 @@ fn an_unservable_ride_on_a_trip_breaks_expiry() {
     assert_eq!(v[0].entities, ["r1", "t1", "d1"]);
     assert_eq!(v[0].at_ms, Some(2_000));
 }
+
+/// The healthy run with driver d1 at ST101 from 1.5 s to 8 s (r1 waits there from 1 s), its
+/// trip committed at `commit_ms`, and nothing disturbed until 15 s.
+fn driver_at_the_station(commit_ms: u64) -> Evidence {
+    let mut e = healthy();
+    e.heal_at_ms = 15_000;
+    let at = |ms: u64, station: Option<&str>| {
+        op(
+            ms,
+            "d1",
+            "location",
+            Phase::Ok,
+            json!({"driver_id": "d1", "near_station": station, "updated_at_ms": EPOCH + ms}),
+        )
+    };
+    e.history.extend([at(1_500, Some("ST101")), at(8_000, None)]);
+    let log = log(&mut e);
+    log[2] = Change::TripCommitted { trip: trip("t1", &["r1"], TripStatus::Scheduled, commit_ms, None) };
+    e
+}
+
+#[test]
+fn a_driver_at_a_station_with_seats_while_a_rider_waits_unmatched_breaks_prompt_match() {
+    assert!(check::prompt_match(&driver_at_the_station(2_000)).is_empty(), "matched 0.5 s after the arrival");
+
+    let e = driver_at_the_station(13_000);
+    let v = check::prompt_match(&e);
+    assert_eq!(rules(&v), ["prompt_match"]);
+    assert_eq!(v[0].entities, ["r1", "d1", "ST101"]);
+    assert_eq!(v[0].at_ms, Some(1_500));
+    assert!(v[0].message.contains("d1 reached ST101 with 2 free seats"), "{}", v[0].message);
+
+    // Anything disturbed around it (here a scenario step) and the arrival is not judged.
+    let mut disturbed = driver_at_the_station(13_000);
+    disturbed.timeline.push(kill(0.5, 1.0, "notification-service", lastmile_scenarios::faults::Origin::Scenario));
+    assert!(check::prompt_match(&disturbed).is_empty());
+
+    // A driver that moves on within 2 s is not owed a match.
+    let mut passing = driver_at_the_station(13_000);
+    let left = passing.history.len() - 1;
+    passing.history[left].detail["updated_at_ms"] = json!(EPOCH + 3_000);
+    assert!(check::prompt_match(&passing).is_empty());
+
+    // A ride requested while a driver is there counts too.
+    let mut requested = driver_at_the_station(13_000);
+    requested.history.retain(|op| op.detail["near_station"] != json!("ST101"));
+    requested.history.push(op(
+        500,
+        "d1",
+        "location",
+        Phase::Ok,
+        json!({"driver_id": "d1", "near_station": "ST101", "updated_at_ms": EPOCH + 500}),
+    ));
+    let v = check::prompt_match(&requested);
+    assert_eq!(rules(&v), ["prompt_match"]);
+    assert!(v[0].message.contains("r1 was requested at ST101 while d1 was there"), "{}", v[0].message);
+}
