@@ -38,6 +38,9 @@ pub struct RunConfig {
     pub random_faults: bool,
     /// Run the original matching design (waiting riders in each replica's memory).
     pub naive_matching: bool,
+    /// Turn on the bug planted for the harness's own tests (simulation test builds only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planted_bug: bool,
 }
 
 /// Counters of every matching replica at one moment.

@@ -99,7 +99,7 @@ fn healthy() -> Evidence {
     };
     Evidence {
         scenario: "hand-made".into(),
-        config: RunConfig { seed: 1, random_faults: false, naive_matching: false },
+        config: RunConfig { seed: 1, random_faults: false, naive_matching: false, planted_bug: false },
         timeline: vec![],
         history: vec![
             op(1_000, "rider-r1", "request_ride", Phase::Invoke, json!({"ride_id": "r1"})),

@@ -58,7 +58,13 @@ pub struct Config {
     pub faults: Faults,
     /// Where the service counts the recovery paths it takes (shared by a whole simulated run).
     pub coverage: Coverage,
+    /// Turn on the bug planted for the harness's own tests. Does nothing unless the crate is
+    /// built with the `planted-bugs` feature, which only the simulation's tests enable.
+    pub planted_bug: bool,
 }
+
+/// Whether this build carries the planted bug at all (see `Config::planted_bug`).
+pub const PLANTED_BUG_BUILT: bool = cfg!(feature = "planted-bugs");
 
 /// The five services, and the port each listens on by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -137,6 +143,7 @@ impl Default for Config {
             naive_matching: false,
             faults: Faults::default(),
             coverage: Coverage::default(),
+            planted_bug: false,
         }
     }
 }

@@ -35,4 +35,4 @@ pub mod trip;
 pub mod user;
 
 pub use api::{run, start, Service};
-pub use config::{Config, ServiceName};
+pub use config::{Config, ServiceName, PLANTED_BUG_BUILT};

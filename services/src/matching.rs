@@ -58,6 +58,9 @@ pub struct Matcher {
     counters: Counters,
     /// `Some` only in the original design (demonstrations): this replica's private memory.
     naive: Option<tokio::sync::Mutex<NaiveMemory>>,
+    /// The harness's planted bug is on (test builds only).
+    #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
+    planted_bug: bool,
 }
 
 /// What the original LastMile kept in each matching replica: the waiting riders it happened to
@@ -77,6 +80,7 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         locations: ctx.client(ServiceName::Location),
         counters: Counters::default(),
         naive: ctx.config.naive_matching.then(|| tokio::sync::Mutex::new(NaiveMemory::default())),
+        planted_bug: ctx.config.planted_bug,
     });
     let worker = {
         let m = matcher.clone();
@@ -117,6 +121,11 @@ impl Matcher {
         }
         match &event.body {
             EventBody::DriverNearStation { driver_id, station_id } => {
+                #[cfg(feature = "planted-bugs")]
+                if self.planted_bug && event.event_id.ends_with('0') {
+                    // The planted bug: acked, never processed.
+                    return Outcome::Done;
+                }
                 let position = match self.locations.get::<Position>(&format!("/drivers/{driver_id}/position")).await {
                     Ok(p) => p,
                     Err(e) if e.status() == Some(404) => return Outcome::Done,

@@ -14,7 +14,7 @@ mod imp {
         for name in ["demo", "matching-outage", "scale-under-load"] {
             let file = format!("{}/../scenarios/{name}.toml", env!("CARGO_MANIFEST_DIR"));
             let scenario = lastmile_scenarios::load(std::path::Path::new(&file)).expect("shipped scenarios are valid");
-            let config = RunConfig { seed: 1, random_faults: true, naive_matching: false };
+            let config = RunConfig { seed: 1, random_faults: true, naive_matching: false, planted_bug: false };
             // A run is deterministic: its simulated length is known before measuring.
             let simulated = runs::run(&scenario, &config).journal.end_at_s;
             group.throughput(Throughput::Elements(simulated.round() as u64));

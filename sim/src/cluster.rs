@@ -45,6 +45,8 @@ pub struct ClusterConfig {
     pub ride_ttl: Duration,
     /// Run the original matching design (demonstrations only).
     pub naive_matching: bool,
+    /// Turn on the planted bug (the harness's own tests; needs the `planted-bugs` build).
+    pub planted_bug: bool,
 }
 
 impl Default for ClusterConfig {
@@ -54,6 +56,7 @@ impl Default for ClusterConfig {
             replicas: ServiceName::ALL.into_iter().map(|s| (s, 1)).collect(),
             ride_ttl: Duration::from_secs(30),
             naive_matching: false,
+            planted_bug: false,
         }
     }
 }
@@ -139,6 +142,10 @@ pub struct SimCluster {
 impl SimCluster {
     /// Deploy: broker, services, client node. Call inside a madsim runtime.
     pub fn start(cluster: &ClusterConfig) -> SimCluster {
+        assert!(
+            !cluster.planted_bug || lastmile_services::PLANTED_BUG_BUILT,
+            "the planted bug exists only in the simulation's test build (feature planted-bugs)"
+        );
         let handle = Handle::current();
         let net = NetSim::current();
         let broker_ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
@@ -172,6 +179,7 @@ impl SimCluster {
             data_dir: "data".into(),
             ride_ttl: cluster.ride_ttl,
             naive_matching: cluster.naive_matching,
+            planted_bug: cluster.planted_bug,
             ..Config::default()
         };
         for service in ServiceName::ALL {

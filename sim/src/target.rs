@@ -43,6 +43,7 @@ impl SimTarget {
             replicas: ServiceName::ALL.into_iter().map(|s| (s, scenario.initial_replicas(s.as_str()))).collect(),
             ride_ttl: Duration::from_secs_f64(scenario.workload.ride_ttl_s),
             naive_matching: config.naive_matching || scenario.options.naive_matching,
+            planted_bug: config.planted_bug,
         };
         SimTarget {
             cluster: SimCluster::start(&cluster),

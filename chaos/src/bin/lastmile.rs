@@ -387,6 +387,7 @@ fn config(scenario: &Scenario, run: &RunArgs) -> RunConfig {
         seed: run.seed,
         random_faults: !run.no_random_faults,
         naive_matching: run.naive_matching || scenario.options.naive_matching,
+        planted_bug: false,
     }
 }
 

@@ -172,7 +172,7 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
             latency_ms: s.latency_ms,
             loss: s.loss,
             point: s.point,
-            origin: Origin::Scenario,
+            origin: if s.random { Origin::Random } else { Origin::Scenario },
         })
         .collect();
     let rf = &scenario.random_faults;

@@ -190,6 +190,10 @@ pub struct Step {
     /// `before-confirm-recorded`, `mid-sync`).
     #[serde(default)]
     pub point: Option<CrashPoint>,
+    /// A seed's random fault written out (`--emit-scenario`, `shrink`): judged as one, so the
+    /// file's run is judged exactly as the seed's was.
+    #[serde(default)]
+    pub random: bool,
 }
 
 /// `[[phase]]`: a named window `[from_s, to_s)` of the run.

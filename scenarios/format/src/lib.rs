@@ -13,10 +13,12 @@
 //! - [`format`]: the file format, every field documented.
 //! - [`load`]: parsing and validation with located errors.
 //! - [`faults`]: seeded random fault mixes added on top of a scenario's timeline.
+//! - [`write`]: a scenario written back as a file (explore, shrink, `--emit-scenario`).
 
 pub mod faults;
 pub mod format;
 pub mod load;
+pub mod write;
 
 pub use format::{Action, CrashPoint, Expectation, Metric, Phase, Probe, Scenario, Step, Workload, WorkloadKind};
 pub use load::{load, parse, ScenarioError};

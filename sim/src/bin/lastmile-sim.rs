@@ -5,6 +5,9 @@
 //! cargo sim run scenarios/scale-under-load.toml --seeds 1..50 --jobs 2
 //! cargo sim run scenarios/scale-under-load.toml --seed 3 --naive-matching
 //! cargo sim run scenarios/demo.toml --seed 1 --check-determinism --json journal.json
+//! cargo sim run scenarios/matching-outage.toml --seed 7 --emit-scenario seed7.toml
+//! cargo simr explore --budget 10m --out explored/
+//! cargo sim shrink explored/explore-1-3.toml --seed 1013 --out minimal.toml
 //! ```
 //!
 //! A run prints its seed and every derived fault first, then a summary per phase and a verdict
@@ -32,6 +35,43 @@ enum Command {
         /// The scenario file.
         file: PathBuf,
     },
+    /// Run generated scenarios (proptest strategies over deployments, workloads and timelines)
+    /// until the budget runs out; keep each failing one as a file with its replay command.
+    Explore(ExploreArgs),
+    /// Reduce a failing (scenario, seed) to the smallest scenario file that still fails the
+    /// same rule.
+    Shrink(ShrinkArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ExploreArgs {
+    /// Wall-clock budget: `90s`, `10m`, `1h`.
+    #[arg(long, default_value = "60s")]
+    budget: String,
+    /// Seeds the generator (the same value generates the same scenarios).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulation seeds per generated scenario.
+    #[arg(long, default_value_t = 2)]
+    seeds_per_case: u64,
+    /// Where failing scenarios are written.
+    #[arg(long, default_value = "explored")]
+    out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct ShrinkArgs {
+    /// The failing scenario file.
+    file: PathBuf,
+    /// The seed it fails with.
+    #[arg(long)]
+    seed: u64,
+    /// Simulated runs to spend at most.
+    #[arg(long, default_value_t = 200)]
+    max_runs: usize,
+    /// Where the minimal scenario is written.
+    #[arg(long, default_value = "shrunk.toml")]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +102,23 @@ struct RunArgs {
     /// Print only the journal as JSON (how a sweep runs each seed in a process of its own).
     #[arg(long, hide = true)]
     journal_stdout: bool,
+    /// Write the scenario with this seed's random faults as explicit steps to this file, then
+    /// run as usual.
+    #[arg(long)]
+    emit_scenario: Option<PathBuf>,
+}
+
+/// Parse `90s`, `10m`, `1h` (or plain seconds).
+fn budget(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let n: u64 = number.parse().map_err(|_| format!("--budget {text:?}: expected e.g. 90s, 10m, 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => return Err(format!("--budget {text:?}: the unit is s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn main() -> ExitCode {
@@ -84,6 +141,8 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => imp::run(args),
+        Command::Explore(args) => imp::explore(args),
+        Command::Shrink(args) => imp::shrink(args),
     }
 }
 
@@ -151,6 +210,86 @@ mod imp {
         Instant::now()
     }
 
+    pub fn explore(args: ExploreArgs) -> ExitCode {
+        let budget = match budget(&args.budget) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = std::fs::create_dir_all(&args.out) {
+            eprintln!("cannot create {}: {e}", args.out.display());
+            return ExitCode::from(2);
+        }
+        let config = lastmile_sim::explore::ExploreConfig {
+            seed: args.seed,
+            cases: usize::MAX,
+            seeds_per_case: args.seeds_per_case,
+            stop_at_first: false,
+            planted_bug: false,
+        };
+        let started = wall_now();
+        println!("lastmile-sim explore: generator seed {}, budget {:?}", args.seed, budget);
+        let out = args.out.clone();
+        let found = lastmile_sim::explore::explore(
+            &config,
+            |case, scenario, failure| match failure {
+                None => eprintln!("[{case:>4}] {}: pass", scenario.scenario.name),
+                Some(f) => {
+                    let path = out.join(format!("{}.toml", scenario.scenario.name));
+                    let _ = std::fs::write(&path, &f.toml);
+                    println!("[{case:>4}] {}: FAIL seed {} ({})", scenario.scenario.name, f.seed, f.rules.join(", "));
+                    println!("    kept: {}", path.display());
+                    println!("    replay: {}", replay_command(&path.display().to_string(), f.seed, true, false));
+                    println!("    shrink: cargo sim shrink {} --seed {}", path.display(), f.seed);
+                }
+            },
+            || started.elapsed() < budget,
+        );
+        println!("summary: {} failing scenarios kept in {}", found.len(), args.out.display());
+        if found.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+
+    pub fn shrink(args: ShrinkArgs) -> ExitCode {
+        let scenario = match lastmile_scenarios::load(&args.file) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        };
+        let config =
+            lastmile_sim::shrink::ShrinkConfig { seed: args.seed, max_runs: args.max_runs, planted_bug: false };
+        match lastmile_sim::shrink::shrink(&scenario, &config, |line| eprintln!("  {line}")) {
+            Ok(shrunk) => {
+                if let Err(e) = std::fs::write(&args.out, &shrunk.toml) {
+                    eprintln!("cannot write {}: {e}", args.out.display());
+                    return ExitCode::from(2);
+                }
+                println!(
+                    "shrunk {} ({} steps with its random faults written out) to {} steps in {} runs; still breaks {}",
+                    args.file.display(),
+                    shrunk.steps_before,
+                    shrunk.steps_after,
+                    shrunk.runs,
+                    shrunk.rule
+                );
+                println!("written: {}", args.out.display());
+                println!("replay: {}", replay_command(&args.out.display().to_string(), args.seed, false, false));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
     pub fn run(args: RunArgs) -> ExitCode {
         let scenario = match lastmile_scenarios::load(&args.file) {
             Ok(s) => s,
@@ -159,6 +298,14 @@ mod imp {
                 return ExitCode::from(2);
             }
         };
+        if let Some(path) = &args.emit_scenario {
+            let text = lastmile_scenarios::write::with_faults_explicit(&scenario, args.seed);
+            if let Err(e) = std::fs::write(path, text) {
+                eprintln!("cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            println!("scenario with seed {}'s random faults as steps: {}", args.seed, path.display());
+        }
         let file = args.file.display().to_string();
         match &args.seeds {
             Some(range) => match seed_range(range) {
@@ -173,7 +320,12 @@ mod imp {
     }
 
     fn config(args: &RunArgs, seed: u64) -> RunConfig {
-        RunConfig { seed, random_faults: !args.no_random_faults, naive_matching: args.naive_matching }
+        RunConfig {
+            seed,
+            random_faults: !args.no_random_faults,
+            naive_matching: args.naive_matching,
+            planted_bug: false,
+        }
     }
 
     fn single(scenario: &Scenario, file: &str, args: &RunArgs) -> ExitCode {
@@ -362,6 +514,21 @@ mod imp {
 #[cfg(not(madsim))]
 mod imp {
     use super::*;
+
+    pub fn explore(args: ExploreArgs) -> ExitCode {
+        let _ = (args, budget);
+        run_elsewhere()
+    }
+
+    pub fn shrink(args: ShrinkArgs) -> ExitCode {
+        let _ = args;
+        run_elsewhere()
+    }
+
+    fn run_elsewhere() -> ExitCode {
+        eprintln!("lastmile-sim runs scenarios only in the simulation build: use `cargo sim ...` (see README.md)");
+        ExitCode::from(2)
+    }
 
     pub fn run(args: RunArgs) -> ExitCode {
         let _ = (args, seed_range);

@@ -16,7 +16,7 @@ pub fn scenario(name: &str) -> (Scenario, String) {
 pub fn run(name: &str, seed: u64, random_faults: bool, naive_matching: bool) -> ScenarioRun {
     let (scenario, _) = scenario(name);
     println!("scenario {name} seed {seed} random_faults {random_faults} naive_matching {naive_matching}");
-    runs::run(&scenario, &RunConfig { seed, random_faults, naive_matching })
+    runs::run(&scenario, &RunConfig { seed, random_faults, naive_matching, planted_bug: false })
 }
 
 /// Fail with every violation and the replay command unless the run passed.

@@ -39,7 +39,8 @@ fn crashed_and_recovered(service: &str, point: &str) -> ScenarioRun {
     let scenario = crash_scenario(service, point);
     let seed = 5;
     println!("crash point {point} of {service}, seed {seed}");
-    let run = runs::run(&scenario, &RunConfig { seed, random_faults: false, naive_matching: false });
+    let run =
+        runs::run(&scenario, &RunConfig { seed, random_faults: false, naive_matching: false, planted_bug: false });
     assert!(
         run.journal.passed(),
         "the system did not absorb the crash:\n{}",

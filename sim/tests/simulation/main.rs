@@ -13,6 +13,8 @@ mod common;
 mod crash;
 #[cfg(madsim)]
 mod demo;
+#[cfg(madsim)]
+mod explore;
 
 /// In the normal build flavour there is nothing to simulate: fail instead of passing vacuously.
 #[cfg(not(madsim))]
