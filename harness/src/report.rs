@@ -240,3 +240,95 @@ pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
     }
     s
 }
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+}
+
+/// JUnit XML for CI systems: one test suite per run, one test case per rule (and per
+/// expectation), a failure for each broken one with its violations and the replay command.
+pub fn junit(runs: &[(&Journal, String)]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"lastmile-sim\">\n");
+    for (journal, replay) in runs {
+        let failures = journal.checks.iter().filter(|c| !c.ok).count();
+        let _ = writeln!(
+            s,
+            "  <testsuite name=\"{} seed {}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.1}\">",
+            xml(&journal.scenario),
+            journal.seed,
+            journal.checks.len(),
+            journal.end_at_s
+        );
+        for c in &journal.checks {
+            let _ = write!(
+                s,
+                "    <testcase classname=\"{}.seed{}\" name=\"{}\"",
+                xml(&journal.scenario),
+                journal.seed,
+                c.rule
+            );
+            if c.ok {
+                s.push_str("/>\n");
+                continue;
+            }
+            let first = c.violations.first().map(|v| v.message.as_str()).unwrap_or_default();
+            let _ = writeln!(s, ">\n      <failure message=\"{}\">", xml(first));
+            for v in &c.violations {
+                let _ = writeln!(s, "{}", xml(&v.message));
+            }
+            let _ = writeln!(s, "replay: {}\n      </failure>\n    </testcase>", xml(replay));
+        }
+        s.push_str("  </testsuite>\n");
+    }
+    s.push_str("</testsuites>\n");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal(ok: bool) -> Journal {
+        let violation = Violation {
+            rule: "no_double_match".into(),
+            entities: vec!["r1".into()],
+            at_ms: None,
+            message: "ride r1 is on 2 trips: <t1> & \"t2\"".into(),
+        };
+        Journal {
+            scenario: "s".into(),
+            seed: 4,
+            random_faults: true,
+            naive_matching: false,
+            timeline: vec![],
+            heal_at_s: 1.0,
+            end_at_s: 2.0,
+            phases: vec![],
+            expectations: vec![],
+            checks: vec![
+                CheckResult { rule: "run_completed".into(), ok: true, violations: vec![] },
+                CheckResult {
+                    rule: "no_double_match".into(),
+                    ok,
+                    violations: if ok { vec![] } else { vec![violation] },
+                },
+            ],
+            totals: Totals::default(),
+            coverage: None,
+            history_digest: String::new(),
+            verdict: if ok { "pass" } else { "fail" }.into(),
+        }
+    }
+
+    #[test]
+    fn junit_has_a_case_per_rule_and_a_failure_per_broken_one_escaped() {
+        let (bad, good) = (journal(false), journal(true));
+        let xml = junit(&[(&bad, "cargo sim run s.toml --seed 4".into()), (&good, String::new())]);
+        assert_eq!(xml.matches("<testcase ").count(), 4);
+        assert_eq!(xml.matches("<failure ").count(), 1);
+        assert!(xml.contains("tests=\"2\" failures=\"1\""));
+        assert!(xml.contains("&lt;t1&gt; &amp; &quot;t2&quot;"), "{xml}");
+        assert!(xml.contains("replay: cargo sim run s.toml --seed 4"));
+        assert!(!xml.contains("<t1>"));
+    }
+}

@@ -96,6 +96,9 @@ struct RunArgs {
     /// Write the JSON journal of the run (of the first failing seed in a sweep) to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write JUnit XML (a test case per rule per seed) to this file, for CI systems.
+    #[arg(long)]
+    junit: Option<PathBuf>,
     /// Run the seed twice and report the first point where the histories diverge.
     #[arg(long)]
     check_determinism: bool,
@@ -373,6 +376,13 @@ mod imp {
         };
         let wall = started.elapsed() / if args.check_determinism { 2 } else { 1 };
         print!("{}", human(&run.journal, Some(wall)));
+        if let Some(path) = &args.junit {
+            let replay = replay_command(file, cfg.seed, cfg.random_faults, cfg.naive_matching);
+            if let Err(e) = std::fs::write(path, lastmile_harness::report::junit(&[(&run.journal, replay)])) {
+                eprintln!("cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        }
         if let Some(path) = &args.json {
             let json = serde_json::to_string_pretty(&run.journal).expect("journals serialize");
             if let Err(e) = std::fs::write(path, json + "\n") {
@@ -445,6 +455,7 @@ mod imp {
         let mut times: Vec<(Duration, u64)> = Vec::new();
         let mut done = 0;
         let mut first_failure = None;
+        let mut journals = Vec::new();
         // Seeds in which each recovery path ran at least once.
         let mut reached: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
         for (seed, run, wall) in rx {
@@ -465,8 +476,11 @@ mod imp {
                         let first = journal.violations().first().map(|v| v.message.clone()).unwrap_or_default();
                         failed.push((seed, first));
                         if first_failure.is_none() {
-                            first_failure = Some(journal);
+                            first_failure = Some(journal.clone());
                         }
+                    }
+                    if args.junit.is_some() {
+                        journals.push(journal);
                     }
                 }
                 Err(crash) => {
@@ -498,6 +512,16 @@ mod imp {
         println!("  recovery paths reached: {}", if taken.is_empty() { "none".into() } else { taken.join(", ") });
         if !never.is_empty() {
             println!("  recovery paths NEVER reached in this sweep: {}", never.join(", "));
+        }
+        if let Some(path) = &args.junit {
+            journals.sort_by_key(|j| j.seed);
+            let runs: Vec<_> = journals
+                .iter()
+                .map(|j| (j, replay_command(file, j.seed, !args.no_random_faults, args.naive_matching)))
+                .collect();
+            if let Err(e) = std::fs::write(path, lastmile_harness::report::junit(&runs)) {
+                eprintln!("cannot write {}: {e}", path.display());
+            }
         }
         if let (Some(path), Some(journal)) = (&args.json, first_failure) {
             let json = serde_json::to_string_pretty(&journal).expect("journals serialize");
