@@ -10,9 +10,13 @@
 //! - [`runner`]: runs a scenario on a target: workload, probes, timeline, heal, settle, evidence.
 //! - [`metrics`]: per-phase numbers computed from the history.
 //! - [`check`]: the safety and liveness checkers and the scenario's expectations.
-//! - [`report`]: the verdict as a JSON journal (no wall-clock values) and a human summary.
+//! - [`report`]: the verdict as a JSON journal (no wall-clock values), a human summary and
+//!   JUnit XML.
+//! - [`html`]: a run as one self-contained HTML page: timeline, faults, per-service success,
+//!   matches, violations where they happened, work per replica, recovery paths.
 
 pub mod check;
+pub mod html;
 pub mod metrics;
 pub mod report;
 pub mod runner;

@@ -611,3 +611,30 @@ fn a_driver_at_a_station_with_seats_while_a_rider_waits_unmatched_breaks_prompt_
     assert_eq!(rules(&v), ["prompt_match"]);
     assert!(v[0].message.contains("r1 was requested at ST101 while d1 was there"), "{}", v[0].message);
 }
+
+#[test]
+fn the_html_report_marks_every_step_and_violation_and_escapes_what_it_shows() {
+    use lastmile_scenarios::faults::Origin;
+    let scenario = lastmile_scenarios::parse(
+        "t.toml",
+        "[scenario]\nname = \"t<&>\"\nduration_s = 20\n[workload]\nkind = \"load\"\n[[phase]]\nname = \"all\"\nfrom_s = 0\nto_s = 20\n",
+    )
+    .unwrap();
+    let mut e = driver_at_the_station(13_000);
+    e.scenario = "t<&>".into();
+    e.timeline =
+        vec![kill(12.0, 3.0, "trip-service", Origin::Random), kill(14.0, 1.0, "matching-service", Origin::Scenario)];
+    let journal = lastmile_harness::report::judge(&scenario, &e);
+    assert!(!journal.passed(), "prompt_match is broken in this evidence");
+    let page = lastmile_harness::html::render(&e, &journal);
+    assert!(page.starts_with("<!doctype html>") && page.contains("<svg") && page.trim_end().ends_with("</html>"));
+    assert_eq!(page.matches("class=\"fault random\"").count(), 1);
+    assert_eq!(page.matches("class=\"fault scripted\"").count(), 1);
+    assert_eq!(page.matches("class=\"violation\"").count(), journal.violations().len());
+    assert!(page.contains("t&lt;&amp;&gt;") && !page.contains("t<&>"), "names are escaped");
+    assert!(page.contains("prompt_match"));
+    assert!(
+        !page.contains("http://") || page.matches("http://").count() == 1,
+        "nothing fetched: only the SVG namespace"
+    );
+}

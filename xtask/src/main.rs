@@ -8,6 +8,9 @@
 //!   the real RabbitMQ, at half their simulated length, judged by the simulation's checkers;
 //!   then `lastmile resilience matching-service` and `lastmile demo simulation`, so the scripts'
 //!   jobs run too.
+//! - `cargo xtask report`: a failing simulated run (the naive design under scale) written as an
+//!   HTML report and rendered by headless Chromium (Debian's `chromium`) to a PNG; fails when
+//!   Chromium is missing or draws nothing. Part of `cargo xtask test`.
 //! - `cargo xtask lint`: `cargo fmt --check` and clippy with `-D warnings` in both flavours.
 //! - `cargo xtask rabbitmq`: only make sure RabbitMQ answers.
 
@@ -24,7 +27,11 @@ const RABBITMQ_START_TIMEOUT: Duration = Duration::from_secs(120);
 fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
-        "test" => ensure_rabbitmq().and_then(|()| run_all(&[&["test"], &["simtest"]])).and_then(|()| chaos()),
+        "test" => ensure_rabbitmq()
+            .and_then(|()| run_all(&[&["test"], &["simtest"]]))
+            .and_then(|()| report())
+            .and_then(|()| chaos()),
+        "report" => report(),
         "chaos" => ensure_rabbitmq().and_then(|()| chaos()),
         "lint" => run_all(&[
             &["fmt", "--all", "--", "--check"],
@@ -32,7 +39,7 @@ fn main() -> ExitCode {
             &["simclippy", "--", "-D", "warnings"],
         ]),
         "rabbitmq" => ensure_rabbitmq(),
-        _ => Err("usage: cargo xtask <test|chaos|lint|rabbitmq>".to_string()),
+        _ => Err("usage: cargo xtask <test|chaos|report|lint|rabbitmq>".to_string()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -57,6 +64,61 @@ fn chaos() -> Result<(), String> {
         &["lastmile", "resilience", "matching-service", "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE],
         &["lastmile", "demo", "simulation", "--target", "local"],
     ])
+}
+
+/// Where `cargo xtask report` writes the page and its screenshot.
+const REPORT_DIR: &str = "target/report";
+
+/// Render a failing run's HTML report in headless Chromium and check it drew a page.
+fn report() -> Result<(), String> {
+    std::fs::create_dir_all(REPORT_DIR).map_err(|e| format!("{REPORT_DIR}: {e}"))?;
+    let html = format!("{REPORT_DIR}/naive-scale-under-load.html");
+    let png = format!("{REPORT_DIR}/naive-scale-under-load.png");
+    let _ = std::fs::remove_file(&html);
+    let _ = std::fs::remove_file(&png);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    // The naive design fails (exit status 1): the report of a failing run is the one to see.
+    let args = ["sim", "run", "scenarios/scale-under-load.toml", "--seed", "2", "--naive-matching", "--html", &html];
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let status = Command::new(&cargo).args(args).status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        return Err("the naive design passed scale-under-load seed 2: the checkers have no teeth".into());
+    }
+    let page = std::fs::read_to_string(&html).map_err(|e| format!("no report at {html}: {e}"))?;
+    if !page.contains("class=\"violation\"") {
+        return Err(format!("{html} marks no violation"));
+    }
+    let file = std::fs::canonicalize(&html).map_err(|e| format!("{html}: {e}"))?;
+    let profile = std::env::temp_dir().join(format!("lastmile-chromium-{}", std::process::id()));
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1360,1400",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={png}"))
+        .arg(format!("file://{}", file.display()))
+        .output()
+        .map_err(|e| format!("cannot run chromium ({e}); install it (Debian: `apt-get install chromium`)"))?;
+    let _ = std::fs::remove_dir_all(&profile);
+    let size = std::fs::metadata(&png).map(|m| m.len()).unwrap_or(0);
+    // A blank page compresses to a few KB; the report with its timeline and tables does not.
+    if !output.status.success() || size < 30_000 {
+        return Err(format!(
+            "chromium drew {png} ({size} bytes, {}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).lines().last().unwrap_or_default()
+        ));
+    }
+    eprintln!("xtask: report rendered: {html} -> {png} ({size} bytes)");
+    Ok(())
 }
 
 fn run_all(commands: &[&[&str]]) -> Result<(), String> {

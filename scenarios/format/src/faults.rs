@@ -44,6 +44,18 @@ pub struct TimelineStep {
     pub origin: Origin,
 }
 
+impl TimelineStep {
+    /// The action as scenario files name it, with its target (`kill trip-service`).
+    pub fn action_name(&self) -> String {
+        let action = serde_json::to_value(self.action).ok().and_then(|v| v.as_str().map(String::from));
+        let action = action.unwrap_or_default();
+        match &self.target {
+            Some(t) => format!("{action} {t}"),
+            None => action,
+        }
+    }
+}
+
 impl std::fmt::Display for TimelineStep {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let action = serde_json::to_value(self.action).expect("serializes");

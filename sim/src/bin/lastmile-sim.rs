@@ -96,6 +96,9 @@ struct RunArgs {
     /// Write the JSON journal of the run (of the first failing seed in a sweep) to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write the run as a self-contained HTML page (timeline, faults, violations) to this file.
+    #[arg(long)]
+    html: Option<PathBuf>,
     /// Write JUnit XML (a test case per rule per seed) to this file, for CI systems.
     #[arg(long)]
     junit: Option<PathBuf>,
@@ -376,6 +379,13 @@ mod imp {
         };
         let wall = started.elapsed() / if args.check_determinism { 2 } else { 1 };
         print!("{}", human(&run.journal, Some(wall)));
+        if let Some(path) = &args.html {
+            if let Err(e) = std::fs::write(path, lastmile_harness::html::render(&run.evidence, &run.journal)) {
+                eprintln!("cannot write {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+            println!("report written to {}", path.display());
+        }
         if let Some(path) = &args.junit {
             let replay = replay_command(file, cfg.seed, cfg.random_faults, cfg.naive_matching);
             if let Err(e) = std::fs::write(path, lastmile_harness::report::junit(&[(&run.journal, replay)])) {
