@@ -6,6 +6,9 @@
 //! then let the system settle until every servable ride is matched or `settle_s` runs out;
 //! finally read the record, every inbox and the per-replica counters.
 //!
+//! The stages are methods of one run (`prepare`, `steady`, `heal`, `settle`, `collect`); the
+//! kinds of workload (the load, the scripted demos) sit behind [`WorkloadRun`].
+//!
 //! All times in the evidence are milliseconds since the workload started (`t0`).
 
 use crate::target::Target;
@@ -125,283 +128,414 @@ enum Due {
     Snapshot,
 }
 
-/// Run `scenario` on `target`.
-pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mut T) -> Evidence {
-    let steps = timeline(scenario, config.seed, config.random_faults);
-    let history = History::new();
-    let w = &scenario.workload;
-    let api = LastMileClient::new(&target.endpoints(), CallPolicy::default(), history.clone())
-        .with_ride_wait(Duration::from_secs_f64(w.ride_ttl_s));
-    let network = Arc::new(Network::default_network());
-    let mut evidence = Evidence {
-        scenario: scenario.scenario.name.clone(),
-        config: config.clone(),
-        timeline: steps.clone(),
-        history: Vec::new(),
-        t0_ms: 0,
-        heal_at_ms: 0,
-        end_at_ms: 0,
-        end_epoch_ms: 0,
-        ride_ttl_ms: ms(w.ride_ttl_s),
-        plan: None,
-        export: None,
-        inboxes: BTreeMap::new(),
-        stats: Vec::new(),
-        scripted_violations: Vec::new(),
-        run_errors: Vec::new(),
-        coverage: None,
-        dead_letters: None,
-    };
+/// What the runner needs from a kind of workload: start it once every service is ready, and
+/// say when the liveness phase may end early.
+#[allow(async_fn_in_trait)] // used through generics only
+pub trait WorkloadRun {
+    /// Prepare (register users, ...) and start the workload on the target's client node; the
+    /// task answers the workload's own broken expectations. `Err`: it could not start.
+    async fn start<T: Target>(
+        &mut self,
+        target: &T,
+        api: &LastMileClient,
+        stage: watch::Receiver<Stage>,
+        evidence: &mut Evidence,
+    ) -> Result<tokio::task::JoinHandle<Vec<String>>, String>;
 
-    let ready = {
-        let api = api.clone();
-        target.spawn_client(async move {
-            wait_until("every service ready", Duration::from_secs(120), || async {
-                api.all_ready().await.then_some(())
-            })
-            .await
-        })
-    };
-    let not_ready = match ready.await {
-        Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.to_string()),
-        Err(e) => Some(format!("the readiness check failed: {e}")),
-    };
-    if let Some(e) = not_ready {
-        evidence.run_errors.push(e);
-        return finish(evidence, &history);
+    /// Whether the system has converged, so the liveness phase can end (`finished`: the
+    /// workload task has returned).
+    async fn converged<T: Target>(&self, target: &T, api: &LastMileClient, finished: bool) -> bool;
+}
+
+/// Drivers looping routes and riders arriving at a rate, from a seeded plan.
+struct LoadRun {
+    spec: LoadSpec,
+    network: Arc<Network>,
+    seed: u64,
+    plan: Option<Arc<LoadPlan>>,
+}
+
+impl WorkloadRun for LoadRun {
+    async fn start<T: Target>(
+        &mut self,
+        target: &T,
+        api: &LastMileClient,
+        stage: watch::Receiver<Stage>,
+        evidence: &mut Evidence,
+    ) -> Result<tokio::task::JoinHandle<Vec<String>>, String> {
+        let plan = Arc::new(load::plan(&self.spec, &self.network, self.seed));
+        evidence.plan = Some((*plan).clone());
+        self.plan = Some(plan.clone());
+        let registered = {
+            let (api, plan, seats) = (api.clone(), plan.clone(), self.spec.seats);
+            target.spawn_client(async move { load::register(&api, &plan, seats).await })
+        };
+        if let Ok(Err(e)) = registered.await {
+            return Err(format!("registration failed: {e}"));
+        }
+        let (api, net, spec) = (api.clone(), self.network.clone(), self.spec.clone());
+        Ok(target.spawn_client(async move {
+            load::run(api, plan, spec, net, stage).await;
+            Vec::new()
+        }))
     }
 
-    let spec = LoadSpec {
-        drivers: w.drivers,
-        seats: w.seats,
-        riders_per_minute: w.riders_per_minute,
-        unserved_share: w.unserved_share,
-        dwell: Duration::from_secs_f64(w.dwell_s),
-        travel: Duration::from_secs_f64(w.travel_s),
-        poll: Duration::from_secs_f64(w.poll_s),
-        duration: Duration::from_secs_f64(scenario.duration_s()),
-    };
-    let (stage_tx, stage_rx) = watch::channel(Stage::Running);
-    let workload = match w.kind {
-        WorkloadKind::Load => {
-            let plan = Arc::new(load::plan(&spec, &network, config.seed));
-            evidence.plan = Some((*plan).clone());
-            let registered = {
-                let (api, plan) = (api.clone(), plan.clone());
-                target.spawn_client(async move { load::register(&api, &plan, spec.seats).await })
-            };
-            if let Ok(Err(e)) = registered.await {
-                evidence.run_errors.push(format!("registration failed: {e}"));
-                return finish(evidence, &history);
-            }
-            let (api, net, rx) = (api.clone(), network.clone(), stage_rx.clone());
-            target.spawn_client(async move {
-                load::run(api, plan, spec, net, rx).await;
-                Vec::new()
-            })
-        }
-        WorkloadKind::Demo => {
-            let api = api.clone();
-            target.spawn_client(async move {
-                match demo::run(&api, &demo::DemoTimeouts::default()).await {
-                    Ok(report) => report.violations(),
-                    Err(e) => vec![e.to_string()],
-                }
-            })
-        }
-        WorkloadKind::MultiStation => {
-            let api = api.clone();
-            target.spawn_client(async move {
+    async fn converged<T: Target>(&self, target: &T, api: &LastMileClient, _finished: bool) -> bool {
+        converged(target, api, self.plan.as_deref()).await
+    }
+}
+
+/// A scripted workload (the original demos): it ends by itself with its own verdict.
+struct ScriptedRun(WorkloadKind);
+
+impl WorkloadRun for ScriptedRun {
+    async fn start<T: Target>(
+        &mut self,
+        target: &T,
+        api: &LastMileClient,
+        _stage: watch::Receiver<Stage>,
+        _evidence: &mut Evidence,
+    ) -> Result<tokio::task::JoinHandle<Vec<String>>, String> {
+        let api = api.clone();
+        Ok(match self.0 {
+            WorkloadKind::MultiStation => target.spawn_client(async move {
                 match multi_station::run(&api).await {
                     Ok(report) => report.violations(),
                     Err(e) => vec![e.to_string()],
                 }
-            })
-        }
-    };
-    evidence.t0_ms = history.now_ms();
-    let t0 = instant_now();
-    history.record(NEMESIS, "start", OpPhase::Ok, json!({ "seed": config.seed, "scenario": scenario.scenario.name }));
-
-    let mut probes = Vec::new();
-    for probe in &scenario.probes {
-        let urls = target.endpoints();
-        let base = match probe.target.as_str() {
-            "user-service" => urls.user,
-            "location-service" => urls.location,
-            "trip-service" => urls.trip,
-            "notification-service" => urls.notification,
-            _ => target.replica_urls(&probe.target).first().map(|r| r.1.clone()).unwrap_or_default(),
-        };
-        let (api, probe, rx) = (api.clone(), probe.clone(), stage_rx.clone());
-        probes.push(target.spawn_client(async move {
-            let who = format!("probe:{}", probe.name);
-            loop {
-                let _ = api.probe(&who, "probe", &base, &probe.path).await;
-                tokio::select! {
-                    biased;
-                    _ = tokio::time::sleep(Duration::from_secs_f64(probe.every_s)) => {}
-                    _ = rx.wait_for(|s| *s == Stage::Stopped) => return,
+            }),
+            _ => target.spawn_client(async move {
+                match demo::run(&api, &demo::DemoTimeouts::default()).await {
+                    Ok(report) => report.violations(),
+                    Err(e) => vec![e.to_string()],
                 }
-            }
-        }));
-    }
-
-    // Every moment something is due, in time order: steps, their undos, counter snapshots.
-    let duration_ms = ms(scenario.duration_s());
-    let settle_ms = ms(scenario.scenario.settle_s);
-    let mut agenda: Vec<(u64, Due)> = Vec::new();
-    for (i, step) in steps.iter().enumerate() {
-        agenda.push((ms(step.at_s), Due::Apply(i)));
-        if let Some(for_s) = step.for_s {
-            let end = ms(step.at_s + for_s);
-            if end < duration_ms {
-                agenda.push((end, Due::Undo(i)));
-            }
-        }
-    }
-    let mut snapshot_times: BTreeSet<u64> = (0..duration_ms + settle_ms).step_by(STATS_INTERVAL_MS as usize).collect();
-    for p in &scenario.phases {
-        snapshot_times.insert(ms(p.from_s));
-        snapshot_times.insert(ms(p.to_s));
-    }
-    for t in &snapshot_times {
-        if *t < duration_ms {
-            agenda.push((*t, Due::Snapshot));
-        }
-    }
-    // At a phase boundary the counters are read before the steps due then: the end of one
-    // phase is the start of the next, and new replicas start from zero anyway.
-    agenda.sort_by_key(|(t, d)| (*t, !matches!(d, Due::Snapshot)));
-    let mut undone = BTreeSet::new();
-    for (at, due) in agenda {
-        tokio::time::sleep_until(t0 + Duration::from_millis(at)).await;
-        match due {
-            Due::Apply(i) => apply(target, &history, &steps[i], false, &mut evidence).await,
-            Due::Undo(i) => {
-                undone.insert(i);
-                apply(target, &history, &steps[i], true, &mut evidence).await;
-            }
-            Due::Snapshot => {
-                evidence.stats.push(snapshot(target, &api, at).await);
-                if at.is_multiple_of(PROGRESS_INTERVAL_MS) {
-                    target.progress(&|| progress_line(&history, evidence.stats.last()));
-                }
-            }
-        }
-    }
-    tokio::time::sleep_until(t0 + Duration::from_millis(duration_ms)).await;
-
-    // The rollback: no new riders, every fault undone, replica counts restored.
-    stage_tx.send(Stage::Settling);
-    let replicas: BTreeMap<String, usize> =
-        lastmile_scenarios::SERVICES.iter().map(|s| (s.to_string(), scenario.final_replicas(s))).collect();
-    history.record(NEMESIS, "heal", OpPhase::Invoke, json!(replicas));
-    target.progress(&|| format!("{} heal: no new riders, faults undone, replicas restored", clock(&history)));
-    match target.heal(&replicas).await {
-        Ok(done) => {
-            target.progress(&|| format!("{} {done}; waiting for every servable ride to be served", clock(&history)));
-            history.record(NEMESIS, "heal", OpPhase::Ok, json!(done))
-        }
-        Err(e) => {
-            history.record(NEMESIS, "heal", OpPhase::Fail, json!(e));
-            evidence.run_errors.push(format!("heal failed: {e}"));
-        }
-    }
-    evidence.heal_at_ms = instant_now().duration_since(t0).as_millis() as u64;
-    record_replicas(target, &history, &replicas).await;
-
-    // The liveness phase: wait until every servable accepted ride is matched, or time runs out.
-    let settle_end = t0 + Duration::from_millis(duration_ms + settle_ms);
-    let mut pending_snapshots: Vec<u64> = snapshot_times.into_iter().filter(|t| *t >= duration_ms).collect();
-    loop {
-        let now_rel = instant_now().duration_since(t0).as_millis() as u64;
-        while pending_snapshots.first().is_some_and(|t| *t <= now_rel) {
-            let at = pending_snapshots.remove(0);
-            evidence.stats.push(snapshot(target, &api, at).await);
-            if at.is_multiple_of(PROGRESS_INTERVAL_MS) {
-                target.progress(&|| progress_line(&history, evidence.stats.last()));
-            }
-        }
-        if instant_now() >= settle_end {
-            break;
-        }
-        if w.kind == WorkloadKind::Load && converged(target, &api, evidence.plan.as_ref()).await {
-            break;
-        }
-        if w.kind != WorkloadKind::Load && workload.is_finished() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-    evidence.end_at_ms = instant_now().duration_since(t0).as_millis() as u64;
-    evidence.end_epoch_ms = now_ms();
-    evidence.stats.push(snapshot(target, &api, evidence.end_at_ms).await);
-    for at in pending_snapshots {
-        // Phases ending after convergence end now.
-        let mut s = evidence.stats.last().cloned().expect("just pushed");
-        s.at_ms = at;
-        evidence.stats.push(s);
-    }
-    stage_tx.send(Stage::Stopped);
-    match workload.await {
-        Ok(violations) => evidence.scripted_violations = violations,
-        Err(e) => evidence.run_errors.push(format!("the workload task failed: {e}")),
-    }
-    for p in probes {
-        let _ = p.await;
-    }
-    history.record(NEMESIS, "stop", OpPhase::Ok, json!({}));
-
-    // The evidence: every service ready again, the record, every inbox.
-    let mut ready_checks: Vec<(String, String)> = {
-        let e = target.endpoints();
-        vec![
-            ("user-service".into(), e.user),
-            ("location-service".into(), e.location),
-            ("trip-service".into(), e.trip),
-            ("notification-service".into(), e.notification),
-        ]
-    };
-    ready_checks.extend(target.replica_urls("matching-service"));
-    let final_read = {
-        let (api, plan) = (api.clone(), evidence.plan.clone());
-        target.spawn_client(async move {
-            for (name, url) in ready_checks {
-                let _ = api.probe(&format!("final:{name}"), "final_ready", &url, "/ready").await;
-            }
-            let export = api.export().await.ok();
-            let mut users: BTreeSet<String> = BTreeSet::new();
-            if let Some(export) = &export {
-                for t in &export.trips {
-                    users.insert(t.driver_id.clone());
-                    users.extend(t.rider_ids.iter().cloned());
-                }
-                users.extend(export.rides.iter().map(|r| r.rider_id.clone()));
-            }
-            if let Some(plan) = plan {
-                users.extend(plan.drivers.iter().map(|d| d.driver_id.clone()));
-            }
-            let mut inboxes = BTreeMap::new();
-            for user in users {
-                if let Ok(inbox) = api.inbox(&user).await {
-                    inboxes.insert(user, inbox);
-                }
-            }
-            (export, inboxes)
+            }),
         })
-    };
-    match final_read.await {
-        Ok((export, inboxes)) => {
-            evidence.export = export;
-            evidence.inboxes = inboxes;
-        }
-        Err(e) => evidence.run_errors.push(format!("reading the final state failed: {e}")),
     }
-    evidence.coverage = target.coverage();
-    evidence.dead_letters = target.dead_letters().await;
-    finish(evidence, &history)
+
+    async fn converged<T: Target>(&self, _target: &T, _api: &LastMileClient, finished: bool) -> bool {
+        finished
+    }
+}
+
+/// Run `scenario` on `target`.
+pub async fn run<T: Target>(scenario: &Scenario, config: &RunConfig, target: &mut T) -> Evidence {
+    let w = &scenario.workload;
+    match w.kind {
+        WorkloadKind::Load => {
+            let spec = LoadSpec {
+                drivers: w.drivers,
+                seats: w.seats,
+                riders_per_minute: w.riders_per_minute,
+                unserved_share: w.unserved_share,
+                dwell: Duration::from_secs_f64(w.dwell_s),
+                travel: Duration::from_secs_f64(w.travel_s),
+                poll: Duration::from_secs_f64(w.poll_s),
+                duration: Duration::from_secs_f64(scenario.duration_s()),
+            };
+            let workload =
+                LoadRun { spec, network: Arc::new(Network::default_network()), seed: config.seed, plan: None };
+            Run::new(scenario, config, target).go(workload).await
+        }
+        kind => Run::new(scenario, config, target).go(ScriptedRun(kind)).await,
+    }
+}
+
+/// One run in progress: the stages `prepare` → `steady` → `heal` → `settle` → `collect`.
+struct Run<'a, T: Target> {
+    scenario: &'a Scenario,
+    config: &'a RunConfig,
+    target: &'a mut T,
+    /// The timeline: the scenario's steps and the seed's random faults.
+    steps: Vec<TimelineStep>,
+    history: Arc<History>,
+    api: LastMileClient,
+    evidence: Evidence,
+    /// Tells the workload and the probes when riders stop and when everything stops.
+    stage: watch::Sender<Stage>,
+    stage_rx: watch::Receiver<Stage>,
+    /// When counter snapshots are due (scenario ms).
+    snapshot_times: BTreeSet<u64>,
+    /// The probes' tasks; they end with the stage.
+    probes: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl<'a, T: Target> Run<'a, T> {
+    fn new(scenario: &'a Scenario, config: &'a RunConfig, target: &'a mut T) -> Self {
+        let steps = timeline(scenario, config.seed, config.random_faults);
+        let history = History::new();
+        let w = &scenario.workload;
+        let api = LastMileClient::new(&target.endpoints(), CallPolicy::default(), history.clone())
+            .with_ride_wait(Duration::from_secs_f64(w.ride_ttl_s));
+        let evidence = Evidence {
+            scenario: scenario.scenario.name.clone(),
+            config: config.clone(),
+            timeline: steps.clone(),
+            history: Vec::new(),
+            t0_ms: 0,
+            heal_at_ms: 0,
+            end_at_ms: 0,
+            end_epoch_ms: 0,
+            ride_ttl_ms: ms(w.ride_ttl_s),
+            plan: None,
+            export: None,
+            inboxes: BTreeMap::new(),
+            stats: Vec::new(),
+            scripted_violations: Vec::new(),
+            run_errors: Vec::new(),
+            coverage: None,
+            dead_letters: None,
+        };
+        let (stage, stage_rx) = watch::channel(Stage::Running);
+        Run {
+            scenario,
+            config,
+            target,
+            steps,
+            history,
+            api,
+            evidence,
+            stage,
+            stage_rx,
+            snapshot_times: BTreeSet::new(),
+            probes: Vec::new(),
+        }
+    }
+
+    async fn go<W: WorkloadRun>(mut self, mut workload: W) -> Evidence {
+        if let Err(e) = self.prepare().await {
+            self.evidence.run_errors.push(e);
+            return finish(self.evidence, &self.history);
+        }
+        let task = match workload.start(&*self.target, &self.api, self.stage_rx.clone(), &mut self.evidence).await {
+            Ok(task) => task,
+            Err(e) => {
+                self.evidence.run_errors.push(e);
+                return finish(self.evidence, &self.history);
+            }
+        };
+        let t0 = self.steady().await;
+        let duration_ms = ms(self.scenario.duration_s());
+        tokio::time::sleep_until(t0 + Duration::from_millis(duration_ms)).await;
+        self.heal(t0).await;
+        self.settle(t0, &workload, &task).await;
+        self.stage.send(Stage::Stopped);
+        match task.await {
+            Ok(violations) => self.evidence.scripted_violations = violations,
+            Err(e) => self.evidence.run_errors.push(format!("the workload task failed: {e}")),
+        }
+        for p in std::mem::take(&mut self.probes) {
+            let _ = p.await;
+        }
+        self.collect().await
+    }
+
+    /// Wait until every service is ready.
+    async fn prepare(&mut self) -> Result<(), String> {
+        let ready = {
+            let api = self.api.clone();
+            self.target.spawn_client(async move {
+                wait_until("every service ready", Duration::from_secs(120), || async {
+                    api.all_ready().await.then_some(())
+                })
+                .await
+            })
+        };
+        match ready.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(format!("the readiness check failed: {e}")),
+        }
+    }
+
+    /// Start the clock and the probes, and play the timeline (steps, their undos, counter
+    /// snapshots) up to the scenario's duration. Answers the run's start.
+    async fn steady(&mut self) -> tokio::time::Instant {
+        let (config, scenario) = (self.config, self.scenario);
+        let history = self.history.clone();
+        self.evidence.t0_ms = history.now_ms();
+        let t0 = instant_now();
+        history.record(
+            NEMESIS,
+            "start",
+            OpPhase::Ok,
+            json!({ "seed": config.seed, "scenario": scenario.scenario.name }),
+        );
+        for probe in &scenario.probes {
+            let urls = self.target.endpoints();
+            let base = match probe.target.as_str() {
+                "user-service" => urls.user,
+                "location-service" => urls.location,
+                "trip-service" => urls.trip,
+                "notification-service" => urls.notification,
+                _ => self.target.replica_urls(&probe.target).first().map(|r| r.1.clone()).unwrap_or_default(),
+            };
+            let (api, probe, rx) = (self.api.clone(), probe.clone(), self.stage_rx.clone());
+            self.probes.push(self.target.spawn_client(async move {
+                let who = format!("probe:{}", probe.name);
+                loop {
+                    let _ = api.probe(&who, "probe", &base, &probe.path).await;
+                    tokio::select! {
+                        biased;
+                        _ = tokio::time::sleep(Duration::from_secs_f64(probe.every_s)) => {}
+                        _ = rx.wait_for(|s| *s == Stage::Stopped) => return,
+                    }
+                }
+            }));
+        }
+
+        // Every moment something is due, in time order: steps, their undos, counter snapshots.
+        let duration_ms = ms(scenario.duration_s());
+        let settle_ms = ms(scenario.scenario.settle_s);
+        let mut agenda: Vec<(u64, Due)> = Vec::new();
+        for (i, step) in self.steps.iter().enumerate() {
+            agenda.push((ms(step.at_s), Due::Apply(i)));
+            if let Some(for_s) = step.for_s {
+                let end = ms(step.at_s + for_s);
+                if end < duration_ms {
+                    agenda.push((end, Due::Undo(i)));
+                }
+            }
+        }
+        self.snapshot_times = (0..duration_ms + settle_ms).step_by(STATS_INTERVAL_MS as usize).collect();
+        for p in &scenario.phases {
+            self.snapshot_times.insert(ms(p.from_s));
+            self.snapshot_times.insert(ms(p.to_s));
+        }
+        for t in &self.snapshot_times {
+            if *t < duration_ms {
+                agenda.push((*t, Due::Snapshot));
+            }
+        }
+        // At a phase boundary the counters are read before the steps due then: the end of one
+        // phase is the start of the next, and new replicas start from zero anyway.
+        agenda.sort_by_key(|(t, d)| (*t, !matches!(d, Due::Snapshot)));
+        for (at, due) in agenda {
+            tokio::time::sleep_until(t0 + Duration::from_millis(at)).await;
+            match due {
+                Due::Apply(i) => apply(self.target, &history, &self.steps[i], false, &mut self.evidence).await,
+                Due::Undo(i) => apply(self.target, &history, &self.steps[i], true, &mut self.evidence).await,
+                Due::Snapshot => self.snapshot(at).await,
+            }
+        }
+        t0
+    }
+
+    /// Read every matching replica's counters (and tell a real-world user how it goes).
+    async fn snapshot(&mut self, at: u64) {
+        self.evidence.stats.push(snapshot(&*self.target, &self.api, at).await);
+        if at.is_multiple_of(PROGRESS_INTERVAL_MS) {
+            let (history, stats) = (&self.history, self.evidence.stats.last());
+            self.target.progress(&|| progress_line(history, stats));
+        }
+    }
+
+    /// The rollback: no new riders, every fault undone, replica counts restored.
+    async fn heal(&mut self, t0: tokio::time::Instant) {
+        let history = self.history.clone();
+        self.stage.send(Stage::Settling);
+        let replicas: BTreeMap<String, usize> =
+            lastmile_scenarios::SERVICES.iter().map(|s| (s.to_string(), self.scenario.final_replicas(s))).collect();
+        history.record(NEMESIS, "heal", OpPhase::Invoke, json!(replicas));
+        self.target.progress(&|| format!("{} heal: no new riders, faults undone, replicas restored", clock(&history)));
+        match self.target.heal(&replicas).await {
+            Ok(done) => {
+                self.target
+                    .progress(&|| format!("{} {done}; waiting for every servable ride to be served", clock(&history)));
+                history.record(NEMESIS, "heal", OpPhase::Ok, json!(done))
+            }
+            Err(e) => {
+                history.record(NEMESIS, "heal", OpPhase::Fail, json!(e));
+                self.evidence.run_errors.push(format!("heal failed: {e}"));
+            }
+        }
+        self.evidence.heal_at_ms = instant_now().duration_since(t0).as_millis() as u64;
+        record_replicas(&*self.target, &history, &replicas).await;
+    }
+
+    /// The liveness phase: wait until the workload says the system converged, or time runs out.
+    async fn settle<W: WorkloadRun>(
+        &mut self,
+        t0: tokio::time::Instant,
+        workload: &W,
+        task: &tokio::task::JoinHandle<Vec<String>>,
+    ) {
+        let duration_ms = ms(self.scenario.duration_s());
+        let settle_end = t0 + Duration::from_millis(duration_ms + ms(self.scenario.scenario.settle_s));
+        let mut pending: Vec<u64> = self.snapshot_times.iter().copied().filter(|t| *t >= duration_ms).collect();
+        loop {
+            let now_rel = instant_now().duration_since(t0).as_millis() as u64;
+            while pending.first().is_some_and(|t| *t <= now_rel) {
+                let at = pending.remove(0);
+                self.snapshot(at).await;
+            }
+            if instant_now() >= settle_end || workload.converged(&*self.target, &self.api, task.is_finished()).await {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        self.evidence.end_at_ms = instant_now().duration_since(t0).as_millis() as u64;
+        self.evidence.end_epoch_ms = now_ms();
+        self.evidence.stats.push(snapshot(&*self.target, &self.api, self.evidence.end_at_ms).await);
+        for at in pending {
+            // Phases ending after convergence end now.
+            let mut s = self.evidence.stats.last().cloned().expect("just pushed");
+            s.at_ms = at;
+            self.evidence.stats.push(s);
+        }
+    }
+
+    /// The evidence: every service ready again, the record, every inbox, what the target knows.
+    async fn collect(mut self) -> Evidence {
+        self.history.record(NEMESIS, "stop", OpPhase::Ok, json!({}));
+        let mut ready_checks: Vec<(String, String)> = {
+            let e = self.target.endpoints();
+            vec![
+                ("user-service".into(), e.user),
+                ("location-service".into(), e.location),
+                ("trip-service".into(), e.trip),
+                ("notification-service".into(), e.notification),
+            ]
+        };
+        ready_checks.extend(self.target.replica_urls("matching-service"));
+        let final_read = {
+            let (api, plan) = (self.api.clone(), self.evidence.plan.clone());
+            self.target.spawn_client(async move {
+                for (name, url) in ready_checks {
+                    let _ = api.probe(&format!("final:{name}"), "final_ready", &url, "/ready").await;
+                }
+                let export = api.export().await.ok();
+                let mut users: BTreeSet<String> = BTreeSet::new();
+                if let Some(export) = &export {
+                    for t in &export.trips {
+                        users.insert(t.driver_id.clone());
+                        users.extend(t.rider_ids.iter().cloned());
+                    }
+                    users.extend(export.rides.iter().map(|r| r.rider_id.clone()));
+                }
+                if let Some(plan) = plan {
+                    users.extend(plan.drivers.iter().map(|d| d.driver_id.clone()));
+                }
+                let mut inboxes = BTreeMap::new();
+                for user in users {
+                    if let Ok(inbox) = api.inbox(&user).await {
+                        inboxes.insert(user, inbox);
+                    }
+                }
+                (export, inboxes)
+            })
+        };
+        match final_read.await {
+            Ok((export, inboxes)) => {
+                self.evidence.export = export;
+                self.evidence.inboxes = inboxes;
+            }
+            Err(e) => self.evidence.run_errors.push(format!("reading the final state failed: {e}")),
+        }
+        self.evidence.coverage = self.target.coverage();
+        self.evidence.dead_letters = self.target.dead_letters().await;
+        finish(self.evidence, &self.history)
+    }
 }
 
 fn finish(mut evidence: Evidence, history: &Arc<History>) -> Evidence {
