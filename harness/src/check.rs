@@ -921,18 +921,19 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
             let how = if share < MIN_JUDGED_SHARE { "not judged" } else { "judged on the rest" };
             format!("random faults on {} took {:.0}% of the phase: {how}", hit.join(", "), (1.0 - share) * 100.0)
         });
+        let result = |value: Option<f64>, ok: bool, note: Option<String>| ExpectationResult {
+            phase: phase.clone(),
+            metric: x.metric,
+            probe: x.probe.clone(),
+            min: x.min,
+            max: x.max,
+            value,
+            ok,
+            judged_share: share,
+            note,
+        };
         if share < MIN_JUDGED_SHARE {
-            results.push(ExpectationResult {
-                phase: phase.clone(),
-                metric: x.metric,
-                probe: x.probe.clone(),
-                min: x.min,
-                max: x.max,
-                value: None,
-                ok: true,
-                judged_share: share,
-                note,
-            });
+            results.push(result(None, true, note));
             continue;
         }
         let value = measure(e, x.metric, judged, x.probe.as_deref());
@@ -962,17 +963,7 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
                 ),
             ));
         }
-        results.push(ExpectationResult {
-            phase: phase.clone(),
-            metric: x.metric,
-            probe: x.probe.clone(),
-            min: x.min,
-            max: x.max,
-            value,
-            ok,
-            judged_share: share,
-            note,
-        });
+        results.push(result(value, ok, note));
     }
     (results, out)
 }
