@@ -460,19 +460,25 @@ const PROMPT_MATCH_MIN_STAY_MS: u64 = 2_000;
 /// scale to 0 disturbs until the next scale up of that service.
 fn unquiet(e: &Evidence) -> Vec<Window> {
     let mut spans = vec![Window { from_ms: e.heal_at_ms, to_ms: u64::MAX }];
-    for (i, s) in e.timeline.iter().enumerate() {
-        let from_ms = (s.at_s * 1000.0) as u64;
-        let to_ms = match (s.action, s.replicas) {
-            (Action::Scale, Some(0)) => e.timeline[i + 1..]
-                .iter()
-                .find(|n| n.action == Action::Scale && n.target == s.target && n.replicas.is_some_and(|r| r > 0))
-                .map_or(e.heal_at_ms, |n| (n.at_s * 1000.0) as u64),
-            (Action::Scale, _) | (Action::Restart, _) => from_ms,
-            _ => s.for_s.map_or(e.heal_at_ms, |f| from_ms + (f * 1000.0) as u64),
-        };
-        spans.push(Window { from_ms, to_ms: to_ms.saturating_add(RECOVERY_GRACE_MS) });
-    }
+    spans.extend((0..e.timeline.len()).map(|i| in_force(e, i)));
     spans
+}
+
+/// When step `i` of the timeline was in force (scenario ms), plus [`RECOVERY_GRACE_MS`] to
+/// recover: a fault for its `for_s` (until the heal without one), a scale to 0 until the next
+/// scale up of that service, any other scale and a restart only at its moment.
+fn in_force(e: &Evidence, i: usize) -> Window {
+    let s = &e.timeline[i];
+    let from_ms = (s.at_s * 1000.0) as u64;
+    let to_ms = match (s.action, s.replicas) {
+        (Action::Scale, Some(0)) => e.timeline[i + 1..]
+            .iter()
+            .find(|n| n.action == Action::Scale && n.target == s.target && n.replicas.is_some_and(|r| r > 0))
+            .map_or(e.heal_at_ms, |n| (n.at_s * 1000.0) as u64),
+        (Action::Scale, _) | (Action::Restart, _) => from_ms,
+        _ => s.for_s.map_or(e.heal_at_ms, |f| from_ms + (f * 1000.0) as u64),
+    };
+    Window { from_ms, to_ms: to_ms.saturating_add(RECOVERY_GRACE_MS) }
 }
 
 /// Quiescent liveness: every event that should cause a match has its effect promptly. Each time
@@ -861,25 +867,24 @@ pub fn depends_on(metric: Metric, probe_target: Option<&str>) -> Vec<&str> {
 
 /// The times (scenario ms, merged, in order) the seed's random faults made any of `deps`
 /// unavailable: a kill, restart, crash, pause or partition of one of the services, or a
-/// broker restart, each from its start to its end plus [`RECOVERY_GRACE_MS`]. The scenario's
+/// broker restart, each while in force (`in_force`: a restart only at its moment) plus
+/// [`RECOVERY_GRACE_MS`]. The scenario's
 /// own steps are never excused: they are what the expectations are about. Latency and loss
 /// degrade but do not take anything away, so they are judged.
 pub fn disturbed(e: &Evidence, deps: &[&str]) -> Vec<Window> {
-    let mut spans: Vec<Window> = e
-        .timeline
-        .iter()
-        .filter(|s| s.origin == Origin::Random)
-        .filter(|s| match s.action {
-            Action::Kill | Action::Restart | Action::Crash | Action::Pause | Action::Partition => {
-                s.target.as_deref().is_some_and(|t| deps.contains(&t))
-            }
-            Action::BrokerRestart => deps.contains(&"broker"),
-            Action::Scale | Action::Latency | Action::Loss => false,
+    let mut spans: Vec<Window> = (0..e.timeline.len())
+        .filter(|i| {
+            let s = &e.timeline[*i];
+            s.origin == Origin::Random
+                && match s.action {
+                    Action::Kill | Action::Restart | Action::Crash | Action::Pause | Action::Partition => {
+                        s.target.as_deref().is_some_and(|t| deps.contains(&t))
+                    }
+                    Action::BrokerRestart => deps.contains(&"broker"),
+                    Action::Scale | Action::Latency | Action::Loss => false,
+                }
         })
-        .map(|s| {
-            let from_ms = (s.at_s * 1000.0) as u64;
-            Window { from_ms, to_ms: from_ms + (s.for_s.unwrap_or(0.0) * 1000.0) as u64 + RECOVERY_GRACE_MS }
-        })
+        .map(|i| in_force(e, i))
         .collect();
     spans.sort_by_key(|w| w.from_ms);
     let mut merged: Vec<Window> = Vec::new();

@@ -151,10 +151,6 @@ impl SimCluster {
         let broker_ip = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
         net.add_dns_record(BROKER_HOST, broker_ip);
         let probe = BrokerProbe::default();
-        let names = Config::default().names;
-        for service in ServiceName::ALL {
-            probe.watch(&names.queue(service.as_str()));
-        }
         let node_probe = probe.clone();
         let broker = handle
             .create_node()
@@ -197,6 +193,10 @@ impl SimCluster {
             .map(|service| (service, crash_faults(&handle, &client, &serving, &addrs, &crashed, &coverage)))
             .collect();
         let config = Config { coverage: coverage.clone(), ..config };
+        // Every service queue and its dead-letter queue, for `Target::dead_letters`.
+        for service in ServiceName::ALL {
+            probe.watch(&config.names.queue(service.as_str()));
+        }
         let mut sim = SimCluster {
             handle,
             config,

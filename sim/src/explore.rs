@@ -90,22 +90,19 @@ impl Generated {
         let span = f64::from(self.duration_s - 50);
         let mut steps: Vec<GenStep> = self.steps.clone();
         steps.sort_by_key(|s| s.at_s);
-        let mut matching_down = false;
         for s in &steps {
             let at = 20.0 + span * f64::from(s.at_s) / 1000.0;
             let _ = write!(out, "\n[[step]]\nat_s = {at:.1}\naction = \"{}\"\n", s.action);
             match s.action {
                 "scale" => {
                     let _ = writeln!(out, "target = \"{}\"\nreplicas = {}", s.target, s.replicas);
-                    matching_down = s.replicas == 0;
-                    if matching_down {
+                    if s.replicas == 0 {
                         let back = (at + f64::from(s.for_s)).min(f64::from(self.duration_s) - 10.0);
                         let _ = write!(
                             out,
                             "\n[[step]]\nat_s = {back:.1}\naction = \"scale\"\ntarget = \"{}\"\nreplicas = 1\n",
                             s.target
                         );
-                        matching_down = false;
                     }
                 }
                 "kill" | "restart" | "pause" | "partition" => {
@@ -125,7 +122,6 @@ impl Generated {
                 }
             }
         }
-        debug_assert!(!matching_down);
         if self.random_faults {
             let targets: Vec<String> = SERVICES.iter().map(|s| format!("\"{s}\"")).collect();
             let _ = write!(

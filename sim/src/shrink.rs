@@ -52,7 +52,8 @@ pub enum ShrinkError {
     NotReproduced(String),
 }
 
-/// The first rule `scenario` breaks with `seed` (`random`: with the seed's random faults).
+/// Every rule `scenario` breaks with the seed, in report order (`random`: with the seed's random
+/// faults).
 fn broken_rules(scenario: &Scenario, config: &ShrinkConfig, random: bool) -> Vec<String> {
     let run_config =
         RunConfig { seed: config.seed, random_faults: random, naive_matching: false, planted_bug: config.planted_bug };
