@@ -9,7 +9,7 @@ use lastmile_scenarios::Scenario;
 use lastmile_scenarios::{Action, Metric};
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
 use lastmile_services::trip::Change;
-use lastmile_workload::history::Phase as OpPhase;
+use lastmile_workload::history::{Op, Phase as OpPhase};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -466,19 +466,47 @@ fn unquiet(e: &Evidence) -> Vec<Window> {
 
 /// When step `i` of the timeline was in force (scenario ms), plus [`RECOVERY_GRACE_MS`] to
 /// recover: a fault for its `for_s` (until the heal without one), a scale to 0 until the next
-/// scale up of that service, any other scale and a restart only at its moment.
+/// scale up of that service, any other scale and a restart only at its moment. Where the history
+/// shows the step applied earlier or undone later than planned (a slow target, a busy runner),
+/// the window stretches to what really happened: a fault is judged by how long it lasted, not
+/// by how long it was meant to.
 fn in_force(e: &Evidence, i: usize) -> Window {
     let s = &e.timeline[i];
-    let from_ms = (s.at_s * 1000.0) as u64;
-    let to_ms = match (s.action, s.replicas) {
+    let planned_from = (s.at_s * 1000.0) as u64;
+    // (planned end, the step whose completion really ended it)
+    let (planned_to, ended_by) = match (s.action, s.replicas) {
         (Action::Scale, Some(0)) => e.timeline[i + 1..]
             .iter()
-            .find(|n| n.action == Action::Scale && n.target == s.target && n.replicas.is_some_and(|r| r > 0))
-            .map_or(e.heal_at_ms, |n| (n.at_s * 1000.0) as u64),
-        (Action::Scale, _) | (Action::Restart, _) => from_ms,
-        _ => s.for_s.map_or(e.heal_at_ms, |f| from_ms + (f * 1000.0) as u64),
+            .position(|n| n.action == Action::Scale && n.target == s.target && n.replicas.is_some_and(|r| r > 0))
+            .map_or((e.heal_at_ms, None), |j| {
+                ((e.timeline[i + 1 + j].at_s * 1000.0) as u64, Some(("apply", i + 1 + j)))
+            }),
+        (Action::Scale, _) | (Action::Restart, _) => (planned_from, None),
+        _ => match s.for_s {
+            Some(f) => (planned_from + (f * 1000.0) as u64, Some(("undo", i))),
+            None => (e.heal_at_ms, None),
+        },
     };
+    let from_ms = nemesis_at(e, "apply", i, false).map_or(planned_from, |t| t.min(planned_from));
+    let to_ms =
+        ended_by.and_then(|(action, j)| nemesis_at(e, action, j, true)).map_or(planned_to, |t| t.max(planned_to));
     Window { from_ms, to_ms: to_ms.saturating_add(RECOVERY_GRACE_MS) }
+}
+
+/// Scenario time at which the harness began (or, if `done`, finished) `action` (apply or undo)
+/// of timeline step `i`. The harness applies one step at a time, so the step's outcome is the
+/// next record of that action after its invocation.
+fn nemesis_at(e: &Evidence, action: &str, i: usize, done: bool) -> Option<u64> {
+    let is = |op: &&Op| op.client == "nemesis" && op.action == action;
+    let start = e.history.iter().position(|op| {
+        is(&op) && op.phase == OpPhase::Invoke && op.detail.get("index").and_then(|v| v.as_u64()) == Some(i as u64)
+    })?;
+    let op = if done {
+        e.history[start + 1..].iter().find(|op| is(op) && op.phase != OpPhase::Invoke)?
+    } else {
+        &e.history[start]
+    };
+    Some(op.at_ms.saturating_sub(e.t0_ms))
 }
 
 /// Quiescent liveness: every event that should cause a match has its effect promptly. Each time

@@ -258,6 +258,8 @@ struct Run<'a, T: Target> {
     snapshot_times: BTreeSet<u64>,
     /// The probes' tasks; they end with the stage.
     probes: Vec<tokio::task::JoinHandle<()>>,
+    /// Counter reads under way, oldest first.
+    reading: Vec<StatsRead>,
 }
 
 impl<'a, T: Target> Run<'a, T> {
@@ -299,6 +301,7 @@ impl<'a, T: Target> Run<'a, T> {
             stage_rx,
             snapshot_times: BTreeSet::new(),
             probes: Vec::new(),
+            reading: Vec::new(),
         }
     }
 
@@ -413,17 +416,19 @@ impl<'a, T: Target> Run<'a, T> {
         for (at, due) in agenda {
             tokio::time::sleep_until(t0 + Duration::from_millis(at)).await;
             match due {
-                Due::Apply(i) => apply(self.target, &history, &self.steps[i], false, &mut self.evidence).await,
-                Due::Undo(i) => apply(self.target, &history, &self.steps[i], true, &mut self.evidence).await,
+                Due::Apply(i) => apply(self.target, &history, (i, &self.steps[i]), false, &mut self.evidence).await,
+                Due::Undo(i) => apply(self.target, &history, (i, &self.steps[i]), true, &mut self.evidence).await,
                 Due::Snapshot => self.snapshot(at).await,
             }
         }
         t0
     }
 
-    /// Read every matching replica's counters (and tell a real-world user how it goes).
+    /// Start reading every matching replica's counters, without holding up the timeline (and
+    /// tell a real-world user how it goes, from the reads finished so far).
     async fn snapshot(&mut self, at: u64) {
-        self.evidence.stats.push(snapshot(&*self.target, &self.api, at).await);
+        self.reading.push(StatsRead::start(&*self.target, &self.api, at));
+        self.gather(false).await;
         if at.is_multiple_of(PROGRESS_INTERVAL_MS) {
             let (history, stats) = (&self.history, self.evidence.stats.last());
             self.target.progress(&|| progress_line(history, stats));
@@ -469,6 +474,7 @@ impl<'a, T: Target> Run<'a, T> {
                 let at = pending.remove(0);
                 self.snapshot(at).await;
             }
+            self.gather(false).await;
             if instant_now() >= settle_end || workload.converged(&*self.target, &self.api, task.is_finished()).await {
                 break;
             }
@@ -476,12 +482,21 @@ impl<'a, T: Target> Run<'a, T> {
         }
         self.evidence.end_at_ms = instant_now().duration_since(t0).as_millis() as u64;
         self.evidence.end_epoch_ms = now_ms();
-        self.evidence.stats.push(snapshot(&*self.target, &self.api, self.evidence.end_at_ms).await);
+        self.reading.push(StatsRead::start(&*self.target, &self.api, self.evidence.end_at_ms));
+        self.gather(true).await;
         for at in pending {
             // Phases ending after convergence end now.
             let mut s = self.evidence.stats.last().cloned().expect("just pushed");
             s.at_ms = at;
             self.evidence.stats.push(s);
+        }
+    }
+
+    /// Move the finished counter reads (all of them if `all`), in order, into the evidence.
+    async fn gather(&mut self, all: bool) {
+        while self.reading.first().is_some_and(|r| all || r.is_finished()) {
+            let read = self.reading.remove(0);
+            self.evidence.stats.push(read.finish().await);
         }
     }
 
@@ -543,9 +558,17 @@ fn finish(mut evidence: Evidence, history: &Arc<History>) -> Evidence {
     evidence
 }
 
-async fn apply<T: Target>(target: &mut T, history: &History, step: &TimelineStep, undo: bool, evidence: &mut Evidence) {
+/// Apply (or undo) step `index` of the timeline; the history records when it really happened,
+/// which `check` uses to know how long a fault was in force.
+async fn apply<T: Target>(
+    target: &mut T,
+    history: &History,
+    (index, step): (usize, &TimelineStep),
+    undo: bool,
+    evidence: &mut Evidence,
+) {
     let action = if undo { "undo" } else { "apply" };
-    let detail = json!({ "step": step.to_string() });
+    let detail = json!({ "step": step.to_string(), "index": index });
     if !target.supports(step.action) {
         if !undo {
             history.record(
@@ -586,21 +609,44 @@ async fn record_replicas<T: Target>(target: &T, history: &History, wanted: &BTre
     history.record(NEMESIS, "replicas", OpPhase::Ok, serde_json::Value::Object(counts));
 }
 
-async fn snapshot<T: Target>(target: &T, api: &LastMileClient, at_ms: u64) -> StatsSnapshot {
-    let replicas = target.replica_urls("matching-service");
-    let api = api.clone();
-    let read = target.spawn_client(async move {
-        let mut out = BTreeMap::new();
-        for (name, url) in replicas {
-            if let Ok(v) = api.probe("harness", "matching_stats", &url, "/stats").await {
-                if let Ok(stats) = serde_json::from_value::<MatchingStats>(v) {
-                    out.insert(name, stats);
-                }
+/// One reading of every matching replica's counters, under way. Each replica is read by its
+/// own task: a paused or cut-off replica answers late or never, and neither the other replicas'
+/// readings nor a timeline step due meanwhile may wait for it (a step applied late would stretch
+/// the fault the scenario asked for).
+struct StatsRead {
+    at_ms: u64,
+    reads: Vec<tokio::task::JoinHandle<Option<(String, MatchingStats)>>>,
+}
+
+impl StatsRead {
+    fn start<T: Target>(target: &T, api: &LastMileClient, at_ms: u64) -> StatsRead {
+        let reads = target
+            .replica_urls("matching-service")
+            .into_iter()
+            .map(|(name, url)| {
+                let api = api.clone();
+                target.spawn_client(async move {
+                    let v = api.probe("harness", "matching_stats", &url, "/stats").await.ok()?;
+                    Some((name, serde_json::from_value::<MatchingStats>(v).ok()?))
+                })
+            })
+            .collect();
+        StatsRead { at_ms, reads }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.reads.iter().all(|r| r.is_finished())
+    }
+
+    async fn finish(self) -> StatsSnapshot {
+        let mut replicas = BTreeMap::new();
+        for read in self.reads {
+            if let Ok(Some((name, stats))) = read.await {
+                replicas.insert(name, stats);
             }
         }
-        out
-    });
-    StatsSnapshot { at_ms, replicas: read.await.unwrap_or_default() }
+        StatsSnapshot { at_ms: self.at_ms, replicas }
+    }
 }
 
 /// Whether every servable ride that was accepted is matched or completed.

@@ -374,6 +374,31 @@ fn an_expectation_is_judged_on_the_time_random_faults_left_its_services_alone() 
     assert!(results[0].note.as_deref().is_some_and(|n| n.contains("not judged")));
 }
 
+/// A fault is excused for as long as it really lasted: the harness records when it applied and
+/// undid each step, and a step undone late (a slow target, a busy runner) stretches the excuse.
+#[test]
+fn a_fault_undone_late_is_excused_for_as_long_as_it_really_lasted() {
+    use lastmile_scenarios::faults::Origin;
+    let mut e = healthy();
+    e.timeline = vec![kill(100.0, 5.0, "trip-service", Origin::Random)];
+    let planned = check::disturbed(&e, &["trip-service"]);
+    assert_eq!((planned[0].from_ms, planned[0].to_ms), (100_000, 120_000), "5 s + 15 s to recover");
+
+    e.history.push(op(100_000, "nemesis", "apply", Phase::Invoke, json!({"step": "kill", "index": 0})));
+    e.history.push(op(100_010, "nemesis", "apply", Phase::Ok, json!("killed")));
+    e.history.push(op(100_500, "rider-x", "request_ride", Phase::Invoke, json!({})));
+    e.history.push(op(150_000, "nemesis", "undo", Phase::Invoke, json!({"step": "kill", "index": 0})));
+    e.history.push(op(151_000, "nemesis", "undo", Phase::Ok, json!("restarted")));
+    let real = check::disturbed(&e, &["trip-service"]);
+    assert_eq!((real[0].from_ms, real[0].to_ms), (100_000, 166_000), "undone at 151 s, + 15 s");
+
+    // Undone early (never happens, but never shortens the excuse either).
+    e.history.retain(|op| op.action != "undo");
+    e.history.push(op(101_000, "nemesis", "undo", Phase::Invoke, json!({"step": "kill", "index": 0})));
+    e.history.push(op(101_000, "nemesis", "undo", Phase::Ok, json!("restarted")));
+    assert_eq!(check::disturbed(&e, &["trip-service"])[0].to_ms, 120_000);
+}
+
 #[test]
 fn a_message_left_in_a_dead_letter_queue_is_work_given_up() {
     let mut e = healthy();

@@ -37,3 +37,26 @@ pub fn replay_command(scenario_file: &str, seed: u64, random_faults: bool, naive
     }
     cmd
 }
+
+/// Log to stderr when `RUST_LOG` is set (e.g. `RUST_LOG=lastmile_platform=debug`), each line
+/// stamped with the simulated time, so a replayed seed can be read event by event. Logging does
+/// not change the run: the history and its digest are the same with and without it.
+#[cfg(madsim)]
+pub fn init_logging() {
+    struct SimulatedTime;
+    impl tracing_subscriber::fmt::time::FormatTime for SimulatedTime {
+        fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+            match madsim::time::TimeHandle::try_current() {
+                Some(time) => write!(w, "t={:9.3}s", time.elapsed().as_secs_f64()),
+                None => write!(w, "t=        -"),
+            }
+        }
+    }
+    let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() else { return };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_timer(SimulatedTime)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

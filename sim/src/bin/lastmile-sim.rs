@@ -128,6 +128,8 @@ fn budget(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() -> ExitCode {
+    #[cfg(madsim)]
+    lastmile_sim::init_logging();
     match Args::parse().command {
         Command::Check { file } => match lastmile_scenarios::load(&file) {
             Ok(s) => {
