@@ -7,7 +7,9 @@
 //! (the jitter is seeded under simulation) and a circuit breaker per peer.
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use crate::id::Id;
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
+use axum::http::request::Parts;
 pub use axum::http::Method;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -154,6 +156,45 @@ where
                 _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text()),
             }),
         }
+    }
+}
+
+/// The one `{id}` of a route's path, checked against the id rule ([`crate::id`]): a bad id is a
+/// 422 JSON error naming the parameter, before any handler runs.
+#[derive(Debug, Clone)]
+pub struct PathId(pub Id);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
+        let mut params = params.iter();
+        let (Some((name, value)), None) = (params.next(), params.next()) else {
+            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad_route", "the route has not one parameter"));
+        };
+        Id::new(value).map(PathId).map_err(|e| ApiError::unprocessable("invalid_id", format!("path parameter {name}: {e}")))
+    }
+}
+
+/// A query-string extractor whose rejections are 422 JSON errors naming the field. Every value
+/// arrives as a string (the query types hold ids and names).
+#[derive(Debug, Clone)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default())
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", format!("query: {e}")))?;
+        let object: serde_json::Map<String, serde_json::Value> =
+            pairs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+        serde_path_to_error::deserialize(serde_json::Value::Object(object))
+            .map(ApiQuery)
+            .map_err(|e| ApiError::unprocessable("invalid_query", format!("query {}: {}", e.path(), e.inner())))
     }
 }
 

@@ -14,6 +14,8 @@
 //!   - `broker::amqp` (real) / `broker::sim` (simulated client and broker node).
 //! - [`http`]: serving an axum `Router` in both worlds, JSON errors at the edge, and the one
 //!   service-to-service client (timeouts, jittered retries, circuit breaker).
+//! - [`id`]: the one identifier type for ids taken from HTTP or a message (1–64 of
+//!   `[A-Za-z0-9-_.:]`), checked where they enter.
 //! - [`storage`]: an append-only journal with fsync (real file or simulated node disk); only
 //!   what was synced survives a crash, and a torn last record is dropped on replay.
 //! - [`coverage`]: counts of the recovery paths a run exercised (redeliveries, conflicts,
@@ -30,6 +32,7 @@ pub mod clock;
 pub mod coverage;
 pub mod faults;
 pub mod http;
+pub mod id;
 pub mod shutdown;
 pub mod storage;
 pub mod watch;

@@ -119,6 +119,7 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
     /// Client-chosen id (registration is idempotent on it).
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub user_id: String,
     /// Driver or rider.
     pub role: Role,
@@ -135,8 +136,10 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shift {
     /// Stations in driving order.
+    #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub route: Vec<String>,
     /// Where the driver ends up; riders going there are served from any route station.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub destination: String,
     /// Seats offered.
     pub seats: u32,
@@ -179,12 +182,16 @@ impl RideStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ride {
     /// Client-chosen id; requesting twice with the same id is idempotent.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub ride_id: String,
     /// Who asks.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub rider_id: String,
     /// Where the rider waits.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// Where the rider wants to go.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub destination: String,
     /// Acceptance order, for first come first served.
     pub seq: u64,
@@ -252,16 +259,22 @@ impl TripStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trip {
     /// Id assigned at commit.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub trip_id: String,
     /// The proposal that created it (a retried proposal finds its trip again).
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub proposal_id: String,
     /// Who drives.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub driver_id: String,
     /// Where riders are picked up.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// The ride requests on board.
+    #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub ride_ids: Vec<String>,
     /// Their riders, in the same order.
+    #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub rider_ids: Vec<String>,
     /// Where it is now.
     pub status: TripStatus,

@@ -12,6 +12,7 @@ pub const DELIVERY_LIMIT: u32 = 10;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Unique per event; a republished event keeps it.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub event_id: String,
     /// When the publisher committed it (ms since epoch).
     pub occurred_at_ms: u64,
@@ -31,8 +32,10 @@ pub enum EventBody {
     /// A driver came within the radius of a station.
     DriverNearStation {
         /// The driver.
+        #[serde(deserialize_with = "lastmile_platform::id::checked")]
         driver_id: String,
         /// The station it is near.
+        #[serde(deserialize_with = "lastmile_platform::id::checked")]
         station_id: String,
     },
     /// A match was committed: a trip was scheduled.

@@ -8,12 +8,12 @@ use crate::config::ServiceName;
 use crate::directory::Directory;
 use crate::domain::{Network, Role};
 use crate::events::{Event, EventBody};
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use lastmile_platform::broker::outbox::Outbox;
 use lastmile_platform::clock::now_ms;
-use lastmile_platform::http::{ApiError, ApiJson};
+use lastmile_platform::http::{ApiError, ApiJson, PathId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,7 @@ pub struct LocationUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Position {
     /// The driver.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub driver_id: String,
     /// Latitude in degrees.
     pub lat: f64,
@@ -47,8 +48,10 @@ pub struct Position {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriversNear {
     /// The station.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// Drivers currently near it, by id.
+    #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub driver_ids: Vec<String>,
 }
 
@@ -96,9 +99,10 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
 
 async fn update(
     AxState(state): AxState<Shared>,
-    Path(driver_id): Path<String>,
+    PathId(driver_id): PathId,
     ApiJson(body): ApiJson<LocationUpdate>,
 ) -> Result<Json<Position>, ApiError> {
+    let driver_id = driver_id.into_string();
     if !(-90.0..=90.0).contains(&body.lat) || !(-180.0..=180.0).contains(&body.lng) {
         return Err(ApiError::unprocessable(
             "invalid_coordinates",
@@ -123,7 +127,8 @@ async fn update(
     Ok(Json(position))
 }
 
-async fn position(AxState(state): AxState<Shared>, Path(driver_id): Path<String>) -> Result<Json<Position>, ApiError> {
+async fn position(AxState(state): AxState<Shared>, PathId(driver_id): PathId) -> Result<Json<Position>, ApiError> {
+    let driver_id = driver_id.into_string();
     state
         .positions
         .lock()
@@ -136,8 +141,9 @@ async fn position(AxState(state): AxState<Shared>, Path(driver_id): Path<String>
 
 async fn drivers_near(
     AxState(state): AxState<Shared>,
-    Path(station_id): Path<String>,
+    PathId(station_id): PathId,
 ) -> Result<Json<DriversNear>, ApiError> {
+    let station_id = station_id.into_string();
     if state.network.get(&station_id).is_none() {
         return Err(ApiError::not_found("unknown_station", format!("no station {station_id}")));
     }

@@ -6,9 +6,10 @@ use crate::api::Context;
 use crate::config::ServiceName;
 use crate::events::{Event, EventBody};
 use crate::store::{SharedStore, State, Store};
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::routing::get;
 use axum::{Json, Router};
+use lastmile_platform::http::PathId;
 use lastmile_platform::broker::worker::Outcome;
 use lastmile_platform::coverage::RecoveryPath;
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,10 @@ use std::sync::atomic::Ordering;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     /// The event it tells about (the deduplication key, with the user).
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub event_id: String,
     /// Who is told.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub user_id: String,
     /// The event kind (`match.found`, ...).
     pub kind: String,
@@ -35,6 +38,7 @@ pub struct Notification {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inbox {
     /// The user.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub user_id: String,
     /// Oldest first.
     pub notifications: Vec<Notification>,
@@ -151,7 +155,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     Ok((router, vec![worker]))
 }
 
-async fn inbox(AxState(store): AxState<SharedStore<Inboxes>>, Path(user_id): Path<String>) -> Json<Inbox> {
+async fn inbox(AxState(store): AxState<SharedStore<Inboxes>>, PathId(user_id): PathId) -> Json<Inbox> {
+    let user_id = user_id.into_string();
     let notifications = store.lock().await.state().by_user.get(&user_id).cloned().unwrap_or_default();
     Json(Inbox { user_id, notifications })
 }

@@ -12,14 +12,14 @@ use crate::directory::Directory;
 use crate::domain::{Network, Ride, RideStatus, Role, Shift, Trip, TripStatus};
 use crate::events::{Event, EventBody};
 use crate::store::{SharedStore, State, Store};
-use axum::extract::{Path, Query, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::clock::{new_id, now_ms};
 use lastmile_platform::coverage::{Coverage, RecoveryPath};
-use lastmile_platform::http::{ApiError, ApiJson};
+use lastmile_platform::http::{ApiError, ApiJson, ApiQuery, PathId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -56,13 +56,18 @@ pub struct Trips {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
     /// A driver started or changed its shift.
-    ShiftSet { driver_id: String, shift: Shift },
+    ShiftSet {
+        #[serde(deserialize_with = "lastmile_platform::id::checked")]
+        driver_id: String,
+        shift: Shift,
+    },
     /// A ride request was accepted and waits.
     RideAccepted { ride: Ride },
     /// A match was committed.
     TripCommitted { trip: Trip },
     /// A trip moved on.
     TripMoved {
+        #[serde(deserialize_with = "lastmile_platform::id::checked")]
         trip_id: String,
         status: TripStatus,
         /// When (ms since epoch); the journal carries it so replay reads no clock.
@@ -71,6 +76,7 @@ pub enum Change {
     },
     /// A waiting ride ran out of time.
     RideExpired {
+        #[serde(deserialize_with = "lastmile_platform::id::checked")]
         ride_id: String,
         reason: String,
         /// When the expiry loop found it due (ms since epoch), so its deadline can be checked;
@@ -80,6 +86,7 @@ pub enum Change {
     },
     /// A waiting ride was withdrawn.
     RideCancelled {
+        #[serde(deserialize_with = "lastmile_platform::id::checked")]
         ride_id: String,
         reason: String,
         /// When (ms since epoch); 0 in journals written before the time was recorded.
@@ -196,8 +203,10 @@ impl State for Trips {
 #[serde(deny_unknown_fields)]
 pub struct ShiftRequest {
     /// Stations in driving order.
+    #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub route: Vec<String>,
     /// The driver's destination.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub destination: String,
     /// Seats offered.
     pub seats: u32,
@@ -207,12 +216,14 @@ pub struct ShiftRequest {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DriverView {
     /// The driver.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub driver_id: String,
     /// Its shift.
     pub shift: Shift,
     /// Seats not taken by active trips.
     pub free_seats: u32,
     /// Its scheduled and picked-up trips.
+    #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub active_trips: Vec<String>,
 }
 
@@ -221,12 +232,16 @@ pub struct DriverView {
 #[serde(deny_unknown_fields)]
 pub struct RideRequest {
     /// Client-chosen id: repeating a request is idempotent.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub ride_id: String,
     /// Who asks.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub rider_id: String,
     /// Where the rider waits.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// Where the rider wants to go.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub destination: String,
     /// How long the rider waits at most, in seconds (0 < s <= 86400); trip-service's ride
     /// deadline when left out.
@@ -241,8 +256,10 @@ const MAX_WAIT_LIMIT_S: f64 = 86_400.0;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidates {
     /// The driver.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub driver_id: String,
     /// The station.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// The driver's free seats at this moment.
     pub free_seats: u32,
@@ -254,6 +271,7 @@ pub struct Candidates {
 #[derive(Debug, Deserialize)]
 pub struct CandidatesQuery {
     /// The driver to pick riders for.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub driver_id: String,
 }
 
@@ -262,12 +280,16 @@ pub struct CandidatesQuery {
 #[serde(deny_unknown_fields)]
 pub struct Proposal {
     /// Unique per proposal; a retry with the same id returns the same trip.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub proposal_id: String,
     /// The driver.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub driver_id: String,
     /// Where the riders are picked up.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// The rides to put on the trip.
+    #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub ride_ids: Vec<String>,
 }
 
@@ -365,9 +387,10 @@ fn check_station(network: &Network, station: &str) -> Result<(), ApiError> {
 
 async fn set_shift(
     AxState(app): AxState<AppState>,
-    Path(driver_id): Path<String>,
+    PathId(driver_id): PathId,
     ApiJson(body): ApiJson<ShiftRequest>,
 ) -> Result<Json<DriverView>, ApiError> {
+    let driver_id = driver_id.into_string();
     if body.route.is_empty() {
         return Err(ApiError::unprocessable("invalid_route", "a route needs at least one station"));
     }
@@ -414,8 +437,9 @@ fn driver_view(state: &Trips, driver_id: &str) -> Result<DriverView, ApiError> {
 
 async fn get_driver(
     AxState(app): AxState<AppState>,
-    Path(driver_id): Path<String>,
+    PathId(driver_id): PathId,
 ) -> Result<Json<DriverView>, ApiError> {
+    let driver_id = driver_id.into_string();
     driver_view(app.store.lock().await.state(), &driver_id).map(Json)
 }
 
@@ -472,11 +496,13 @@ fn same_request(existing: &Ride, body: &RideRequest) -> Result<Ride, ApiError> {
     }
 }
 
-async fn get_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String>) -> Result<Json<Ride>, ApiError> {
+async fn get_ride(AxState(app): AxState<AppState>, PathId(ride_id): PathId) -> Result<Json<Ride>, ApiError> {
+    let ride_id = ride_id.into_string();
     app.store.lock().await.state().ride(&ride_id).cloned().map(Json)
 }
 
-async fn cancel_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String>) -> Result<Json<Ride>, ApiError> {
+async fn cancel_ride(AxState(app): AxState<AppState>, PathId(ride_id): PathId) -> Result<Json<Ride>, ApiError> {
+    let ride_id = ride_id.into_string();
     let mut store = app.store.lock().await;
     let ride = store.state().ride(&ride_id)?.clone();
     match ride.status {
@@ -500,9 +526,10 @@ async fn cancel_ride(AxState(app): AxState<AppState>, Path(ride_id): Path<String
 
 async fn candidates(
     AxState(app): AxState<AppState>,
-    Path(station_id): Path<String>,
-    Query(query): Query<CandidatesQuery>,
+    PathId(station_id): PathId,
+    ApiQuery(query): ApiQuery<CandidatesQuery>,
 ) -> Result<Json<Candidates>, ApiError> {
+    let station_id = station_id.into_string();
     check_station(&app.network, &station_id)?;
     let store = app.store.lock().await;
     let state = store.state();
@@ -622,7 +649,8 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Re
     })
 }
 
-async fn get_trip(AxState(app): AxState<AppState>, Path(trip_id): Path<String>) -> Result<Json<Trip>, ApiError> {
+async fn get_trip(AxState(app): AxState<AppState>, PathId(trip_id): PathId) -> Result<Json<Trip>, ApiError> {
+    let trip_id = trip_id.into_string();
     app.store.lock().await.state().trip(&trip_id).cloned().map(Json)
 }
 
@@ -642,15 +670,18 @@ async fn move_trip(app: AppState, trip_id: String, to: TripStatus) -> Result<Jso
     Ok(Json(moved))
 }
 
-async fn pickup(AxState(app): AxState<AppState>, Path(id): Path<String>) -> Result<Json<Trip>, ApiError> {
+async fn pickup(AxState(app): AxState<AppState>, PathId(id): PathId) -> Result<Json<Trip>, ApiError> {
+    let id = id.into_string();
     move_trip(app, id, TripStatus::PickedUp).await
 }
 
-async fn complete(AxState(app): AxState<AppState>, Path(id): Path<String>) -> Result<Json<Trip>, ApiError> {
+async fn complete(AxState(app): AxState<AppState>, PathId(id): PathId) -> Result<Json<Trip>, ApiError> {
+    let id = id.into_string();
     move_trip(app, id, TripStatus::Completed).await
 }
 
-async fn cancel_trip(AxState(app): AxState<AppState>, Path(id): Path<String>) -> Result<Json<Trip>, ApiError> {
+async fn cancel_trip(AxState(app): AxState<AppState>, PathId(id): PathId) -> Result<Json<Trip>, ApiError> {
+    let id = id.into_string();
     move_trip(app, id, TripStatus::Cancelled).await
 }
 

@@ -5,11 +5,11 @@ use crate::api::Context;
 use crate::domain::{Role, User};
 use crate::events::{Event, EventBody};
 use crate::store::{SharedStore, State, Store};
-use axum::extract::{Path, State as AxState};
+use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use lastmile_platform::http::{ApiError, ApiJson};
+use lastmile_platform::http::{ApiError, ApiJson, PathId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -36,6 +36,7 @@ impl State for Users {
 #[serde(deny_unknown_fields)]
 pub struct RegisterDriver {
     /// Client-chosen id.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub driver_id: String,
     /// Display name.
     pub name: String,
@@ -50,6 +51,7 @@ pub struct RegisterDriver {
 #[serde(deny_unknown_fields)]
 pub struct RegisterRider {
     /// Client-chosen id.
+    #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub rider_id: String,
     /// Display name.
     pub name: String,
@@ -135,7 +137,8 @@ async fn register_rider(
     register(store, user).await
 }
 
-async fn get_user(AxState(store): AxState<SharedStore<Users>>, Path(id): Path<String>) -> Result<Json<User>, ApiError> {
+async fn get_user(AxState(store): AxState<SharedStore<Users>>, PathId(id): PathId) -> Result<Json<User>, ApiError> {
+    let id = id.into_string();
     store
         .lock()
         .await

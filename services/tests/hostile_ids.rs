@@ -1,0 +1,135 @@
+//! Hostile ids never get in: every id a service takes from a path, a query or a body is checked
+//! against the id rule (`lastmile_platform::id`) and a bad one is a 422 JSON error naming the
+//! field, before any lookup, peer call or write. No broker is needed: the five services run
+//! in-process on loopback ports with a broker address nothing answers on (they buffer what they
+//! would publish), so this runs without RabbitMQ.
+
+use lastmile_platform::http::{CallPolicy, ErrorBody, HttpClient, Method};
+use lastmile_platform::shutdown;
+use lastmile_services::{Config, ServiceName};
+use std::collections::BTreeMap;
+
+/// Ids that must be refused, as they would appear in JSON, and (percent-encoded) in a path.
+const HOSTILE: [(&str, &str); 8] = [
+    ("pr1?evil", "pr1%3Fevil"),
+    ("a/../b", "a%2F..%2Fb"),
+    ("has space", "has%20space"),
+    ("new\nline", "new%0Aline"),
+    ("nul\u{0}", "nul%00"),
+    ("pct%3F", "pct%253F"),
+    ("é", "%C3%A9"),
+    ("", ""),
+];
+
+struct Services {
+    clients: BTreeMap<ServiceName, HttpClient>,
+    _triggers: Vec<shutdown::ShutdownTrigger>,
+    data_dir: std::path::PathBuf,
+}
+
+async fn start() -> Services {
+    let data_dir = std::env::temp_dir().join(format!("lastmile-hostile-{}", lastmile_platform::clock::new_id()));
+    let mut listeners = BTreeMap::new();
+    let mut urls = BTreeMap::new();
+    for name in ServiceName::ALL {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        urls.insert(name, format!("http://{}", listener.local_addr().unwrap()));
+        listeners.insert(name, listener);
+    }
+    let config = Config {
+        // Nothing listens on port 1: the services run, buffering what they would publish.
+        amqp_url: "amqp://127.0.0.1:1/%2f".into(),
+        user_url: urls[&ServiceName::User].clone(),
+        location_url: urls[&ServiceName::Location].clone(),
+        trip_url: urls[&ServiceName::Trip].clone(),
+        data_dir: data_dir.clone(),
+        ..Config::default()
+    };
+    let mut triggers = Vec::new();
+    for (name, listener) in listeners {
+        let (trigger, signal) = shutdown::channel();
+        tokio::spawn(lastmile_services::run(name, config.clone(), listener, signal));
+        triggers.push(trigger);
+    }
+    let policy = CallPolicy { attempts: 1, ..CallPolicy::default() };
+    let clients = urls.iter().map(|(name, url)| (*name, HttpClient::new(name.as_str(), url, policy.clone()))).collect();
+    Services { clients, _triggers: triggers, data_dir }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Send and expect a 422 `code` whose message names `field`.
+async fn refused(client: &HttpClient, method: Method, path: &str, body: Option<String>, code: &str, field: &str) {
+    let (status, bytes) = loop {
+        match client.call_raw(method.clone(), path, body.clone().map(String::into_bytes)).await {
+            Ok(answer) => break answer,
+            // The service may still be binding its routes.
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    };
+    let error: ErrorBody = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    assert_eq!((status, error.code.as_str()), (422, code), "{method} {path} {body:?}: {}", error.error);
+    assert!(error.error.contains(field), "{method} {path}: the error names {field}: {}", error.error);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_id_in_a_path_is_refused_with_422_naming_the_parameter() {
+    let s = start().await;
+    let routes: [(ServiceName, Method, &str); 13] = [
+        (ServiceName::User, Method::GET, "/users/{}"),
+        (ServiceName::Location, Method::POST, "/drivers/{}/location"),
+        (ServiceName::Location, Method::GET, "/drivers/{}/position"),
+        (ServiceName::Location, Method::GET, "/stations/{}/drivers"),
+        (ServiceName::Trip, Method::PUT, "/drivers/{}/shift"),
+        (ServiceName::Trip, Method::GET, "/drivers/{}"),
+        (ServiceName::Trip, Method::GET, "/rides/{}"),
+        (ServiceName::Trip, Method::POST, "/rides/{}/cancel"),
+        (ServiceName::Trip, Method::GET, "/stations/{}/candidates?driver_id=d1"),
+        (ServiceName::Trip, Method::GET, "/trips/{}"),
+        (ServiceName::Trip, Method::POST, "/trips/{}/complete"),
+        (ServiceName::Trip, Method::POST, "/trips/{}/cancel"),
+        (ServiceName::Notification, Method::GET, "/users/{}/notifications"),
+    ];
+    for (service, method, route) in routes {
+        for (_, encoded) in HOSTILE.iter().filter(|(raw, _)| !raw.is_empty()) {
+            let path = route.replace("{}", encoded);
+            refused(&s.clients[&service], method.clone(), &path, Some("{}".into()), "invalid_id", "path parameter id")
+                .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_id_in_a_body_or_query_is_refused_with_422_naming_the_field() {
+    let s = start().await;
+    let (user, trip) = (&s.clients[&ServiceName::User], &s.clients[&ServiceName::Trip]);
+    for (raw, encoded) in HOSTILE {
+        let id = serde_json::to_string(raw).unwrap();
+        let rider = format!(r#"{{"rider_id": {id}, "name": "R", "phone": "+91 99000 00001"}}"#);
+        refused(user, Method::POST, "/riders", Some(rider), "invalid_body", "rider_id").await;
+        let driver = format!(r#"{{"driver_id": {id}, "name": "D", "phone": "+91 99000 00002", "vehicle": "KA-01"}}"#);
+        refused(user, Method::POST, "/drivers", Some(driver), "invalid_body", "driver_id").await;
+        for field in ["ride_id", "rider_id", "station_id", "destination"] {
+            let mut ride = serde_json::json!({
+                "ride_id": "r-1", "rider_id": "rider-1", "station_id": "ST101", "destination": "ST104"
+            });
+            ride[field] = serde_json::Value::String(raw.to_string());
+            refused(trip, Method::POST, "/rides", Some(ride.to_string()), "invalid_body", field).await;
+        }
+        let shift = format!(r#"{{"route": ["ST101", {id}], "destination": "ST104", "seats": 2}}"#);
+        refused(trip, Method::PUT, "/drivers/d1/shift", Some(shift), "invalid_body", "route").await;
+        let proposal =
+            format!(r#"{{"proposal_id": "p1", "driver_id": "d1", "station_id": "ST101", "ride_ids": [{id}]}}"#);
+        refused(trip, Method::POST, "/matches", Some(proposal), "invalid_body", "ride_ids").await;
+        let query = format!("/stations/ST101/candidates?driver_id={encoded}");
+        refused(trip, Method::GET, &query, None, "invalid_query", "driver_id").await;
+    }
+    // A long id too: 65 characters.
+    let long = format!(r#"{{"rider_id": "{}", "name": "R", "phone": "+91 99000 00001"}}"#, "r".repeat(65));
+    refused(user, Method::POST, "/riders", Some(long), "invalid_body", "rider_id").await;
+}
