@@ -225,6 +225,10 @@ pub enum CallError {
     /// The peer answered 2xx with a body we could not decode.
     #[error("{peer}: undecodable response: {reason}")]
     Decode { peer: String, reason: String },
+    /// The request could not be built (e.g. a path that is no URI): our mistake, not the
+    /// peer's state; nothing was sent, and the breaker does not count it.
+    #[error("{peer}: cannot build the request: {reason}")]
+    Request { peer: String, reason: String },
 }
 
 impl CallError {
@@ -240,8 +244,19 @@ impl CallError {
     pub fn is_unavailable(&self) -> bool {
         match self {
             CallError::Status { status, .. } => *status >= 500,
-            CallError::Decode { .. } => false,
+            CallError::Decode { .. } | CallError::Request { .. } => false,
             _ => true,
+        }
+    }
+
+    /// Whether asking again cannot help: the peer refused the request itself (a 4xx other
+    /// than 408 and 429) or it could not be built. A consumer dead-letters such work at once
+    /// rather than retrying it.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            CallError::Status { status, .. } => (400..500).contains(status) && !matches!(status, 408 | 429),
+            CallError::Request { .. } => true,
+            _ => false,
         }
     }
 
@@ -254,8 +269,9 @@ impl CallError {
     }
 }
 
-/// `id` as one URL path segment: letters, digits and `-_.~` stay, every other byte is
-/// percent-encoded, so an id can never add a path, a query or a fragment to a peer's URL.
+/// `id` as one URL path segment (or one query value): letters, digits and `-_.~` stay, every
+/// other byte is percent-encoded, so an id can never add a path, a query parameter or a
+/// fragment to a peer's URL. Every id in a URL a service builds goes through this.
 pub fn path_segment(id: &str) -> String {
     let mut out = String::with_capacity(id.len());
     for b in id.bytes() {
@@ -402,6 +418,8 @@ impl HttpClient {
                     self.record(true);
                     return Ok((status, bytes));
                 }
+                // Our own mistake: the same request would fail again, and the peer is fine.
+                Err(e @ CallError::Request { .. }) => return Err(e),
                 Ok((status, bytes)) => {
                     last = Some(Ok((status, bytes)));
                 }
@@ -429,8 +447,9 @@ impl HttpClient {
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
         }
-        let request =
-            request.body(Full::new(Bytes::from(body.unwrap_or_default()))).map_err(|e| unreachable(e.to_string()))?;
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| CallError::Request { peer: peer.clone(), reason: e.to_string() })?;
         let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
@@ -467,7 +486,23 @@ impl HttpClient {
 
 #[cfg(test)]
 mod tests {
-    use super::path_segment;
+    use super::{path_segment, CallError};
+
+    #[test]
+    fn a_refusal_is_permanent_and_not_an_outage() {
+        let status = |status| CallError::Status { peer: "p".into(), status, body: String::new() };
+        for s in [400, 404, 409, 422] {
+            assert!(status(s).is_permanent() && !status(s).is_unavailable(), "{s}");
+        }
+        for s in [408, 429] {
+            assert!(!status(s).is_permanent(), "{s} is worth asking again");
+        }
+        assert!(!status(503).is_permanent() && status(503).is_unavailable());
+        let unbuildable = CallError::Request { peer: "p".into(), reason: "bad uri".into() };
+        assert!(unbuildable.is_permanent() && !unbuildable.is_unavailable());
+        let down = CallError::Unreachable { peer: "p".into(), reason: "refused".into() };
+        assert!(!down.is_permanent() && down.is_unavailable());
+    }
 
     #[test]
     fn an_id_stays_one_path_segment() {

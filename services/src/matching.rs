@@ -20,7 +20,7 @@ use axum::{Json, Router};
 use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::broker::worker::Outcome;
 use lastmile_platform::clock::new_id;
-use lastmile_platform::http::{CallError, HttpClient};
+use lastmile_platform::http::{path_segment, CallError, HttpClient};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -109,8 +109,15 @@ async fn stats(AxState(m): AxState<Arc<Matcher>>) -> Json<MatchingStats> {
     })
 }
 
+/// What a failed peer call makes of the event: a refusal (a 4xx, a request that cannot be built)
+/// will not change on retry, so the event is dead-lettered at once (with a warning naming it);
+/// an outage, a timeout or a 5xx is retried with backoff.
 fn retry(e: CallError) -> Outcome {
-    Outcome::Retry(e.to_string())
+    if e.is_permanent() {
+        Outcome::Poison(format!("a peer refused it: {e}"))
+    } else {
+        Outcome::Retry(e.to_string())
+    }
 }
 
 impl Matcher {
@@ -126,7 +133,7 @@ impl Matcher {
                     // The planted bug: acked, never processed.
                     return Outcome::Done;
                 }
-                let position = match self.locations.get::<Position>(&format!("/drivers/{driver_id}/position")).await {
+                let position = match self.locations.get::<Position>(&format!("/drivers/{}/position", path_segment(driver_id))).await {
                     Ok(p) => p,
                     Err(e) if e.status() == Some(404) => return Outcome::Done,
                     Err(e) => return retry(e),
@@ -139,7 +146,7 @@ impl Matcher {
             }
             EventBody::RideRequested(ride) => {
                 let near =
-                    match self.locations.get::<DriversNear>(&format!("/stations/{}/drivers", ride.station_id)).await {
+                    match self.locations.get::<DriversNear>(&format!("/stations/{}/drivers", path_segment(&ride.station_id))).await {
                         Ok(n) => n,
                         Err(e) => return retry(e),
                     };
@@ -151,7 +158,7 @@ impl Matcher {
                 Outcome::Done
             }
             EventBody::TripUpdated(Trip { driver_id, status, .. }) if !status.is_active() => {
-                let position = match self.locations.get::<Position>(&format!("/drivers/{driver_id}/position")).await {
+                let position = match self.locations.get::<Position>(&format!("/drivers/{}/position", path_segment(driver_id))).await {
                     Ok(p) => p,
                     Err(e) if e.status() == Some(404) => return Outcome::Done,
                     Err(e) => return retry(e),
@@ -169,7 +176,7 @@ impl Matcher {
     /// left to propose. Returns the riders matched.
     pub async fn try_match(&self, driver_id: &str, station_id: &str) -> Result<usize, CallError> {
         for _ in 0..PROPOSAL_ATTEMPTS {
-            let path = format!("/stations/{station_id}/candidates?driver_id={driver_id}");
+            let path = format!("/stations/{}/candidates?driver_id={}", path_segment(station_id), path_segment(driver_id));
             let candidates = match self.trips.get::<Candidates>(&path).await {
                 Ok(c) => c,
                 // No shift (yet): nothing to match for this driver.
@@ -210,7 +217,7 @@ impl Matcher {
             }
             EventBody::DriverNearStation { driver_id, station_id } => {
                 if !memory.shifts.contains_key(driver_id) {
-                    match self.trips.get::<DriverView>(&format!("/drivers/{driver_id}")).await {
+                    match self.trips.get::<DriverView>(&format!("/drivers/{}", path_segment(driver_id))).await {
                         Ok(view) => {
                             // First sight: the original assumed every seat free.
                             memory.free_seats.insert(driver_id.clone(), i64::from(view.shift.seats));

@@ -4,7 +4,7 @@
 //! reads like the log of many independent clients.
 
 use crate::history::{History, Phase};
-use lastmile_platform::http::{CallError, CallPolicy, HttpClient, Method};
+use lastmile_platform::http::{path_segment, CallError, CallPolicy, HttpClient, Method};
 use lastmile_services::domain::{Ride, Station, Trip, User};
 use lastmile_services::location::{LocationUpdate, Position};
 use lastmile_services::notification::Inbox;
@@ -112,7 +112,7 @@ impl LastMileClient {
     /// `PUT /drivers/{id}/shift`.
     pub async fn start_shift(&self, driver_id: &str, shift: &ShiftRequest) -> Result<DriverView, CallError> {
         let body = serde_json::to_vec(shift).expect("serializes");
-        let path = format!("/drivers/{driver_id}/shift");
+        let path = format!("/drivers/{}/shift", path_segment(driver_id));
         let call = self.trip.call::<DriverView>(Method::PUT, &path, Some(body));
         self.recorded(driver_id, "start_shift", serde_json::to_value(shift).unwrap_or_default(), call).await
     }
@@ -125,7 +125,7 @@ impl LastMileClient {
     /// `POST /drivers/{id}/location`.
     pub async fn move_to(&self, driver_id: &str, lat: f64, lng: f64) -> Result<Position, CallError> {
         let body = LocationUpdate { lat, lng };
-        let path = format!("/drivers/{driver_id}/location");
+        let path = format!("/drivers/{}/location", path_segment(driver_id));
         self.recorded(driver_id, "location", json!({ "lat": lat, "lng": lng }), self.location.post(&path, &body)).await
     }
 
@@ -141,7 +141,7 @@ impl LastMileClient {
 
     /// `GET /rides/{id}`, as `who`.
     pub async fn ride_as(&self, who: &str, ride_id: &str) -> Result<Ride, CallError> {
-        self.get(&self.trip, who, "get_ride", format!("/rides/{ride_id}")).await
+        self.get(&self.trip, who, "get_ride", format!("/rides/{}", path_segment(ride_id))).await
     }
 
     /// `GET /rides/{id}`, as the harness.
@@ -151,7 +151,7 @@ impl LastMileClient {
 
     /// `GET /drivers/{id}`, as `who`.
     pub async fn driver_as(&self, who: &str, driver_id: &str) -> Result<DriverView, CallError> {
-        self.get(&self.trip, who, "get_driver", format!("/drivers/{driver_id}")).await
+        self.get(&self.trip, who, "get_driver", format!("/drivers/{}", path_segment(driver_id))).await
     }
 
     /// `GET /drivers/{id}`, as the harness.
@@ -161,7 +161,7 @@ impl LastMileClient {
 
     /// `GET /trips/{id}`, as `who`.
     pub async fn trip_as(&self, who: &str, trip_id: &str) -> Result<Trip, CallError> {
-        self.get(&self.trip, who, "get_trip", format!("/trips/{trip_id}")).await
+        self.get(&self.trip, who, "get_trip", format!("/trips/{}", path_segment(trip_id))).await
     }
 
     /// `GET /trips/{id}`, as the harness.
@@ -171,19 +171,19 @@ impl LastMileClient {
 
     /// `POST /trips/{id}/pickup`.
     pub async fn pickup(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
-        let path = format!("/trips/{trip_id}/pickup");
+        let path = format!("/trips/{}/pickup", path_segment(trip_id));
         self.recorded(driver_id, "pickup", Value::String(trip_id.into()), self.trip.post(&path, &json!({}))).await
     }
 
     /// `POST /trips/{id}/complete`.
     pub async fn complete(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
-        let path = format!("/trips/{trip_id}/complete");
+        let path = format!("/trips/{}/complete", path_segment(trip_id));
         self.recorded(driver_id, "complete", Value::String(trip_id.into()), self.trip.post(&path, &json!({}))).await
     }
 
     /// `POST /trips/{id}/cancel`.
     pub async fn cancel_trip(&self, driver_id: &str, trip_id: &str) -> Result<Trip, CallError> {
-        let path = format!("/trips/{trip_id}/cancel");
+        let path = format!("/trips/{}/cancel", path_segment(trip_id));
         self.recorded(driver_id, "cancel_trip", Value::String(trip_id.into()), self.trip.post(&path, &json!({}))).await
     }
 
@@ -200,7 +200,7 @@ impl LastMileClient {
 
     /// `GET /users/{id}/notifications`.
     pub async fn inbox(&self, user_id: &str) -> Result<Inbox, CallError> {
-        self.get(&self.notification, user_id, "inbox", format!("/users/{user_id}/notifications")).await
+        self.get(&self.notification, user_id, "inbox", format!("/users/{}/notifications", path_segment(user_id))).await
     }
 
     /// `GET path` of any replica or service at `base_url`, recorded as `who`/`action`.
