@@ -6,8 +6,8 @@
 //! which is madsim's under simulation) with a timeout per attempt, jittered exponential retries
 //! (the jitter is seeded under simulation) and a circuit breaker per peer.
 
-use axum::extract::rejection::JsonRejection;
 use crate::id::Id;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::request::Parts;
 pub use axum::http::Method;
@@ -153,7 +153,11 @@ where
                 JsonRejection::MissingJsonContentType(_) => {
                     ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_json", rejection.body_text())
                 }
-                _ => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text()),
+                // Over the body limit (413), unreadable body (400), ...: the rejection's own status.
+                _ if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", rejection.body_text())
+                }
+                _ => ApiError::new(rejection.status(), "bad_request", rejection.body_text()),
             }),
         }
     }
@@ -173,9 +177,15 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_path", e.body_text()))?;
         let mut params = params.iter();
         let (Some((name, value)), None) = (params.next(), params.next()) else {
-            return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "bad_route", "the route has not one parameter"));
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "bad_route",
+                "the route has not one parameter",
+            ));
         };
-        Id::new(value).map(PathId).map_err(|e| ApiError::unprocessable("invalid_id", format!("path parameter {name}: {e}")))
+        Id::new(value)
+            .map(PathId)
+            .map_err(|e| ApiError::unprocessable("invalid_id", format!("path parameter {name}: {e}")))
     }
 }
 
@@ -200,7 +210,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 
 /// The fallback for unknown routes: a JSON 404 rather than an empty body.
 pub async fn no_such_route(method: Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found("no_such_route", format!("no route for {method} {}", uri.path()))
+    ApiError::not_found("no_such_route", format!("no route for {method} {}", shown_path(uri.path())))
+}
+
+/// The fallback for a known route asked with the wrong method: a JSON 405.
+pub async fn wrong_method(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", shown_path(uri.path())),
+    )
+}
+
+/// A request path to echo in an error, cut to 200 bytes (a URI path is printable ASCII, with
+/// anything else already percent-encoded by the client).
+fn shown_path(path: &str) -> &str {
+    match path.char_indices().nth(200) {
+        Some((cut, _)) => &path[..cut],
+        None => path,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -177,7 +177,8 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
                 }
             }),
         )
-        .fallback(http::no_such_route);
+        .fallback(http::no_such_route)
+        .method_not_allowed_fallback(http::wrong_method);
     Ok(Service { name, router, tasks, broker })
 }
 

@@ -133,7 +133,11 @@ impl Matcher {
                     // The planted bug: acked, never processed.
                     return Outcome::Done;
                 }
-                let position = match self.locations.get::<Position>(&format!("/drivers/{}/position", path_segment(driver_id))).await {
+                let position = match self
+                    .locations
+                    .get::<Position>(&format!("/drivers/{}/position", path_segment(driver_id)))
+                    .await
+                {
                     Ok(p) => p,
                     Err(e) if e.status() == Some(404) => return Outcome::Done,
                     Err(e) => return retry(e),
@@ -145,11 +149,14 @@ impl Matcher {
                 self.try_match(driver_id, station_id).await.map_or_else(retry, |_| Outcome::Done)
             }
             EventBody::RideRequested(ride) => {
-                let near =
-                    match self.locations.get::<DriversNear>(&format!("/stations/{}/drivers", path_segment(&ride.station_id))).await {
-                        Ok(n) => n,
-                        Err(e) => return retry(e),
-                    };
+                let near = match self
+                    .locations
+                    .get::<DriversNear>(&format!("/stations/{}/drivers", path_segment(&ride.station_id)))
+                    .await
+                {
+                    Ok(n) => n,
+                    Err(e) => return retry(e),
+                };
                 for driver_id in &near.driver_ids {
                     if let Err(e) = self.try_match(driver_id, &ride.station_id).await {
                         return retry(e);
@@ -158,7 +165,11 @@ impl Matcher {
                 Outcome::Done
             }
             EventBody::TripUpdated(Trip { driver_id, status, .. }) if !status.is_active() => {
-                let position = match self.locations.get::<Position>(&format!("/drivers/{}/position", path_segment(driver_id))).await {
+                let position = match self
+                    .locations
+                    .get::<Position>(&format!("/drivers/{}/position", path_segment(driver_id)))
+                    .await
+                {
                     Ok(p) => p,
                     Err(e) if e.status() == Some(404) => return Outcome::Done,
                     Err(e) => return retry(e),
@@ -176,7 +187,8 @@ impl Matcher {
     /// left to propose. Returns the riders matched.
     pub async fn try_match(&self, driver_id: &str, station_id: &str) -> Result<usize, CallError> {
         for _ in 0..PROPOSAL_ATTEMPTS {
-            let path = format!("/stations/{}/candidates?driver_id={}", path_segment(station_id), path_segment(driver_id));
+            let path =
+                format!("/stations/{}/candidates?driver_id={}", path_segment(station_id), path_segment(driver_id));
             let candidates = match self.trips.get::<Candidates>(&path).await {
                 Ok(c) => c,
                 // No shift (yet): nothing to match for this driver.

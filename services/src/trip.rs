@@ -249,6 +249,9 @@ pub struct RideRequest {
     pub max_wait_s: Option<f64>,
 }
 
+/// The most stations a route may list (a metro line has far fewer).
+const MAX_ROUTE_STATIONS: usize = 64;
+
 /// The longest wait a request may ask for.
 const MAX_WAIT_LIMIT_S: f64 = 86_400.0;
 
@@ -391,8 +394,11 @@ async fn set_shift(
     ApiJson(body): ApiJson<ShiftRequest>,
 ) -> Result<Json<DriverView>, ApiError> {
     let driver_id = driver_id.into_string();
-    if body.route.is_empty() {
-        return Err(ApiError::unprocessable("invalid_route", "a route needs at least one station"));
+    if body.route.is_empty() || body.route.len() > MAX_ROUTE_STATIONS {
+        return Err(ApiError::unprocessable(
+            "invalid_route",
+            format!("a route has 1 to {MAX_ROUTE_STATIONS} stations, not {}", body.route.len()),
+        ));
     }
     for station in &body.route {
         check_station(&app.network, station)?;
@@ -435,10 +441,7 @@ fn driver_view(state: &Trips, driver_id: &str) -> Result<DriverView, ApiError> {
     })
 }
 
-async fn get_driver(
-    AxState(app): AxState<AppState>,
-    PathId(driver_id): PathId,
-) -> Result<Json<DriverView>, ApiError> {
+async fn get_driver(AxState(app): AxState<AppState>, PathId(driver_id): PathId) -> Result<Json<DriverView>, ApiError> {
     let driver_id = driver_id.into_string();
     driver_view(app.store.lock().await.state(), &driver_id).map(Json)
 }
@@ -610,6 +613,12 @@ pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Re
     let shift = state.shift(&proposal.driver_id)?;
     if proposal.ride_ids.is_empty() {
         return Err(ApiError::unprocessable("empty_proposal", "a proposal needs at least one ride"));
+    }
+    if proposal.ride_ids.len() > MAX_SEATS as usize {
+        return Err(ApiError::unprocessable(
+            "too_many_rides",
+            format!("a trip has at most {MAX_SEATS} riders, {} were proposed", proposal.ride_ids.len()),
+        ));
     }
     let mut rider_ids = Vec::new();
     for (i, ride_id) in proposal.ride_ids.iter().enumerate() {

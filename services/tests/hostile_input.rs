@@ -1,6 +1,7 @@
-//! Hostile ids never get in: every id a service takes from a path, a query or a body is checked
-//! against the id rule (`lastmile_platform::id`) and a bad one is a 422 JSON error naming the
-//! field, before any lookup, peer call or write. No broker is needed: the five services run
+//! Hostile input never gets in and never gets a bare answer: every id a service takes from a
+//! path, a query or a body is checked against the id rule (`lastmile_platform::id`) and a bad
+//! one is a 422 JSON error naming the field, before any lookup, peer call or write; lists are
+//! bounded; a wrong method, an unknown route and an oversized body get JSON errors too. No broker is needed: the five services run
 //! in-process on loopback ports with a broker address nothing answers on (they buffer what they
 //! would publish), so this runs without RabbitMQ.
 
@@ -64,6 +65,18 @@ impl Drop for Services {
 
 /// Send and expect a 422 `code` whose message names `field`.
 async fn refused(client: &HttpClient, method: Method, path: &str, body: Option<String>, code: &str, field: &str) {
+    refused_with(client, method, path, body, (422, code), field).await
+}
+
+/// Send and expect `status` with a JSON error `code` whose message names `field`.
+async fn refused_with(
+    client: &HttpClient,
+    method: Method,
+    path: &str,
+    body: Option<String>,
+    (want, code): (u16, &str),
+    field: &str,
+) {
     let (status, bytes) = loop {
         match client.call_raw(method.clone(), path, body.clone().map(String::into_bytes)).await {
             Ok(answer) => break answer,
@@ -73,7 +86,7 @@ async fn refused(client: &HttpClient, method: Method, path: &str, body: Option<S
     };
     let error: ErrorBody = serde_json::from_slice(&bytes)
         .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
-    assert_eq!((status, error.code.as_str()), (422, code), "{method} {path} {body:?}: {}", error.error);
+    assert_eq!((status, error.code.as_str()), (want, code), "{method} {path}: {}", error.error);
     assert!(error.error.contains(field), "{method} {path}: the error names {field}: {}", error.error);
 }
 
@@ -132,4 +145,28 @@ async fn a_hostile_id_in_a_body_or_query_is_refused_with_422_naming_the_field() 
     // A long id too: 65 characters.
     let long = format!(r#"{{"rider_id": "{}", "name": "R", "phone": "+91 99000 00001"}}"#, "r".repeat(65));
     refused(user, Method::POST, "/riders", Some(long), "invalid_body", "rider_id").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_are_bounded_and_every_edge_error_is_json() {
+    let s = start().await;
+    let trip = &s.clients[&ServiceName::Trip];
+    let long_route = serde_json::json!({ "route": vec!["ST101"; 40_000], "destination": "ST104", "seats": 2 });
+    refused(trip, Method::PUT, "/drivers/d1/shift", Some(long_route.to_string()), "invalid_route", "1 to 64 stations")
+        .await;
+    let ride_ids: Vec<String> = (0..1_000).map(|i| format!("r-{i}")).collect();
+    let proposal =
+        serde_json::json!({ "proposal_id": "p1", "driver_id": "d1", "station_id": "ST101", "ride_ids": ride_ids });
+    // The driver has no shift: the bound is checked first, or the 404 answers; either way no 5xx.
+    let (status, _) = trip.call_raw(Method::POST, "/matches", Some(proposal.to_string().into_bytes())).await.unwrap();
+    assert!(matches!(status, 404 | 422), "{status}");
+    for service in ServiceName::ALL {
+        let client = &s.clients[&service];
+        refused_with(client, Method::DELETE, "/health", None, (405, "method_not_allowed"), "DELETE").await;
+        refused_with(client, Method::GET, "/no/such/route", None, (404, "no_such_route"), "/no/such/route").await;
+    }
+    // Over the 2 MB body limit: 413 with a JSON error, not a 400.
+    let big = format!(r#"{{"rider_id": "r1", "name": "{}", "phone": "1"}}"#, "x".repeat(3 << 20));
+    refused_with(&s.clients[&ServiceName::User], Method::POST, "/riders", Some(big), (413, "body_too_large"), "length")
+        .await;
 }
