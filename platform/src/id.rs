@@ -74,6 +74,33 @@ pub fn checked<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(s)
 }
 
+/// Longest place name accepted ([`checked_label`]).
+pub const MAX_LABEL_LEN: usize = 100;
+
+/// For a `String` field holding a place name (a ride's or a driver's destination, which may be
+/// a station id or a name like "Electronic City"): 1 to [`MAX_LABEL_LEN`] characters, no
+/// control characters (so no newline or NUL reaches a log line), not blank.
+pub fn checked_label<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    check_label(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
+}
+
+/// Check a place name against the rule of [`checked_label`].
+pub fn check_label(s: &str) -> Result<(), String> {
+    if s.trim().is_empty() {
+        return Err("a name must not be blank".into());
+    }
+    let n = s.chars().count();
+    if n > MAX_LABEL_LEN {
+        return Err(format!("a name is at most {MAX_LABEL_LEN} characters, this one has {n}"));
+    }
+    match s.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!("a name may not hold control characters, not {c:?}")),
+        None => Ok(()),
+    }
+}
+
 /// The same for a list of ids.
 pub fn checked_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let list = Vec::<String>::deserialize(d)?;
@@ -149,5 +176,14 @@ mod tests {
         assert!(e.contains("not '?'"), "{e}");
         assert_eq!(serde_json::from_str::<Id>("\"r-1\"").unwrap(), "r-1");
         assert_eq!(serde_json::to_string(&Id::new("r-1").unwrap()).unwrap(), "\"r-1\"");
+    }
+
+    #[test]
+    fn a_place_name_may_have_spaces_but_no_control_characters() {
+        assert!(check_label("Electronic City").is_ok());
+        assert!(check_label("ST104").is_ok());
+        for bad in ["", "  ", "new\nline", "nul\0", &"x".repeat(MAX_LABEL_LEN + 1)] {
+            assert!(check_label(bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -139,7 +139,7 @@ pub struct Shift {
     #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub route: Vec<String>,
     /// Where the driver ends up; riders going there are served from any route station.
-    #[serde(deserialize_with = "lastmile_platform::id::checked")]
+    #[serde(deserialize_with = "lastmile_platform::id::checked_label")]
     pub destination: String,
     /// Seats offered.
     pub seats: u32,
@@ -191,7 +191,7 @@ pub struct Ride {
     #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// Where the rider wants to go.
-    #[serde(deserialize_with = "lastmile_platform::id::checked")]
+    #[serde(deserialize_with = "lastmile_platform::id::checked_label")]
     pub destination: String,
     /// Acceptance order, for first come first served.
     pub seq: u64,

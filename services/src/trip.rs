@@ -206,7 +206,7 @@ pub struct ShiftRequest {
     #[serde(deserialize_with = "lastmile_platform::id::checked_list")]
     pub route: Vec<String>,
     /// The driver's destination.
-    #[serde(deserialize_with = "lastmile_platform::id::checked")]
+    #[serde(deserialize_with = "lastmile_platform::id::checked_label")]
     pub destination: String,
     /// Seats offered.
     pub seats: u32,
@@ -241,7 +241,7 @@ pub struct RideRequest {
     #[serde(deserialize_with = "lastmile_platform::id::checked")]
     pub station_id: String,
     /// Where the rider wants to go.
-    #[serde(deserialize_with = "lastmile_platform::id::checked")]
+    #[serde(deserialize_with = "lastmile_platform::id::checked_label")]
     pub destination: String,
     /// How long the rider waits at most, in seconds (0 < s <= 86400); trip-service's ride
     /// deadline when left out.

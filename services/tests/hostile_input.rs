@@ -1,9 +1,13 @@
 //! Hostile input never gets in and never gets a bare answer: every id a service takes from a
 //! path, a query or a body is checked against the id rule (`lastmile_platform::id`) and a bad
 //! one is a 422 JSON error naming the field, before any lookup, peer call or write; lists are
-//! bounded; a wrong method, an unknown route and an oversized body get JSON errors too. No broker is needed: the five services run
-//! in-process on loopback ports with a broker address nothing answers on (they buffer what they
-//! would publish), so this runs without RabbitMQ.
+//! bounded; a wrong method, an unknown route and an oversized body get JSON errors too.
+//!
+//! No broker is needed: the five services run in-process on loopback ports with a broker address
+//! nothing answers on (they buffer what they would publish), so this runs without RabbitMQ.
+
+// Real sockets on real tokio (the normal build flavour only).
+#![cfg(not(madsim))]
 
 use lastmile_platform::http::{CallPolicy, ErrorBody, HttpClient, Method};
 use lastmile_platform::shutdown;
@@ -128,6 +132,9 @@ async fn a_hostile_id_in_a_body_or_query_is_refused_with_422_naming_the_field() 
         let driver = format!(r#"{{"driver_id": {id}, "name": "D", "phone": "+91 99000 00002", "vehicle": "KA-01"}}"#);
         refused(user, Method::POST, "/drivers", Some(driver), "invalid_body", "driver_id").await;
         for field in ["ride_id", "rider_id", "station_id", "destination"] {
+            if field == "destination" && !raw.is_empty() && !raw.contains(['\n', '\0']) {
+                continue; // a place name, not an id: spaces and other letters are fine
+            }
             let mut ride = serde_json::json!({
                 "ride_id": "r-1", "rider_id": "rider-1", "station_id": "ST101", "destination": "ST104"
             });

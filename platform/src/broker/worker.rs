@@ -4,18 +4,20 @@
 //! The handler decides what a failure means:
 //! - [`Outcome::Retry`]: a transient failure (a peer is down). The worker keeps the delivery
 //!   (unacked) and runs the handler again with exponential backoff for up to `retry_budget`;
-//!   only then does it give up and dead-letter it, with a warning. A requeue would spend the
+//!   only then does it give up and dead-letter it, with a warning. Other deliveries are handled
+//!   meanwhile (up to the prefetch at once), so one retried message never stalls the queue. A requeue would spend the
 //!   queue's delivery limit in a few seconds of a peer's outage and dead-letter work that a
 //!   minute later would have succeeded (the simulation's `no_dead_letter` rule found that).
 //!   If the worker dies meanwhile, the broker redelivers the delivery.
 //! - [`Outcome::Poison`]: the message can never be processed (malformed); it is dead-lettered at
 //!   once. A poison message therefore never crash-loops a service.
 
-use super::{Broker, Message};
+use super::{Broker, Delivery, Message};
 use crate::clock::{instant_now, jitter};
 use crate::coverage::{Coverage, RecoveryPath};
 use crate::faults::{CrashPoint, Faults};
 use crate::shutdown::Shutdown;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::time::Duration;
 
@@ -70,6 +72,11 @@ impl WorkerConfig {
 }
 
 /// Consume `config.queue` until `shutdown` fires, handing every delivery to `handler`.
+///
+/// Deliveries are handled concurrently, up to the prefetch (the broker never has more unacked
+/// deliveries out): one waiting out its retry backoff does not hold up the others (a peer's
+/// outage that hits one kind of event, a slow peer, a burst of messages for an unknown driver).
+/// Each delivery is acked or dead-lettered on its own as soon as its outcome is final.
 pub async fn run<H, F>(broker: Broker, config: WorkerConfig, mut shutdown: Shutdown, mut handler: H)
 where
     H: FnMut(Message, bool) -> F,
@@ -93,69 +100,118 @@ where
                 continue;
             }
         };
+        let mut in_flight: FuturesUnordered<_> = FuturesUnordered::new();
         loop {
-            let delivery = tokio::select! {
+            tokio::select! {
                 biased;
-                d = consumer.next() => d,
                 _ = shutdown.wait() => {
-                    // Stop consuming; the work in flight has already finished (one at a time).
+                    // Stop consuming, let the attempts under way finish (one waiting out a
+                    // backoff gives up at once); what is not acked the broker hands on.
                     consumer.cancel().await;
+                    while let Some((delivery, _, outcome)) = in_flight.next().await {
+                        if !matches!(outcome, Outcome::Retry(_)) {
+                            settle(&config, delivery, outcome).await;
+                        }
+                    }
                     return;
                 }
-            };
-            let Some(delivery) = delivery else {
-                tracing::warn!(queue = %config.queue, "consumer connection lost; reconnecting");
-                break;
-            };
-            if delivery.redelivered {
-                config.coverage.hit(RecoveryPath::Redelivered);
-            }
-            let (started, mut delay) = (instant_now(), config.retry_delay);
-            let outcome = loop {
-                match handler(delivery.message.clone(), delivery.redelivered).await {
-                    Outcome::Retry(reason) if instant_now().duration_since(started) < config.retry_budget => {
-                        config.coverage.hit(RecoveryPath::ConsumerRetry);
-                        tracing::debug!(queue = %config.queue, id = %delivery.message.message_id, %reason, "retrying after a transient failure");
-                        tokio::select! {
-                            biased;
-                            _ = tokio::time::sleep(delay + jitter(delay)) => {}
-                            _ = shutdown.wait() => {
-                                // Unacked: the broker hands it to the next consumer.
-                                consumer.cancel().await;
-                                return;
-                            }
+                Some((delivery, tries, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (delivery, tries): (Delivery, Tries) = (delivery, tries);
+                    match outcome {
+                        Outcome::Retry(reason) if tries.within(config.retry_budget) => {
+                            config.coverage.hit(RecoveryPath::ConsumerRetry);
+                            tracing::debug!(queue = %config.queue, id = %delivery.message.message_id, %reason, "retrying after a transient failure");
+                            let work = handler(delivery.message.clone(), delivery.redelivered);
+                            let wait = tries.delay;
+                            in_flight.push(attempt(delivery, tries.next(&config), wait, work, shutdown.clone()));
                         }
-                        delay = (delay * 2).min(config.retry_delay_max);
+                        outcome => settle(&config, delivery, outcome).await,
                     }
-                    other => break other,
                 }
-            };
-            let result = match outcome {
-                Outcome::Done => {
-                    config.faults.crash_point(CrashPoint::BeforeAck).await;
-                    delivery.ack().await
+                delivery = consumer.next() => {
+                    let Some(delivery) = delivery else {
+                        // The attempts under way finish; their acks fail and the broker
+                        // redelivers them to whoever consumes next.
+                        tracing::warn!(queue = %config.queue, "consumer connection lost; reconnecting");
+                        while in_flight.next().await.is_some() {}
+                        break;
+                    };
+                    if delivery.redelivered {
+                        config.coverage.hit(RecoveryPath::Redelivered);
+                    }
+                    let work = handler(delivery.message.clone(), delivery.redelivered);
+                    in_flight.push(attempt(delivery, Tries::first(&config), Duration::ZERO, work, shutdown.clone()));
                 }
-                Outcome::Retry(reason) => {
-                    config.coverage.hit(RecoveryPath::DeadLettered);
-                    tracing::warn!(
-                        queue = %config.queue,
-                        id = %delivery.message.message_id,
-                        %reason,
-                        budget_s = config.retry_budget.as_secs(),
-                        "giving up after the retry budget: dead-lettering"
-                    );
-                    delivery.nack(false).await
-                }
-                Outcome::Poison(reason) => {
-                    config.coverage.hit(RecoveryPath::DeadLettered);
-                    tracing::warn!(queue = %config.queue, id = %delivery.message.message_id, %reason, "dead-lettering a message that cannot be processed");
-                    delivery.nack(false).await
-                }
-            };
-            if let Err(e) = result {
-                // The broker will redeliver it; consumers are idempotent.
-                tracing::warn!(queue = %config.queue, error = %e, "ack/nack failed");
             }
         }
+    }
+}
+
+/// How long a delivery has been tried and the pause before its next attempt.
+#[derive(Debug, Clone, Copy)]
+struct Tries {
+    started: tokio::time::Instant,
+    delay: Duration,
+}
+
+impl Tries {
+    fn first(config: &WorkerConfig) -> Tries {
+        Tries { started: instant_now(), delay: config.retry_delay }
+    }
+    fn within(&self, budget: Duration) -> bool {
+        instant_now().duration_since(self.started) < budget
+    }
+    fn next(self, config: &WorkerConfig) -> Tries {
+        Tries { delay: (self.delay * 2).min(config.retry_delay_max), ..self }
+    }
+}
+
+/// One attempt at a delivery: wait out `wait` (plus jitter), then run `work`. Shutdown during
+/// the wait gives up the attempt (the delivery stays unacked).
+async fn attempt<F: Future<Output = Outcome>>(
+    delivery: Delivery,
+    tries: Tries,
+    wait: Duration,
+    work: F,
+    mut shutdown: Shutdown,
+) -> (Delivery, Tries, Outcome) {
+    if !wait.is_zero() {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => return (delivery, tries, Outcome::Retry("shutting down".into())),
+            _ = tokio::time::sleep(wait + jitter(wait)) => {}
+        }
+    }
+    let outcome = work.await;
+    (delivery, tries, outcome)
+}
+
+/// Ack a delivery that is done; dead-letter one that can never be done or ran out of retries.
+async fn settle(config: &WorkerConfig, delivery: Delivery, outcome: Outcome) {
+    let result = match outcome {
+        Outcome::Done => {
+            config.faults.crash_point(CrashPoint::BeforeAck).await;
+            delivery.ack().await
+        }
+        Outcome::Retry(reason) => {
+            config.coverage.hit(RecoveryPath::DeadLettered);
+            tracing::warn!(
+                queue = %config.queue,
+                id = %delivery.message.message_id,
+                %reason,
+                budget_s = config.retry_budget.as_secs(),
+                "giving up after the retry budget: dead-lettering"
+            );
+            delivery.nack(false).await
+        }
+        Outcome::Poison(reason) => {
+            config.coverage.hit(RecoveryPath::DeadLettered);
+            tracing::warn!(queue = %config.queue, id = %delivery.message.message_id, %reason, "dead-lettering a message that cannot be processed");
+            delivery.nack(false).await
+        }
+    };
+    if let Err(e) = result {
+        // The broker will redeliver it; consumers are idempotent.
+        tracing::warn!(queue = %config.queue, error = %e, "ack/nack failed");
     }
 }

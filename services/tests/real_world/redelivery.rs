@@ -147,3 +147,88 @@ async fn a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working() {
     publisher.disconnect().await;
     cluster.stop().await;
 }
+
+/// A flood of 200 messages no one can process (100 undecodable, 50 with hostile ids, 50 rides at
+/// a station nobody knows) delays a valid match by less than 2 s: poison is dead-lettered at
+/// once, so is work a peer refused (its 404 will not change on retry), and nothing waits
+/// behind a message being retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_poison_and_hostile_messages_does_not_delay_a_valid_match() {
+    let cluster = Cluster::start(
+        &[ServiceName::User, ServiceName::Location, ServiceName::Trip, ServiceName::Matching],
+        Duration::from_secs(60),
+    )
+    .await;
+    let api = cluster.client();
+    wait_until("services ready", Duration::from_secs(30), || async { api.summary().await.ok() }).await.unwrap();
+    let names = cluster.config.names.clone();
+    let publisher = cluster.broker();
+    publisher.declare(&topology(&names, cluster.config.queue_expires)).await.unwrap();
+    api.register_driver("d1", "Driver", "+91 98450 00001", "car").await.unwrap();
+    api.register_rider("u1", "Rider", "+91 99000 00001").await.unwrap();
+    let shift =
+        lastmile_services::trip::ShiftRequest { route: vec!["ST101".into()], destination: "ST104".into(), seats: 1 };
+    api.start_shift("d1", &shift).await.unwrap();
+
+    for i in 0..200 {
+        let (routing_key, body) = match i % 4 {
+            0 | 1 => ("ride.requested", format!("{{ not an event {i}").into_bytes()),
+            2 => (
+                "driver.near_station",
+                format!(r#"{{"event_id":"h{i}","occurred_at_ms":1,"kind":"driver_near_station","data":{{"driver_id":"x?{i}","station_id":"ST101"}}}}"#)
+                    .into_bytes(),
+            ),
+            _ => {
+                // Decodable, valid ids, but a station no one knows: location-service answers 404,
+                // which no retry can change.
+                let ride = lastmile_services::domain::Ride {
+                    ride_id: format!("lost-{i}"),
+                    rider_id: "u1".into(),
+                    station_id: "ST999".into(),
+                    destination: "ST104".into(),
+                    seq: i,
+                    requested_at_ms: 1,
+                    max_wait_ms: None,
+                    status: lastmile_services::domain::RideStatus::Waiting,
+                };
+                let message = Event::new(EventBody::RideRequested(ride)).to_message();
+                ("ride.requested", message.body)
+            }
+        };
+        let message =
+            Message { message_id: format!("flood-{i}"), routing_key: routing_key.into(), body, persistent: true };
+        publisher.publish(&names.events_exchange(), message).await.unwrap();
+    }
+
+    let request = lastmile_services::trip::RideRequest {
+        ride_id: "ride-1".into(),
+        rider_id: "u1".into(),
+        station_id: "ST101".into(),
+        destination: "ST104".into(),
+        max_wait_s: None,
+    };
+    api.request_ride(&request).await.unwrap();
+    let station = lastmile_services::domain::Network::default_network().get("ST101").unwrap().clone();
+    api.arrive_at("d1", &station).await.unwrap();
+    wait_until("ride-1 matched within 2 s of the flood", Duration::from_secs(2), || async {
+        let ride = api.ride("ride-1").await.ok()?;
+        matches!(ride.status, lastmile_services::domain::RideStatus::Matched { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Every one of the 200 was dead-lettered, each with a warning naming it.
+    let dead_queue = format!("{}.dead", names.queue(ServiceName::Matching.as_str()));
+    let inspector = Broker::new(cluster.config.amqp_url.clone());
+    let mut dead = inspector.consume(&dead_queue, 200).await.unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    while ids.len() < 200 {
+        let d = tokio::time::timeout(Duration::from_secs(20), dead.next()).await.expect("dead letters").unwrap();
+        ids.insert(d.message.message_id.clone());
+        d.ack().await.unwrap();
+    }
+    assert!(ids.iter().all(|id| id.starts_with("flood-")), "{ids:?}");
+    inspector.disconnect().await;
+    publisher.disconnect().await;
+    cluster.stop().await;
+}
