@@ -34,16 +34,69 @@ pub async fn serve(
     imp::serve(listener, router, shutdown).await
 }
 
+/// Connections served at once; the next waits in the listen backlog until one closes.
+pub const MAX_CONNECTIONS: usize = 1024;
+/// How long a client may take to send a request's headers (a slow or half-open client is cut).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown fires: how long connections under way may finish before they are dropped.
+pub const DRAIN_PERIOD: Duration = Duration::from_secs(10);
+
 #[cfg(not(madsim))]
 mod imp {
     use super::*;
+    use hyper_util::rt::TokioTimer;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use hyper_util::service::TowerToHyperService;
 
+    /// hyper's HTTP/1 server per connection: a header-read timeout, at most
+    /// [`MAX_CONNECTIONS`] at once, and on shutdown a graceful close of every connection
+    /// (idle keep-alive ones at once, busy ones after their response) bounded by
+    /// [`DRAIN_PERIOD`], so a stuck client cannot keep a stopping service alive.
     pub async fn serve(
         listener: TcpListener,
         router: Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let slot = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let stream = tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait, do not spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                let _ = connection.await;
+                drop(slot);
+            });
+        }
+        drop(listener);
+        tokio::select! {
+            _ = graceful.shutdown() => {}
+            _ = tokio::time::sleep(DRAIN_PERIOD) => {
+                tracing::warn!(drain_s = DRAIN_PERIOD.as_secs(), "connections still open after the drain period; dropping them");
+            }
+        }
+        Ok(())
     }
 }
 

@@ -132,6 +132,17 @@ mod imp {
             }
         }
         let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        // One writer per journal: a second process (an old replica still draining, a copy
+        // started by mistake) would interleave records. The lock dies with the process.
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!("journal {} is in use by another process; stop it first", path.display()),
+                ),
+                std::fs::TryLockError::Error(e) => e,
+            });
+        }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         Ok((file, bytes))
@@ -209,11 +220,12 @@ mod tests {
         let (mut journal, records) = Journal::open(&path).await.unwrap();
         assert_eq!(records, vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]);
         journal.append(b"{\"d\":4}").await.unwrap();
+        assert_eq!(journal.torn_bytes(), 4, "the torn tail was measured");
+        assert!(journal.append(b"a\nb").await.is_err());
+        drop(journal);
         let (_, records) = Journal::open(&path).await.unwrap();
         assert_eq!(records.len(), 3);
         assert_eq!(records[2], b"{\"d\":4}".to_vec());
-        assert_eq!(journal.torn_bytes(), 4, "the torn tail was measured");
-        assert!(journal.append(b"a\nb").await.is_err());
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -229,8 +241,22 @@ mod tests {
         assert_eq!(records, vec![b"{\"a\":1}".to_vec()]);
         journal.write(b"{\"c\":3}").unwrap();
         journal.sync().await.unwrap();
+        drop(journal);
         let (_, records) = Journal::open(&path).await.unwrap();
         assert_eq!(records.len(), 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_writer_on_a_journal_is_refused_until_the_first_is_gone() {
+        let dir = std::env::temp_dir().join(format!("lastmile-journal-{}", crate::clock::new_id()));
+        let path = dir.join("log");
+        let (first, _) = Journal::open(&path).await.unwrap();
+        let Err(e) = Journal::open(&path).await else { panic!("a second writer was let in") };
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert!(e.to_string().contains("in use by another process"), "{e}");
+        drop(first);
+        assert!(Journal::open(&path).await.is_ok(), "the lock goes with its holder");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -28,7 +28,9 @@ const HOSTILE: [(&str, &str); 8] = [
 
 struct Services {
     clients: BTreeMap<ServiceName, HttpClient>,
-    _triggers: Vec<shutdown::ShutdownTrigger>,
+    urls: BTreeMap<ServiceName, String>,
+    triggers: BTreeMap<ServiceName, shutdown::ShutdownTrigger>,
+    runs: BTreeMap<ServiceName, tokio::task::JoinHandle<anyhow::Result<()>>>,
     data_dir: std::path::PathBuf,
 }
 
@@ -50,15 +52,15 @@ async fn start() -> Services {
         data_dir: data_dir.clone(),
         ..Config::default()
     };
-    let mut triggers = Vec::new();
+    let (mut triggers, mut runs) = (BTreeMap::new(), BTreeMap::new());
     for (name, listener) in listeners {
         let (trigger, signal) = shutdown::channel();
-        tokio::spawn(lastmile_services::run(name, config.clone(), listener, signal));
-        triggers.push(trigger);
+        runs.insert(name, tokio::spawn(lastmile_services::run(name, config.clone(), listener, signal)));
+        triggers.insert(name, trigger);
     }
     let policy = CallPolicy { attempts: 1, ..CallPolicy::default() };
     let clients = urls.iter().map(|(name, url)| (*name, HttpClient::new(name.as_str(), url, policy.clone()))).collect();
-    Services { clients, _triggers: triggers, data_dir }
+    Services { clients, urls, triggers, runs, data_dir }
 }
 
 impl Drop for Services {
@@ -176,4 +178,37 @@ async fn lists_are_bounded_and_every_edge_error_is_json() {
     let big = format!(r#"{{"rider_id": "r1", "name": "{}", "phone": "1"}}"#, "x".repeat(3 << 20));
     refused_with(&s.clients[&ServiceName::User], Method::POST, "/riders", Some(big), (413, "body_too_large"), "length")
         .await;
+}
+
+/// A client that sends half a request and then nothing cannot keep a stopping service alive:
+/// after the shutdown signal (SIGTERM in a deployment) the service stops within the drain
+/// period plus 2 s, and a service that is not stopping cuts such a client after the
+/// header-read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_open_connection_does_not_hold_up_shutdown() {
+    use lastmile_platform::http::{DRAIN_PERIOD, HEADER_READ_TIMEOUT};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = start().await;
+    let trip = s.clients[&ServiceName::Trip].clone();
+    lastmile_workload::wait::wait_until("trip-service answers", std::time::Duration::from_secs(10), || async {
+        trip.call_raw(Method::GET, "/health", None).await.ok()
+    })
+    .await
+    .unwrap();
+    let addr = s.urls[&ServiceName::Trip].trim_start_matches("http://").to_string();
+    let mut half_open = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    half_open.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut answer = [0u8; 12];
+    idle.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200", "a kept-alive connection, now idle");
+
+    s.triggers[&ServiceName::Trip].trigger();
+    let run = s.runs.remove(&ServiceName::Trip).unwrap();
+    let bound = DRAIN_PERIOD + std::time::Duration::from_secs(2);
+    let ended = tokio::time::timeout(bound, run).await;
+    assert!(ended.is_ok(), "trip-service still running {bound:?} after the shutdown signal");
+    ended.unwrap().unwrap().unwrap();
+    assert!(HEADER_READ_TIMEOUT <= DRAIN_PERIOD, "a half-open client is cut before the drain ends");
 }
