@@ -103,8 +103,8 @@ impl LocalTarget {
             .arg(service.as_str())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .arg("--amqp-url")
-            .arg(&o.amqp_url)
+            // In the environment, not on the command line, where `ps` would show its password.
+            .env("LASTMILE_AMQP_URL", &o.amqp_url)
             .arg("--prefix")
             .arg(&o.prefix)
             .arg("--user-url")

@@ -15,7 +15,7 @@ pub struct ServiceArgs {
     #[arg(long, env = "LASTMILE_LISTEN")]
     pub listen: Option<String>,
     /// RabbitMQ URL.
-    #[arg(long, env = "LASTMILE_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
+    #[arg(long, env = "LASTMILE_AMQP_URL", hide_env_values = true, default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "LASTMILE_PREFIX", default_value = "lastmile")]

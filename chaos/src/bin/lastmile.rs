@@ -178,7 +178,7 @@ struct RunArgs {
     #[arg(long)]
     naive_matching: bool,
     /// RabbitMQ for the services (local target).
-    #[arg(long, env = "LASTMILE_AMQP_URL", default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
+    #[arg(long, env = "LASTMILE_AMQP_URL", hide_env_values = true, default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
     amqp_url: String,
     /// Where journals and service logs go (default: a fresh folder under the temp dir).
     #[arg(long)]

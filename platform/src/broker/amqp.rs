@@ -67,7 +67,8 @@ impl Client {
         if let Some(live) = self.current() {
             return Ok(live);
         }
-        let unreachable = |e: lapin::Error| BrokerError::Unreachable { url: self.url.clone(), reason: e.to_string() };
+        let unreachable =
+            |e: lapin::Error| BrokerError::Unreachable { url: super::redacted(&self.url), reason: e.to_string() };
         let connection = Connection::connect(&self.url, ConnectionProperties::default()).await.map_err(unreachable)?;
         let publish = connection.create_channel().await.map_err(unreachable)?;
         publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(unreachable)?;

@@ -34,7 +34,8 @@ pub use self::core::{Message, QueueSpec, Topology};
 /// view: the caller retries after a backoff.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum BrokerError {
-    /// No connection could be opened to the broker.
+    /// No connection could be opened to the broker. `url` is [`redacted`]: errors end up in
+    /// logs.
     #[error("broker at {url} is unreachable: {reason}")]
     Unreachable { url: String, reason: String },
     /// The connection broke while an operation was in flight.
@@ -56,7 +57,23 @@ pub struct Broker {
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Broker").field("url", &self.inner.url()).finish()
+        f.debug_struct("Broker").field("url", &redacted(self.inner.url())).finish()
+    }
+}
+
+/// `url` fit for a log line: the password of its user-info replaced by `***`
+/// (`amqp://guest:***@host:5672/%2f`). A URL without credentials is returned as it is.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        // A user name alone may be a token: then it goes too.
+        Some((user_info, host)) => match user_info.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => format!("{scheme}://***@{host}{path}"),
+        },
+        None => url.to_string(),
     }
 }
 
@@ -171,5 +188,22 @@ impl Names {
 impl Default for Names {
     fn default() -> Self {
         Names::new("lastmile")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redacted;
+
+    #[test]
+    fn a_password_never_reaches_a_log_line() {
+        assert_eq!(redacted("amqp://guest:guest@127.0.0.1:5672/%2f"), "amqp://guest:***@127.0.0.1:5672/%2f");
+        assert_eq!(redacted("amqps://u:p%40ss@rabbit:5671"), "amqps://u:***@rabbit:5671");
+        assert_eq!(redacted("amqp://u:p@ss@host/v?x=1"), "amqp://u:***@host/v?x=1");
+        assert_eq!(redacted("amqp://token@host"), "amqp://***@host");
+        assert_eq!(redacted("amqp://host:5672/%2f"), "amqp://host:5672/%2f");
+        assert_eq!(redacted("host:5672"), "host:5672");
+        let e = super::BrokerError::Unreachable { url: redacted("amqp://a:secret@h"), reason: "refused".into() };
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 }
