@@ -151,12 +151,14 @@ pub struct ApiError {
     pub code: &'static str,
     /// The message.
     pub message: String,
+    /// Seconds after which a retry may succeed (`Retry-After`), for a 503 that is backpressure.
+    pub retry_after_s: Option<u64>,
 }
 
 impl ApiError {
     /// An error with a status, a code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after_s: None }
     }
     /// 404 for an entity that does not exist.
     pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -174,12 +176,20 @@ impl ApiError {
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
+    /// The same error, telling the client to come back after `seconds` (`Retry-After`).
+    pub fn retry_after(self, seconds: u64) -> ApiError {
+        ApiError { retry_after_s: Some(seconds), ..self }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody { error: self.message, code: self.code.to_string() };
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_s {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

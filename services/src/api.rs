@@ -6,6 +6,7 @@ use crate::events::{topology, Event};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use lastmile_platform::broker::outbox::Outbox;
 use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
 use lastmile_platform::broker::Broker;
 use lastmile_platform::clock::jitter;
@@ -38,6 +39,8 @@ pub struct Context {
     declared: watch::Receiver<bool>,
     /// Extra readiness conditions (e.g. a journal replayed).
     ready_flags: Vec<Arc<AtomicBool>>,
+    /// The service's outboxes: a full one means it takes no new work.
+    outboxes: Arc<std::sync::Mutex<Vec<Outbox>>>,
 }
 
 impl Context {
@@ -85,6 +88,22 @@ impl Context {
         })
     }
 
+    /// An outbox publishing to the events exchange, bounded by `outbox_capacity`, its fill
+    /// part of readiness. Confirmed message ids go to `confirmed`, if given.
+    pub fn outbox(&self, confirmed: Option<tokio::sync::mpsc::UnboundedSender<String>>) -> Outbox {
+        let outbox = Outbox::spawn(
+            self.config.outbox_capacity,
+            self.broker.clone(),
+            self.config.names.events_exchange(),
+            confirmed,
+            self.config.faults.clone(),
+            self.config.coverage.clone(),
+            self.shutdown.clone(),
+        );
+        self.outboxes.lock().expect("outboxes").push(outbox.clone());
+        outbox
+    }
+
     /// A readiness condition that starts false; `/ready` waits for all of them.
     pub fn ready_flag(&mut self) -> Arc<AtomicBool> {
         let flag = Arc::new(AtomicBool::new(false));
@@ -92,9 +111,14 @@ impl Context {
         flag
     }
 
-    /// Whether the service can serve: broker connected, topology declared, own flags set.
+    /// Whether the service can take work: the topology was declared (the broker was there at
+    /// least once), its own flags are set (e.g. its journal replayed), and its outboxes have
+    /// room. A broker outage alone does not make it unready: it keeps accepting work, which
+    /// waits in the outbox, until the outbox is full (then new work gets 503 + Retry-After).
     pub fn is_ready(&self) -> bool {
-        self.declared.get() && self.broker.is_connected() && self.ready_flags.iter().all(|f| f.load(Ordering::SeqCst))
+        self.declared.get()
+            && self.ready_flags.iter().all(|f| f.load(Ordering::SeqCst))
+            && self.outboxes.lock().expect("outboxes").iter().all(Outbox::has_room)
     }
 }
 
@@ -154,8 +178,14 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
             }
         }));
     }
-    let mut ctx =
-        Context { config: config.clone(), broker: broker.clone(), shutdown, declared, ready_flags: Vec::new() };
+    let mut ctx = Context {
+        config: config.clone(),
+        broker: broker.clone(),
+        shutdown,
+        declared,
+        ready_flags: Vec::new(),
+        outboxes: Arc::default(),
+    };
     let (routes, more) = match name {
         ServiceName::User => crate::user::start(&mut ctx).await?,
         ServiceName::Location => crate::location::start(&mut ctx).await?,

@@ -44,6 +44,9 @@ pub struct ServiceArgs {
     /// The original LastMile matching design, for demonstrations only.
     #[arg(long, env = "LASTMILE_NAIVE_MATCHING")]
     pub naive_matching: bool,
+    /// Events that may wait for the broker before the service answers new work with 503.
+    #[arg(long, env = "LASTMILE_OUTBOX_CAPACITY", default_value_t = crate::config::DEFAULT_OUTBOX_CAPACITY)]
+    pub outbox_capacity: usize,
 }
 
 impl ServiceArgs {
@@ -60,6 +63,7 @@ impl ServiceArgs {
             near_radius_m: self.near_radius_m,
             queue_expires: self.queue_expires_secs.map(Duration::from_secs),
             naive_matching: self.naive_matching,
+            outbox_capacity: self.outbox_capacity,
             ..Config::default()
         }
     }

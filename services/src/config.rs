@@ -22,6 +22,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Default bound of a service's outbox (see `Config::outbox_capacity`).
+pub const DEFAULT_OUTBOX_CAPACITY: usize = 10_000;
+
 /// Default broker URL (a local RabbitMQ).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -50,6 +53,9 @@ pub struct Config {
     pub network: Arc<Network>,
     /// Delete unused queues after this long (test topologies only; `None` in production).
     pub queue_expires: Option<Duration>,
+    /// Events that may wait for the broker (during an outage) before the service stops taking
+    /// new work: it answers 503 with `Retry-After` and reports not ready until they drain.
+    pub outbox_capacity: usize,
     /// The original LastMile's matching, for demonstrations only: waiting riders and seat
     /// counts in each matching replica's memory, matches committed without a compare-and-set.
     pub naive_matching: bool,
@@ -140,6 +146,7 @@ impl Default for Config {
             call_policy: CallPolicy::default(),
             network: Arc::new(Network::default_network()),
             queue_expires: None,
+            outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
             naive_matching: false,
             faults: Faults::default(),
             coverage: Coverage::default(),

@@ -67,14 +67,7 @@ type Shared = Arc<Locations>;
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let directory = Directory::with_shifts(ctx.client(ServiceName::User), ctx.client(ServiceName::Trip));
-    let outbox = Outbox::spawn(
-        ctx.broker.clone(),
-        ctx.config.names.events_exchange(),
-        None,
-        ctx.config.faults.clone(),
-        ctx.config.coverage.clone(),
-        ctx.shutdown.clone(),
-    );
+    let outbox = ctx.outbox(None);
     let state = Arc::new(Locations {
         network: ctx.config.network.clone(),
         radius_m: ctx.config.near_radius_m,
@@ -110,6 +103,7 @@ async fn update(
         ));
     }
     state.directory.check(&driver_id, Role::Driver).await?;
+    crate::store::accepting(&state.outbox)?;
     let near = state.network.near(body.lat, body.lng, state.radius_m).map(|s| s.id.clone());
     let position = Position {
         driver_id: driver_id.clone(),

@@ -11,6 +11,7 @@ use crate::events::Event;
 use lastmile_platform::broker::outbox::Outbox;
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_platform::faults::{CrashPoint, Faults};
+use lastmile_platform::http::ApiError;
 use lastmile_platform::storage::Journal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -99,14 +100,7 @@ impl<S: State> Store<S> {
             }
         }
         let (confirmed_tx, mut confirmed_rx) = mpsc::unbounded_channel();
-        let outbox = Outbox::spawn(
-            ctx.broker.clone(),
-            ctx.config.names.events_exchange(),
-            Some(confirmed_tx),
-            faults.clone(),
-            coverage.clone(),
-            ctx.shutdown.clone(),
-        );
+        let outbox = ctx.outbox(Some(confirmed_tx));
         for event in committed.iter().filter(|e| !published.contains(&e.event_id)) {
             coverage.hit(RecoveryPath::Republished);
             outbox.send(event.to_message());
@@ -147,8 +141,32 @@ impl<S: State> Store<S> {
         &self.state
     }
 
+    /// Whether the store takes new work: not while [`Config::outbox_capacity`] events wait for
+    /// the broker (a long outage). The answer is a 503 with `Retry-After`, and nothing is lost:
+    /// the work was not accepted.
+    ///
+    /// [`Config::outbox_capacity`]: crate::Config::outbox_capacity
+    pub fn accepting(&self) -> Result<(), ApiError> {
+        accepting(&self.outbox)
+    }
+
     /// Events committed but not yet confirmed by the broker.
     pub fn unpublished(&self) -> usize {
         self.outbox.pending()
     }
+}
+
+/// Seconds a client is told to wait when an outbox is full.
+pub const BACKLOG_RETRY_AFTER_S: u64 = 5;
+
+/// `Ok` while `outbox` has room; else a 503 `broker_backlog` with `Retry-After`.
+pub fn accepting(outbox: &Outbox) -> Result<(), ApiError> {
+    if outbox.has_room() {
+        return Ok(());
+    }
+    Err(ApiError::unavailable(
+        "broker_backlog",
+        format!("{} events wait for the broker (the bound); try again shortly", outbox.pending()),
+    )
+    .retry_after(BACKLOG_RETRY_AFTER_S))
 }

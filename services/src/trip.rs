@@ -473,6 +473,7 @@ async fn request_ride(
     if let Some(existing) = store.state().rides.get(&body.ride_id) {
         return same_request(existing, &body).map(|r| (StatusCode::OK, Json(r)));
     }
+    store.accepting()?;
     let ride = Ride {
         ride_id: body.ride_id,
         rider_id: body.rider_id,

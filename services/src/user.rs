@@ -107,6 +107,7 @@ async fn register(store: SharedStore<Users>, user: User) -> Result<(StatusCode, 
         }
         None => {}
     }
+    store.accepting()?;
     let event = Event::new(EventBody::UserRegistered(user.clone()));
     store
         .commit(vec![Registered(user.clone())], vec![event])

@@ -23,13 +23,18 @@ pub struct Outbox {
     tx: mpsc::UnboundedSender<Message>,
     /// Messages accepted but not yet confirmed, for readiness and tests.
     pending: Arc<AtomicUsize>,
+    /// How many may wait before the owner stops taking new work ([`Outbox::has_room`]).
+    capacity: usize,
 }
 
 impl Outbox {
     /// Start the publisher task. Each confirmed message id is sent to `confirmed`, if given,
     /// past the `before-confirm-recorded` crash point of `faults`; retried publishes are
-    /// counted in `coverage`.
+    /// counted in `coverage`. `capacity` bounds the messages waiting for the broker: the owner
+    /// asks [`Outbox::has_room`] before it takes new work (an owner with a journal has the
+    /// messages on disk anyway; the bound keeps memory and the catch-up after an outage finite).
     pub fn spawn(
+        capacity: usize,
         broker: Broker,
         exchange: String,
         confirmed: Option<mpsc::UnboundedSender<String>>,
@@ -68,7 +73,7 @@ impl Outbox {
                 }
             }
         });
-        Outbox { tx, pending }
+        Outbox { tx, pending, capacity }
     }
 
     /// Queue a message for publishing.
@@ -83,5 +88,15 @@ impl Outbox {
     /// Messages accepted but not yet confirmed.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::SeqCst)
+    }
+
+    /// Whether fewer than `capacity` messages wait for the broker.
+    pub fn has_room(&self) -> bool {
+        self.pending() < self.capacity
+    }
+
+    /// The bound given at spawn.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }

@@ -33,8 +33,9 @@ pub async fn require_rabbitmq() -> String {
 
 fn no_rabbitmq(url: &str, why: &str) -> String {
     format!(
-        "these tests need RabbitMQ at {url} ({why}). Start a local one with `rabbitmq-server -detached` \
-         (or run `cargo xtask test`, which starts it), or set {AMQP_URL_VAR} to a broker you have."
+        "these tests need RabbitMQ at {} ({why}). Start a local one with `rabbitmq-server -detached` \
+         (or run `cargo xtask test`, which starts it), or set {AMQP_URL_VAR} to a broker you have.",
+        lastmile_platform::broker::redacted(url)
     )
 }
 
@@ -52,6 +53,15 @@ pub struct Cluster {
 impl Cluster {
     /// Start `services` against the test broker with a fresh topology.
     pub async fn start(services: &[ServiceName], ride_ttl: Duration) -> Cluster {
+        Cluster::start_with(services, ride_ttl, |_| {}).await
+    }
+
+    /// [`Cluster::start`], with the configuration adjusted by `configure` first.
+    pub async fn start_with(
+        services: &[ServiceName],
+        ride_ttl: Duration,
+        configure: impl FnOnce(&mut Config),
+    ) -> Cluster {
         let amqp_url = require_rabbitmq().await;
         let id = lastmile_platform::clock::new_id();
         let data_dir = std::env::temp_dir().join(format!("lastmile-test-{id}"));
@@ -62,7 +72,7 @@ impl Cluster {
             urls.insert(name, format!("http://{}", listener.local_addr().unwrap()));
             listeners.insert(name, listener);
         }
-        let config = Config {
+        let mut config = Config {
             amqp_url,
             names: Names::new(format!("test-{id}")),
             user_url: urls[&ServiceName::User].clone(),
@@ -73,6 +83,7 @@ impl Cluster {
             queue_expires: Some(Duration::from_secs(120)),
             ..Config::default()
         };
+        configure(&mut config);
         let mut cluster = Cluster { urls, config, triggers: BTreeMap::new(), tasks: BTreeMap::new(), data_dir };
         for name in services {
             cluster.start_service(*name, listeners.remove(name).expect("one listener per service"));

@@ -9,4 +9,5 @@
 mod bad_input;
 mod cluster;
 mod demo;
+mod outage;
 mod redelivery;
