@@ -425,6 +425,21 @@ fn judge_trip(e: &Evidence, record: &Replay, trip: &Trip) -> Vec<Violation> {
             ),
         ));
     }
+    // The reference must know every ride the record says was allowed: if it does not, the
+    // oracle (or its replay of the queue) is wrong, and every verdict built on it would be
+    // vacuous. Say so rather than pass.
+    for (ride, _) in &allowed {
+        if !eligible.iter().any(|w| w.ride_id == ride.ride_id) {
+            out.push(rule(
+                &[&ride.ride_id],
+                format!(
+                    "reference disagrees: ride {} waits at {at} for {}, which driver {d} serves, yet the \
+                     reference rule does not pick it; the checker cannot judge this trip",
+                    ride.ride_id, ride.destination
+                ),
+            ));
+        }
+    }
     let picks: Vec<&str> = eligible.iter().take(free as usize).map(|w| w.ride_id.as_str()).collect();
     for skipped in eligible.iter().filter(|w| !trip.ride_ids.contains(&w.ride_id)) {
         let since = record.waiting_since(&skipped.ride_id).expect("the oracle picks waiting rides");
