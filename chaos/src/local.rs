@@ -219,6 +219,13 @@ impl Target for LocalTarget {
         crate::endpoints(|s| Self::url(self.home_ports[&s]))
     }
 
+    fn broker(&self) -> Option<lastmile_workload::hostile::BrokerAccess> {
+        Some(lastmile_workload::hostile::BrokerAccess {
+            url: self.options.amqp_url.clone(),
+            exchange: lastmile_platform::broker::Names::new(self.options.prefix.clone()).events_exchange(),
+        })
+    }
+
     fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
         let Ok(s) = service.parse::<ServiceName>() else { return Vec::new() };
         self.running

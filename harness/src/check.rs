@@ -37,7 +37,7 @@ fn scenario_ms(e: &Evidence, epoch_ms: u64) -> u64 {
 }
 
 /// The rules every run is judged by, in report order.
-pub const RULES: [&str; 15] = [
+pub const RULES: [&str; 16] = [
     "run_completed",
     "replicas_restored",
     "services_ready_after_heal",
@@ -53,6 +53,7 @@ pub const RULES: [&str; 15] = [
     "every_servable_ride_matched",
     "notifications_delivered",
     "no_dead_letter",
+    "hostile_input",
 ];
 
 /// Every safety and liveness checker over `e`.
@@ -73,15 +74,20 @@ pub fn all(e: &Evidence) -> Vec<Violation> {
     v.extend(every_servable_ride_matched(e));
     v.extend(notifications_delivered(e));
     v.extend(no_dead_letter(e));
+    v.extend(hostile_input(e));
     v
 }
 
-/// No message was dead-lettered: no scenario injects poison, so a dead letter is work the
-/// system gave up on (a retry budget spent during an outage, an event it could not decode).
+/// No message was dead-lettered but the hostile client's: a dead letter is work the system gave
+/// up on (a retry budget spent during an outage, an event it could not decode).
 pub fn no_dead_letter(e: &Evidence) -> Vec<Violation> {
     let Some(queues) = &e.dead_letters else { return Vec::new() };
     queues
         .iter()
+        .map(|(queue, messages)| {
+            let ours: Vec<String> = messages.iter().filter(|m| !is_hostile_letter(m)).cloned().collect();
+            (queue, ours)
+        })
         .filter(|(_, messages)| !messages.is_empty())
         .map(|(queue, messages)| {
             let mut entities = vec![queue.clone()];
@@ -94,6 +100,58 @@ pub fn no_dead_letter(e: &Evidence) -> Vec<Violation> {
             )
         })
         .collect()
+}
+
+/// A dead-letter entry (`message id (routing key)`) the hostile client put there on purpose.
+fn is_hostile_letter(entry: &str) -> bool {
+    entry.starts_with(lastmile_workload::hostile::MESSAGE_PREFIX)
+}
+
+/// Hostile input is refused and never crashes anything (`hostile_per_minute`): every hostile
+/// request got a 4xx with a JSON error body (an answer of any 5xx, or a 4xx without JSON, is a
+/// violation; a request that got no answer at all, e.g. to a service a fault took away, proves
+/// nothing either way), and every hostile message the broker confirmed is in a dead-letter queue
+/// at the end (where the target can look), neither processed nor lost.
+pub fn hostile_input(e: &Evidence) -> Vec<Violation> {
+    let client = lastmile_workload::hostile::CLIENT;
+    let mut out = Vec::new();
+    for op in e.history.iter().filter(|op| op.client == client && op.phase == OpPhase::Ok) {
+        let at = Some(op.at_ms.saturating_sub(e.t0_ms));
+        let path = op.detail["path"].as_str().unwrap_or_default();
+        match op.action.as_str() {
+            "hostile_http" => {
+                let status = op.detail["status"].as_u64().unwrap_or_default();
+                let json = op.detail["json_error"].as_bool().unwrap_or(false);
+                if !(400..500).contains(&status) || !json {
+                    out.push(violation(
+                        "hostile_input",
+                        vec![path.to_string()],
+                        at,
+                        format!(
+                            "a request with a hostile id got {status}{}: {path}",
+                            if json { "" } else { " without a JSON error" }
+                        ),
+                    ));
+                }
+            }
+            "hostile_message" => {
+                let Some(queues) = &e.dead_letters else { continue };
+                let id = op.detail["message_id"].as_str().unwrap_or_default();
+                let dead = queues.values().flatten().any(|m| m.split(' ').next() == Some(id));
+                if !dead {
+                    let key = op.detail["routing_key"].as_str().unwrap_or_default();
+                    out.push(violation(
+                        "hostile_input",
+                        vec![id.to_string()],
+                        at,
+                        format!("poison message {id} ({key}) was confirmed but is in no dead-letter queue at the end: processed or lost"),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The run itself worked: services became ready, steps applied, the record was readable, and a

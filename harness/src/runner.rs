@@ -364,6 +364,16 @@ impl<'a, T: Target> Run<'a, T> {
             OpPhase::Ok,
             json!({ "seed": config.seed, "scenario": scenario.scenario.name }),
         );
+        if scenario.workload.hostile_per_minute > 0.0 {
+            let (endpoints, broker, history) = (self.target.endpoints(), self.target.broker(), history.clone());
+            let (per_minute, rx) = (scenario.workload.hostile_per_minute, self.stage_rx.clone());
+            self.probes.push(self.target.spawn_client(async move {
+                let stop = async move {
+                    rx.wait_for(|s| *s != Stage::Running).await;
+                };
+                lastmile_workload::hostile::run(endpoints, broker, per_minute, history, stop).await;
+            }));
+        }
         for probe in &scenario.probes {
             let urls = self.target.endpoints();
             let base = match probe.target.as_str() {

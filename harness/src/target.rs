@@ -20,6 +20,11 @@ pub trait Target {
     /// Where clients reach the services.
     fn endpoints(&self) -> Endpoints;
 
+    /// Where a client may publish to the services' broker (for the hostile client), if it can.
+    fn broker(&self) -> Option<lastmile_workload::hostile::BrokerAccess> {
+        None
+    }
+
     /// Each running replica of `service` as (name, base URL), for per-replica probes.
     fn replica_urls(&self, service: &str) -> Vec<(String, String)>;
 

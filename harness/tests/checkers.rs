@@ -400,6 +400,48 @@ fn a_fault_undone_late_is_excused_for_as_long_as_it_really_lasted() {
 }
 
 #[test]
+fn hostile_input_must_get_a_4xx_json_answer_and_its_poison_must_be_dead_lettered() {
+    let mut e = healthy();
+    let http = |status: u64, json: bool| {
+        op(
+            5_000,
+            "hostile",
+            "hostile_http",
+            Phase::Ok,
+            json!({"path": "/users/x%3Fevil", "status": status, "json_error": json}),
+        )
+    };
+    e.history.push(http(422, true));
+    e.history.push(op(5_000, "hostile", "hostile_http", Phase::Fail, json!({"path": "/users/a", "error": "down"})));
+    e.history.push(op(
+        6_000,
+        "hostile",
+        "hostile_message",
+        Phase::Ok,
+        json!({"message_id": "hostile-7", "routing_key": "ride.requested"}),
+    ));
+    e.dead_letters = Some(BTreeMap::from([(
+        "lastmile.matching-service.dead".to_string(),
+        vec!["hostile-7 (ride.requested)".to_string()],
+    )]));
+    assert!(check::hostile_input(&e).is_empty(), "{:?}", check::hostile_input(&e));
+    assert!(check::no_dead_letter(&e).is_empty(), "the hostile client's dead letters are expected");
+
+    e.history.push(http(500, true));
+    e.history.push(http(404, false));
+    let v = check::hostile_input(&e);
+    assert_eq!(rules(&v), ["hostile_input", "hostile_input"]);
+    assert!(v[0].message.contains("got 500"), "{}", v[0].message);
+    assert!(v[1].message.contains("without a JSON error"), "{}", v[1].message);
+
+    e.history.truncate(e.history.len() - 2);
+    e.dead_letters = Some(BTreeMap::from([("lastmile.matching-service.dead".to_string(), vec![])]));
+    let v = check::hostile_input(&e);
+    assert_eq!(rules(&v), ["hostile_input"]);
+    assert!(v[0].message.contains("hostile-7") && v[0].message.contains("no dead-letter queue"), "{}", v[0].message);
+}
+
+#[test]
 fn a_message_left_in_a_dead_letter_queue_is_work_given_up() {
     let mut e = healthy();
     e.dead_letters = Some(BTreeMap::from([("lastmile.matching-service.dead".to_string(), vec![])]));

@@ -100,6 +100,14 @@ impl Target for SimTarget {
         self.cluster.endpoints()
     }
 
+    fn broker(&self) -> Option<lastmile_workload::hostile::BrokerAccess> {
+        let config = self.cluster.config();
+        Some(lastmile_workload::hostile::BrokerAccess {
+            url: config.amqp_url.clone(),
+            exchange: config.names.events_exchange(),
+        })
+    }
+
     fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
         let Ok(service) = service.parse::<ServiceName>() else { return Vec::new() };
         self.cluster

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod demo;
 pub mod history;
+pub mod hostile;
 pub mod load;
 pub mod multi_station;
 pub mod wait;

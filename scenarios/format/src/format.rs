@@ -101,6 +101,12 @@ pub struct Workload {
     /// Seconds between a rider's status polls. Default 3.
     #[serde(default = "default_poll")]
     pub poll_s: f64,
+    /// Hostile actions per minute during the run (load only). Default 0 (none). Each is a
+    /// request with a hostile id to a random route, or a poison or hostile-but-decodable
+    /// message published to the broker; the checkers expect 4xx JSON answers, every such
+    /// message dead-lettered, and valid work unaffected.
+    #[serde(default)]
+    pub hostile_per_minute: f64,
 }
 
 fn default_drivers() -> u32 {

@@ -309,6 +309,7 @@ impl Validator<'_> {
         check(w.dwell_s > 0.0, "dwell_s", "must be positive");
         check(w.travel_s > 0.0, "travel_s", "must be positive");
         check(w.poll_s > 0.0, "poll_s", "must be positive");
+        check((0.0..=600.0).contains(&w.hostile_per_minute), "hostile_per_minute", "must be in [0, 600]");
     }
 }
 
@@ -403,6 +404,7 @@ min = 0.99
             checked,
             [
                 "demo.toml",
+                "hostile-input.toml",
                 "matching-outage.toml",
                 "multi-station.toml",
                 "non-critical-outage.toml",

@@ -50,6 +50,9 @@ pub fn to_toml(scenario: &Scenario) -> String {
         w.travel_s,
         w.poll_s
     );
+    if w.hostile_per_minute > 0.0 {
+        let _ = writeln!(out, "hostile_per_minute = {}", w.hostile_per_minute);
+    }
     for step in &s.steps {
         let _ = writeln!(out, "\n[[step]]\nat_s = {}\naction = {}", step.at_s.get_ref(), text(&name(&step.action)));
         if let Some(t) = &step.target {
@@ -204,7 +207,9 @@ mod tests {
 
     #[test]
     fn every_shipped_scenario_survives_a_round_trip() {
-        for name in ["matching-outage", "scale-under-load", "non-critical-outage", "demo", "multi-station"] {
+        for name in
+            ["matching-outage", "scale-under-load", "non-critical-outage", "demo", "multi-station", "hostile-input"]
+        {
             let s = shipped(name);
             let written = to_toml(&s);
             let again = parse("written.toml", &written).unwrap_or_else(|e| panic!("{name}: {e}\n{written}"));

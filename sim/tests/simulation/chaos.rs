@@ -47,6 +47,13 @@ fn scale_under_load_spreads_work_over_replicas_without_double_matches() {
     sweep("scale-under-load");
 }
 
+/// Hostile ids and poison messages alongside normal work, under random faults: every hostile
+/// request gets a 4xx JSON error, every poison message is dead-lettered, valid work goes on.
+#[test]
+fn hostile_input_is_refused_and_valid_work_goes_on() {
+    sweep("hostile-input");
+}
+
 #[test]
 fn non_critical_outage_keeps_rides_working_and_notifications_catch_up() {
     sweep("non-critical-outage");
