@@ -122,7 +122,7 @@ async fn request(clients: &[HttpClient; 4], history: &History) {
     let (svc, method, template, body) = pick(&ROUTES);
     let id = pick(&HOSTILE_IDS);
     let long = "a".repeat(65);
-    let id = if random_u64() % 5 == 0 { long.as_str() } else { id };
+    let id = if random_u64().is_multiple_of(5) { long.as_str() } else { id };
     let path = template.replace("{}", &path_segment(id));
     let body = body.map(|b| b.replace("\"{}\"", &serde_json::to_string(id).expect("a string serializes")));
     let client = &clients[svc as usize];
