@@ -5,6 +5,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, PodSpec, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -12,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 const NAMESPACE: &str = "lastmile";
 const IMAGE: &str = "lastmile:dev";
-/// The services drain for up to 10 s after SIGTERM.
-const DRAIN_SECONDS: i64 = 10;
+/// After SIGTERM the services drain connections for up to 10 s, then wait up to 10 s for each
+/// background task.
+const DRAIN_SECONDS: i64 = 20;
 
 #[derive(Default)]
 struct Manifests {
@@ -23,6 +26,8 @@ struct Manifests {
     secrets: Vec<Secret>,
     claims: Vec<PersistentVolumeClaim>,
     namespaces: Vec<Namespace>,
+    network_policies: Vec<NetworkPolicy>,
+    budgets: Vec<PodDisruptionBudget>,
     files: Vec<String>,
 }
 
@@ -62,6 +67,8 @@ fn load() -> Manifests {
                 "Secret" => m.secrets.push(typed!(Secret)),
                 "PersistentVolumeClaim" => m.claims.push(typed!(PersistentVolumeClaim)),
                 "Namespace" => m.namespaces.push(typed!(Namespace)),
+                "NetworkPolicy" => m.network_policies.push(typed!(NetworkPolicy)),
+                "PodDisruptionBudget" => m.budgets.push(typed!(PodDisruptionBudget)),
                 other => panic!("k8s/{file}: unexpected kind {other}"),
             }
         }
@@ -236,4 +243,80 @@ fn the_dockerfile_builds_the_binary_the_deployments_run() {
     assert!(dockerfile.contains("USER 10001"), "as the non-root user the manifests expect");
     let kustomization = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap();
     assert!(kustomization.contains("name: lastmile") && kustomization.contains("newTag: dev"));
+}
+
+/// Every pod runs under the runtime's seccomp profile, without a service-account token (none of
+/// them talks to the Kubernetes API), and the services read the broker URL from a mounted file
+/// of the Secret rather than the environment.
+#[test]
+fn every_pod_has_seccomp_no_token_and_the_broker_url_as_a_file() {
+    let m = load();
+    let pods = m
+        .deployments
+        .iter()
+        .map(|d| (d.metadata.name.clone().unwrap(), d.spec.as_ref().unwrap().template.spec.clone().unwrap()))
+        .chain(
+            m.stateful_sets
+                .iter()
+                .map(|s| (s.metadata.name.clone().unwrap(), s.spec.as_ref().unwrap().template.spec.clone().unwrap())),
+        );
+    for (name, pod) in pods {
+        let seccomp = pod.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()).map(|p| p.type_.as_str());
+        assert_eq!(seccomp, Some("RuntimeDefault"), "{name}: seccomp");
+        assert_eq!(pod.automount_service_account_token, Some(false), "{name}: service-account token mounted");
+        if name == "rabbitmq" {
+            continue;
+        }
+        let env = pod.containers[0].env.clone().unwrap_or_default();
+        assert!(!env.iter().any(|e| e.name == "LASTMILE_AMQP_URL"), "{name}: the broker URL in the environment");
+        let file = env.iter().find(|e| e.name == "LASTMILE_AMQP_URL_FILE").and_then(|e| e.value.clone());
+        assert_eq!(file.as_deref(), Some("/etc/lastmile/broker/amqp-url"), "{name}");
+        let mounted = pod
+            .volumes
+            .unwrap_or_default()
+            .iter()
+            .any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some("rabbitmq")));
+        assert!(mounted, "{name}: the Secret is mounted");
+    }
+}
+
+/// Ingress is denied by default and allowed only from the intended callers; trip- and
+/// matching-service have disruption budgets.
+#[test]
+fn network_policies_let_only_the_intended_callers_in() {
+    let m = load();
+    let policy = |name: &str| {
+        m.network_policies
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+            .spec
+            .clone()
+            .unwrap()
+    };
+    let deny = policy("default-deny-ingress");
+    assert!(deny.pod_selector.as_ref().is_some_and(|s| s.match_labels.is_none() && s.match_expressions.is_none()));
+    assert!(deny.ingress.is_none(), "the default denies everything");
+    let callers = |name: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for rule in policy(name).ingress.unwrap_or_default() {
+            for peer in rule.from.unwrap_or_default() {
+                let selector = peer.pod_selector.expect("callers are pods of the namespace");
+                out.extend(selector.match_labels.unwrap_or_default().into_values());
+                for e in selector.match_expressions.unwrap_or_default() {
+                    out.extend(e.values.unwrap_or_default());
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    assert_eq!(callers("user-service"), ["location-service", "trip-service"]);
+    assert_eq!(callers("location-service"), ["matching-service"]);
+    assert_eq!(callers("trip-service"), ["location-service", "matching-service"]);
+    assert_eq!(callers("rabbitmq").len(), 5, "the five services reach the broker");
+    for service in ["trip-service", "matching-service"] {
+        let budget = m.budgets.iter().find(|b| b.metadata.name.as_deref() == Some(service)).expect("a budget");
+        assert_eq!(budget.spec.as_ref().unwrap().min_available, Some(IntOrString::Int(1)), "{service}");
+    }
 }

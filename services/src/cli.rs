@@ -17,6 +17,9 @@ pub struct ServiceArgs {
     /// RabbitMQ URL.
     #[arg(long, env = "LASTMILE_AMQP_URL", hide_env_values = true, default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// A file holding the RabbitMQ URL (a mounted Secret); wins over `--amqp-url`.
+    #[arg(long, env = "LASTMILE_AMQP_URL_FILE")]
+    pub amqp_url_file: Option<PathBuf>,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "LASTMILE_PREFIX", default_value = "lastmile")]
     pub prefix: String,
@@ -50,10 +53,17 @@ pub struct ServiceArgs {
 }
 
 impl ServiceArgs {
-    /// The configuration these arguments describe.
-    pub fn config(&self) -> Config {
-        Config {
-            amqp_url: self.amqp_url.clone(),
+    /// The configuration these arguments describe (reading the broker URL's file, if named).
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let amqp_url = match &self.amqp_url_file {
+            Some(file) => std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read the broker URL from {}", file.display()))?
+                .trim()
+                .to_string(),
+            None => self.amqp_url.clone(),
+        };
+        Ok(Config {
+            amqp_url,
             names: Names::new(self.prefix.clone()),
             user_url: self.user_url.clone(),
             location_url: self.location_url.clone(),
@@ -65,7 +75,7 @@ impl ServiceArgs {
             naive_matching: self.naive_matching,
             outbox_capacity: self.outbox_capacity,
             ..Config::default()
-        }
+        })
     }
 
     /// Bind, run until SIGTERM or Ctrl-C, stop gracefully.
@@ -76,7 +86,7 @@ impl ServiceArgs {
             .with_context(|| format!("{}: cannot listen on {listen}", self.service))?;
         tracing::info!(service = %self.service, %listen, "starting");
         let shutdown = lastmile_platform::shutdown::on_termination();
-        crate::run(self.service, self.config(), listener, shutdown)
+        crate::run(self.service, self.config()?, listener, shutdown)
             .await
             .with_context(|| format!("{} stopped with an error", self.service))?;
         tracing::info!(service = %self.service, "stopped");
