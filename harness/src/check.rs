@@ -397,9 +397,28 @@ pub fn matching_rule(e: &Evidence) -> Vec<Violation> {
     let Some(export) = &e.export else { return Vec::new() };
     let mut record = Replay::default();
     let mut out = Vec::new();
+    // First come first served is judged by each ride's `seq`, so `seq` must follow the order in
+    // which trip-service accepted the rides: a ride accepted later with a `seq` no higher than
+    // an earlier one's would be served out of turn, and judging by `seq` alone would not see it.
+    let mut last_seq: Option<(u64, &str)> = None;
     for (index, change) in export.changes.iter().enumerate() {
-        if let Change::TripCommitted { trip } = change {
-            out.extend(judge_trip(e, &record, trip));
+        match change {
+            Change::TripCommitted { trip } => out.extend(judge_trip(e, &record, trip)),
+            Change::RideAccepted { ride } => {
+                if let Some((seq, earlier)) = last_seq.filter(|(seq, _)| ride.seq <= *seq) {
+                    out.push(violation(
+                        "matching_rule",
+                        vec![ride.ride_id.clone(), earlier.to_string()],
+                        Some(scenario_ms(e, ride.requested_at_ms)),
+                        format!(
+                            "first come first served: ride {} was accepted after ride {earlier} but has seq {} (not above {seq}): the queue order is not the order of arrival",
+                            ride.ride_id, ride.seq
+                        ),
+                    ));
+                }
+                last_seq = Some((ride.seq, &ride.ride_id));
+            }
+            _ => {}
         }
         record.apply(index, change);
     }

@@ -470,6 +470,16 @@ fn committed(id: &str, rides: &[&str], at: u64) -> Change {
 }
 
 #[test]
+fn a_ride_accepted_later_with_no_higher_seq_breaks_first_come_first_served() {
+    let mut e = healthy();
+    assert!(check::matching_rule(&e).is_empty());
+    log(&mut e).push(accepted("r2", 0, 3_000));
+    let v = check::matching_rule(&e);
+    assert_eq!(rules(&v), ["matching_rule"], "{v:?}");
+    assert!(v[0].message.contains("r2 was accepted after ride r1 but has seq 0"), "{}", v[0].message);
+}
+
+#[test]
 fn a_trip_taking_a_ride_not_waiting_at_its_station_breaks_the_matching_rule() {
     let mut e = healthy();
     let mut elsewhere = accepted("r2", 1, 10_000);
