@@ -61,6 +61,18 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// The address part of an AMQP URL (`amqp://user:pass@host:port/vhost` → `host:port`).
+pub fn broker_address(url: &str) -> String {
+    let rest = url.split("://").nth(1).unwrap_or(url);
+    let rest = rest.rsplit('@').next().unwrap_or(rest);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    if host_port.contains(':') {
+        host_port.to_string()
+    } else {
+        format!("{host_port}:5672")
+    }
+}
+
 /// `url` fit for a log line: the password of its user-info replaced by `***`
 /// (`amqp://guest:***@host:5672/%2f`). A URL without credentials is returned as it is.
 pub fn redacted(url: &str) -> String {

@@ -179,18 +179,6 @@ impl Session {
     }
 }
 
-/// The address part of an AMQP URL (`amqp://user:pass@host:port/vhost` → `host:port`).
-pub fn broker_address(url: &str) -> String {
-    let rest = url.split("://").nth(1).unwrap_or(url);
-    let rest = rest.rsplit('@').next().unwrap_or(rest);
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    if host_port.contains(':') {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:5672")
-    }
-}
-
 pub struct Client {
     url: String,
     addr: String,
@@ -202,7 +190,7 @@ pub struct Client {
 
 impl Client {
     pub fn new(url: String) -> Client {
-        Client { addr: broker_address(&url), url, session: Mutex::new(None), all: Mutex::new(Vec::new()) }
+        Client { addr: super::broker_address(&url), url, session: Mutex::new(None), all: Mutex::new(Vec::new()) }
     }
 
     pub fn url(&self) -> &str {

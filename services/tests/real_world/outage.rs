@@ -64,13 +64,6 @@ async fn register(user: &HttpClient, id: &str) -> (u16, String) {
     (status, String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// `host:port` of an AMQP URL.
-fn host_port(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.split('/').next().unwrap_or(rest)
-}
-
 /// The status and the `Retry-After` header of a registration, read off a raw connection.
 async fn retry_after(addr: &str, id: &str) -> (u16, Option<String>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -93,7 +86,7 @@ async fn retry_after(addr: &str, id: &str) -> (u16, Option<String>) {
 async fn a_broker_outage_keeps_a_service_ready_until_its_outbox_is_full_and_loses_nothing() {
     const BOUND: usize = 5;
     let broker_url = crate::cluster::require_rabbitmq().await;
-    let broker_addr = host_port(&broker_url).to_string();
+    let broker_addr = lastmile_platform::broker::broker_address(&broker_url);
     let mut relay = Relay::start(&broker_addr).await;
     let relayed = broker_url.replace(&broker_addr, &format!("127.0.0.1:{}", relay.port));
     let cluster = Cluster::start_with(&[ServiceName::User], Duration::from_secs(60), |c| {

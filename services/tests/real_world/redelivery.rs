@@ -3,11 +3,42 @@
 
 use crate::cluster::Cluster;
 use lastmile_platform::broker::{Broker, Message};
-use lastmile_services::domain::{Trip, TripStatus};
+use lastmile_services::domain::{Network, RideStatus, Trip, TripStatus};
 use lastmile_services::events::{topology, Event, EventBody};
+use lastmile_services::trip::{RideRequest, ShiftRequest};
 use lastmile_services::ServiceName;
 use lastmile_workload::wait::wait_until;
+use lastmile_workload::LastMileClient;
 use std::time::Duration;
+
+/// Driver `d1` (a shift at ST101 towards `destination`, one seat) and rider `u1`, registered.
+async fn driver_and_rider(api: &LastMileClient, destination: &str) {
+    api.register_driver("d1", "Driver", "+91 98450 00001", "car").await.unwrap();
+    api.register_rider("u1", "Rider", "+91 99000 00001").await.unwrap();
+    let shift = ShiftRequest { route: vec!["ST101".into()], destination: destination.into(), seats: 1 };
+    api.start_shift("d1", &shift).await.unwrap();
+}
+
+/// `u1` asks for a ride at ST101 to `destination`, `d1` arrives there, and the ride must be
+/// matched within `within`.
+async fn ride_matched(api: &LastMileClient, destination: &str, within: Duration) {
+    let request = RideRequest {
+        ride_id: "ride-1".into(),
+        rider_id: "u1".into(),
+        station_id: "ST101".into(),
+        destination: destination.into(),
+        max_wait_s: None,
+    };
+    api.request_ride(&request).await.unwrap();
+    let station = Network::default_network().get("ST101").unwrap().clone();
+    api.arrive_at("d1", &station).await.unwrap();
+    wait_until(&format!("ride-1 matched within {within:?}"), within, || async {
+        let ride = api.ride("ride-1").await.ok()?;
+        matches!(ride.status, RideStatus::Matched { .. }).then_some(())
+    })
+    .await
+    .unwrap();
+}
 
 fn match_found(n: usize) -> Event {
     let trip = Trip {
@@ -119,30 +150,8 @@ async fn a_malformed_message_is_dead_lettered_and_the_consumer_keeps_working() {
     })
     .await
     .unwrap();
-    api.register_driver("d1", "Driver", "+91 98450 00001", "car").await.unwrap();
-    api.register_rider("u1", "Rider", "+91 99000 00001").await.unwrap();
-    let shift = lastmile_services::trip::ShiftRequest {
-        route: vec!["ST101".into()],
-        destination: "Whitefield".into(),
-        seats: 1,
-    };
-    api.start_shift("d1", &shift).await.unwrap();
-    let request = lastmile_services::trip::RideRequest {
-        ride_id: "ride-1".into(),
-        rider_id: "u1".into(),
-        station_id: "ST101".into(),
-        destination: "Whitefield".into(),
-        max_wait_s: None,
-    };
-    api.request_ride(&request).await.unwrap();
-    let station = lastmile_services::domain::Network::default_network().get("ST101").unwrap().clone();
-    api.arrive_at("d1", &station).await.unwrap();
-    wait_until("ride-1 matched", Duration::from_secs(20), || async {
-        let ride = api.ride("ride-1").await.ok()?;
-        matches!(ride.status, lastmile_services::domain::RideStatus::Matched { .. }).then_some(())
-    })
-    .await
-    .unwrap();
+    driver_and_rider(&api, "Whitefield").await;
+    ride_matched(&api, "Whitefield", Duration::from_secs(20)).await;
     inspector.disconnect().await;
     publisher.disconnect().await;
     cluster.stop().await;
@@ -164,11 +173,7 @@ async fn a_flood_of_poison_and_hostile_messages_does_not_delay_a_valid_match() {
     let names = cluster.config.names.clone();
     let publisher = cluster.broker();
     publisher.declare(&topology(&names, cluster.config.queue_expires)).await.unwrap();
-    api.register_driver("d1", "Driver", "+91 98450 00001", "car").await.unwrap();
-    api.register_rider("u1", "Rider", "+91 99000 00001").await.unwrap();
-    let shift =
-        lastmile_services::trip::ShiftRequest { route: vec!["ST101".into()], destination: "ST104".into(), seats: 1 };
-    api.start_shift("d1", &shift).await.unwrap();
+    driver_and_rider(&api, "ST104").await;
 
     for i in 0..200 {
         let (routing_key, body) = match i % 4 {
@@ -200,22 +205,7 @@ async fn a_flood_of_poison_and_hostile_messages_does_not_delay_a_valid_match() {
         publisher.publish(&names.events_exchange(), message).await.unwrap();
     }
 
-    let request = lastmile_services::trip::RideRequest {
-        ride_id: "ride-1".into(),
-        rider_id: "u1".into(),
-        station_id: "ST101".into(),
-        destination: "ST104".into(),
-        max_wait_s: None,
-    };
-    api.request_ride(&request).await.unwrap();
-    let station = lastmile_services::domain::Network::default_network().get("ST101").unwrap().clone();
-    api.arrive_at("d1", &station).await.unwrap();
-    wait_until("ride-1 matched within 2 s of the flood", Duration::from_secs(2), || async {
-        let ride = api.ride("ride-1").await.ok()?;
-        matches!(ride.status, lastmile_services::domain::RideStatus::Matched { .. }).then_some(())
-    })
-    .await
-    .unwrap();
+    ride_matched(&api, "ST104", Duration::from_secs(2)).await;
 
     // Every one of the 200 was dead-lettered, each with a warning naming it.
     let dead_queue = format!("{}.dead", names.queue(ServiceName::Matching.as_str()));
