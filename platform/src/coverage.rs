@@ -37,6 +37,8 @@ pub enum RecoveryPath {
     JournalReplayed,
     /// A torn last record was dropped when a journal was opened.
     TornTailDropped,
+    /// A journal was rebuilt from a compaction's snapshot at start.
+    SnapshotReplayed,
     /// Events committed but never confirmed were published again after a restart.
     Republished,
     /// A replica died at an armed crash point.
@@ -45,7 +47,7 @@ pub enum RecoveryPath {
 
 impl RecoveryPath {
     /// Every recovery path, in report order.
-    pub const ALL: [RecoveryPath; 13] = [
+    pub const ALL: [RecoveryPath; 14] = [
         RecoveryPath::Redelivered,
         RecoveryPath::DuplicateIgnored,
         RecoveryPath::CasConflict,
@@ -57,6 +59,7 @@ impl RecoveryPath {
         RecoveryPath::PublishRetried,
         RecoveryPath::JournalReplayed,
         RecoveryPath::TornTailDropped,
+        RecoveryPath::SnapshotReplayed,
         RecoveryPath::Republished,
         RecoveryPath::CrashPointHit,
     ];
@@ -75,6 +78,7 @@ impl RecoveryPath {
             RecoveryPath::PublishRetried => "publish_retried",
             RecoveryPath::JournalReplayed => "journal_replayed",
             RecoveryPath::TornTailDropped => "torn_tail_dropped",
+            RecoveryPath::SnapshotReplayed => "snapshot_replayed",
             RecoveryPath::Republished => "republished",
             RecoveryPath::CrashPointHit => "crash_point_hit",
         }

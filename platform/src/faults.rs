@@ -6,7 +6,8 @@
 //! | `before-ack` | a consumer's handler finished its side effect; the delivery is not acked | redelivery absorbed by an idempotent consumer |
 //! | `before-reply` | a commit is synced to the journal; the caller has no answer yet | a client retry finds the committed work (idempotent request ids), replay rebuilds it |
 //! | `before-confirm-recorded` | the broker confirmed a publish; the journal does not say so yet | the event is published again after replay, and consumers deduplicate it |
-//! | `mid-sync` | a journal record is half on disk | a torn tail is dropped on replay, nothing acknowledged is lost |
+//! | `mid-sync` | a journal record (or a snapshot) is half on disk | a torn tail is dropped on replay (a torn snapshot ignored), nothing acknowledged is lost |
+//! | `after-snapshot` | a compaction's snapshot is durable; the old log is not emptied yet | replay takes the snapshot and drops the log it already holds: nothing applied twice |
 //!
 //! A fault plan *arms* a point of a service (the simulation does it from the seed, as a step
 //! of the run's timeline); the next replica of that service to pass the point calls the crash
@@ -30,12 +31,19 @@ pub enum CrashPoint {
     BeforeConfirmRecorded,
     /// In the middle of writing a journal record (a torn write).
     MidSync,
+    /// After a journal compaction's snapshot is durable, before the log is emptied.
+    AfterSnapshot,
 }
 
 impl CrashPoint {
     /// Every crash point.
-    pub const ALL: [CrashPoint; 4] =
-        [CrashPoint::BeforeAck, CrashPoint::BeforeReply, CrashPoint::BeforeConfirmRecorded, CrashPoint::MidSync];
+    pub const ALL: [CrashPoint; 5] = [
+        CrashPoint::BeforeAck,
+        CrashPoint::BeforeReply,
+        CrashPoint::BeforeConfirmRecorded,
+        CrashPoint::MidSync,
+        CrashPoint::AfterSnapshot,
+    ];
 
     /// The name used in scenario files and reports (`before-ack`, ...).
     pub fn as_str(self) -> &'static str {
@@ -44,6 +52,7 @@ impl CrashPoint {
             CrashPoint::BeforeReply => "before-reply",
             CrashPoint::BeforeConfirmRecorded => "before-confirm-recorded",
             CrashPoint::MidSync => "mid-sync",
+            CrashPoint::AfterSnapshot => "after-snapshot",
         }
     }
 }

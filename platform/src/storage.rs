@@ -1,8 +1,9 @@
-//! A small durable log: records are written, synced, and replayed in order on open.
+//! A small durable log: records are written, synced, and replayed in order on open; compacted
+//! into a snapshot so replay reads the state, not its whole history.
 //!
-//! Real world: a file on a volume (`std::fs` with `sync_data`). Simulation: the node's simulated
+//! Real world: files on a volume (`std::fs` with `sync_data`). Simulation: the node's simulated
 //! disk (`madsim::fs`), which survives a kill and restart of that node. Records are one line each
-//! (compact JSON never contains a raw newline).
+//! (compact JSON never contains a raw newline); lines starting with `#` are the journal's own.
 //!
 //! The storage fault model, the same in both worlds: [`Journal::write`] only buffers a record
 //! (the page cache); [`Journal::sync`] puts every buffered record on disk and returns once it is
@@ -12,14 +13,28 @@
 //! point) leaves the last record half written: a final line without its newline is a torn write
 //! and is dropped on replay with a warning, which is exactly what sync-before-acknowledge
 //! allows. Any other damage (a complete record that does not parse) is the owner's to refuse.
+//!
+//! **Compaction.** [`Journal::compact`] takes records from the owner that rebuild its whole
+//! state, and replaces the history with them, crash-safely and without renaming files (the
+//! simulated disk cannot rename):
+//! 1. the records go to a snapshot file of the next *epoch*, in one of two slots
+//!    (`<log>.snap-0`, `<log>.snap-1`, alternating), framed `#snapshot <epoch> <count>` …
+//!    `#end <epoch>`, and are synced — a crash while writing leaves a slot without its end line,
+//!    which is ignored, and the other slot still holds the previous epoch;
+//! 2. the log is emptied and starts again with the line `#epoch <epoch>`, synced.
+//!
+//! [`Journal::open`] takes the newest complete snapshot and the log: a log of the same epoch is
+//! replayed after the snapshot; a log one epoch older is the history the snapshot already holds
+//! (a crash between steps 1 and 2, the `after-snapshot` crash point) and is emptied, so nothing
+//! is applied twice. Any other combination is damage, refused with a clear error.
 
 use crate::faults::{CrashPoint, Faults};
 use std::io;
 use std::path::{Path, PathBuf};
 
-/// An append-only, synced record log.
+/// An append-only, synced record log with snapshots.
 pub struct Journal {
-    /// Where the log lives, for error messages.
+    /// Where the log lives, for error messages and the snapshot slots beside it.
     path: PathBuf,
     /// The open file handle of the current world.
     file: imp::File,
@@ -29,24 +44,77 @@ pub struct Journal {
     unsynced: Vec<u8>,
     /// Bytes of a torn last record cut off when the journal was opened.
     torn_bytes: u64,
-    /// Crash points (`mid-sync`); off unless a fault plan arms them.
+    /// The epoch of the log: how many times it was compacted (0: never).
+    epoch: u64,
+    /// Records in the log since its snapshot (written ones included).
+    since_snapshot: usize,
+    /// Crash points (`mid-sync`, `after-snapshot`); off unless a fault plan arms them.
     faults: Faults,
 }
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("path", &self.path).field("len", &self.len).finish()
+        f.debug_struct("Journal").field("path", &self.path).field("len", &self.len).field("epoch", &self.epoch).finish()
     }
 }
 
+/// A complete snapshot read from a slot.
+struct Snapshot {
+    epoch: u64,
+    records: Vec<Vec<u8>>,
+}
+
+fn damaged(path: &Path, what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, format!("journal {}: {what}", path.display()))
+}
+
+/// The complete lines of `bytes` (a torn tail excluded) and the length they cover.
+fn complete_lines(bytes: &[u8]) -> (Vec<&[u8]>, usize) {
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    (bytes[..complete].split(|b| *b == b'\n').filter(|line| !line.is_empty()).collect(), complete)
+}
+
+/// The number after `prefix` on a journal line (`#epoch 3` → 3).
+fn numbered(line: &[u8], prefix: &str) -> Option<u64> {
+    std::str::from_utf8(line).ok()?.strip_prefix(prefix)?.trim().parse().ok()
+}
+
+/// A snapshot slot's contents, if it holds a complete snapshot.
+fn parse_snapshot(bytes: &[u8]) -> Option<Snapshot> {
+    let (lines, _) = complete_lines(bytes);
+    let (first, rest) = lines.split_first()?;
+    let (last, records) = rest.split_last()?;
+    let header = std::str::from_utf8(first).ok()?.strip_prefix("#snapshot ")?;
+    let (epoch, count) = header.split_once(' ')?;
+    let (epoch, count): (u64, usize) = (epoch.parse().ok()?, count.parse().ok()?);
+    (numbered(last, "#end ") == Some(epoch) && records.len() == count)
+        .then(|| Snapshot { epoch, records: records.iter().map(|r| r.to_vec()).collect() })
+}
+
+fn snapshot_bytes(epoch: u64, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut bytes = format!("#snapshot {epoch} {}\n", records.len()).into_bytes();
+    for record in records {
+        bytes.extend_from_slice(record);
+        bytes.push(b'\n');
+    }
+    bytes.extend_from_slice(format!("#end {epoch}\n").as_bytes());
+    bytes
+}
+
 impl Journal {
-    /// Open (or create) the journal at `path` and return it with every complete record in order.
+    /// Open (or create) the journal at `path` and return it with every complete record in order
+    /// (the snapshot's records first, then the log's).
     pub async fn open(path: impl AsRef<Path>) -> io::Result<(Journal, Vec<Vec<u8>>)> {
         let path = path.as_ref().to_path_buf();
         let (file, bytes) = imp::open(&path).await?;
-        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let records =
-            bytes[..complete].split(|b| *b == b'\n').filter(|line| !line.is_empty()).map(<[u8]>::to_vec).collect();
+        let mut snapshot: Option<Snapshot> = None;
+        for slot in [0, 1] {
+            let found = imp::read(&slot_path(&path, slot)).await?.as_deref().and_then(parse_snapshot);
+            if let Some(found) = found.filter(|f| snapshot.as_ref().is_none_or(|s| f.epoch > s.epoch)) {
+                snapshot = Some(found);
+            }
+        }
+        let (lines, complete) = complete_lines(&bytes);
         let torn_bytes = (bytes.len() - complete) as u64;
         // Cut a torn tail off so the next write starts on a record boundary.
         if torn_bytes > 0 {
@@ -57,28 +125,64 @@ impl Journal {
             );
             imp::truncate(&file, complete as u64).await?;
         }
-        let journal =
-            Journal { path, file, len: complete as u64, unsynced: Vec::new(), torn_bytes, faults: Faults::default() };
+        let header = lines.first().and_then(|l| numbered(l, "#epoch "));
+        let log: Vec<Vec<u8>> = lines[usize::from(header.is_some())..].iter().map(|l| l.to_vec()).collect();
+        if let Some(line) = log.iter().find(|l| l.starts_with(b"#")) {
+            return Err(damaged(&path, format!("unexpected line {:?} in the log", String::from_utf8_lossy(line))));
+        }
+        let snapshot_epoch = snapshot.as_ref().map_or(0, |s| s.epoch);
+        // A log without a header is epoch 0's, unless it is empty (emptied for a new epoch and
+        // cut before its header was synced).
+        let log_epoch = header.unwrap_or(if log.is_empty() { snapshot_epoch.saturating_sub(1) } else { 0 });
+        let mut journal = Journal {
+            path,
+            file,
+            len: complete as u64,
+            unsynced: Vec::new(),
+            torn_bytes,
+            epoch: snapshot_epoch,
+            since_snapshot: log.len(),
+            faults: Faults::default(),
+        };
+        let mut records = snapshot.map(|s| s.records).unwrap_or_default();
+        if log_epoch == snapshot_epoch {
+            records.extend(log);
+        } else if log_epoch + 1 == snapshot_epoch {
+            tracing::info!(
+                journal = %journal.path.display(),
+                epoch = snapshot_epoch,
+                "the snapshot holds the log's history already (a crash while compacting); emptying the log"
+            );
+            journal.start_epoch().await?;
+        } else {
+            return Err(damaged(
+                &journal.path,
+                format!(
+                    "the log is of epoch {log_epoch} but the newest complete snapshot is of epoch {snapshot_epoch}"
+                ),
+            ));
+        }
         Ok((journal, records))
     }
 
-    /// The same journal with crash points (`mid-sync`) a fault plan can arm.
+    /// The same journal with crash points (`mid-sync`, `after-snapshot`) a fault plan can arm.
     pub fn with_faults(mut self, faults: Faults) -> Journal {
         self.faults = faults;
         self
     }
 
-    /// Buffer one record (which must not contain a newline). It is not durable until
-    /// [`Journal::sync`] returns: a crash before that loses it.
+    /// Buffer one record (which must not contain a newline or start with `#`). It is not
+    /// durable until [`Journal::sync`] returns: a crash before that loses it.
     pub fn write(&mut self, record: &[u8]) -> io::Result<()> {
-        if record.contains(&b'\n') {
+        if record.contains(&b'\n') || record.starts_with(b"#") {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("journal {}: a record may not contain a newline", self.path.display()),
+                format!("journal {}: a record may not contain a newline or start with '#'", self.path.display()),
             ));
         }
         self.unsynced.extend_from_slice(record);
         self.unsynced.push(b'\n');
+        self.since_snapshot += 1;
         Ok(())
     }
 
@@ -107,6 +211,66 @@ impl Journal {
         self.sync().await
     }
 
+    /// Replace the journal's history with `records`, which must rebuild everything the history
+    /// did (the owner's state as changes). Records written and not synced are synced first.
+    /// On return the next [`Journal::open`] reads `records` and whatever is written after.
+    pub async fn compact(&mut self, records: &[Vec<u8>]) -> io::Result<()> {
+        self.sync().await?;
+        if let Some(bad) = records.iter().find(|r| r.contains(&b'\n') || r.starts_with(b"#")) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "journal {}: snapshot record {:?} contains a newline or starts with '#'",
+                    self.path.display(),
+                    String::from_utf8_lossy(bad)
+                ),
+            ));
+        }
+        self.write_snapshot(records).await?;
+        self.faults.crash_point(CrashPoint::AfterSnapshot).await;
+        self.start_epoch().await
+    }
+
+    /// Step 1 of [`Journal::compact`]: the next epoch's snapshot, durable in the older slot.
+    async fn write_snapshot(&mut self, records: &[Vec<u8>]) -> io::Result<()> {
+        let epoch = self.epoch + 1;
+        let bytes = snapshot_bytes(epoch, records);
+        // As with a record, a crash point splits the write, so a torn snapshot is tested too.
+        let half = if self.faults.is_on() { bytes.len() / 2 } else { 0 };
+        let slot = slot_path(&self.path, epoch % 2);
+        let mut file = imp::create(&slot).await?;
+        if half > 0 {
+            imp::write_at(&mut file, &bytes[..half], 0).await?;
+            self.faults.crash_point(CrashPoint::MidSync).await;
+        }
+        imp::write_at(&mut file, &bytes[half..], half as u64).await?;
+        imp::sync(&file).await?;
+        imp::sync_dir(&self.path).await?;
+        self.epoch = epoch;
+        Ok(())
+    }
+
+    /// Step 2 of [`Journal::compact`]: an empty log of the current epoch.
+    async fn start_epoch(&mut self) -> io::Result<()> {
+        imp::truncate(&self.file, 0).await?;
+        let header = format!("#epoch {}\n", self.epoch).into_bytes();
+        imp::write_at(&mut self.file, &header, 0).await?;
+        imp::sync(&self.file).await?;
+        self.len = header.len() as u64;
+        self.since_snapshot = 0;
+        Ok(())
+    }
+
+    /// Records in the log since the last snapshot: what a replay reads beyond the snapshot.
+    pub fn records_since_snapshot(&self) -> usize {
+        self.since_snapshot
+    }
+
+    /// How many times the journal was compacted.
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     /// Where the journal lives.
     pub fn path(&self) -> &Path {
         &self.path
@@ -116,6 +280,13 @@ impl Journal {
     pub fn torn_bytes(&self) -> u64 {
         self.torn_bytes
     }
+}
+
+/// Snapshot slot `slot` (0 or 1) of the log at `path`.
+fn slot_path(path: &Path, slot: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".snap-{slot}"));
+    PathBuf::from(name)
 }
 
 #[cfg(not(madsim))]
@@ -146,6 +317,26 @@ mod imp {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         Ok((file, bytes))
+    }
+
+    pub async fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match std::fs::read(path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn create(path: &Path) -> io::Result<File> {
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)
+    }
+
+    /// Make a newly created file's name in the folder of `path` durable.
+    pub async fn sync_dir(path: &Path) -> io::Result<()> {
+        match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => std::fs::File::open(".")?.sync_all(),
+        }
     }
 
     pub async fn write_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
@@ -184,6 +375,23 @@ mod imp {
         file.write_all_at(&bytes, 0).await?;
         file.sync_all().await?;
         Ok((file, bytes))
+    }
+
+    pub async fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
+        match madsim::fs::read(path).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn create(path: &Path) -> io::Result<File> {
+        File::create(path).await
+    }
+
+    /// The simulated disk has no folders to sync.
+    pub async fn sync_dir(_path: &Path) -> io::Result<()> {
+        Ok(())
     }
 
     pub async fn truncate(file: &File, len: u64) -> io::Result<()> {
@@ -257,6 +465,107 @@ mod tests {
         assert!(e.to_string().contains("in use by another process"), "{e}");
         drop(first);
         assert!(Journal::open(&path).await.is_ok(), "the lock goes with its holder");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn scratch() -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("lastmile-journal-{}", crate::clock::new_id()));
+        let path = dir.join("log");
+        (dir, path)
+    }
+
+    fn recs(items: &[&str]) -> Vec<Vec<u8>> {
+        items.iter().map(|s| s.as_bytes().to_vec()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_compacted_journal_replays_its_snapshot_then_what_came_after() {
+        let (dir, path) = scratch();
+        let (mut journal, _) = Journal::open(&path).await.unwrap();
+        for i in 0..5 {
+            journal.append(format!("{{\"n\":{i}}}").as_bytes()).await.unwrap();
+        }
+        assert_eq!(journal.records_since_snapshot(), 5);
+        journal.write(b"{\"n\":5}").unwrap();
+        journal.compact(&recs(&["{\"sum\":15}"])).await.unwrap();
+        assert_eq!((journal.epoch(), journal.records_since_snapshot()), (1, 0));
+        journal.append(b"{\"n\":6}").await.unwrap();
+        drop(journal);
+        let (mut journal, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records, recs(&["{\"sum\":15}", "{\"n\":6}"]));
+        assert_eq!((journal.epoch(), journal.records_since_snapshot()), (1, 1));
+        // A second compaction takes the other slot; the newest complete one wins.
+        journal.compact(&recs(&["{\"sum\":21}", "{\"extra\":1}"])).await.unwrap();
+        journal.append(b"{\"n\":7}").await.unwrap();
+        drop(journal);
+        assert!(slot_path(&path, 0).exists() && slot_path(&path, 1).exists());
+        let (journal, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records, recs(&["{\"sum\":21}", "{\"extra\":1}", "{\"n\":7}"]));
+        assert_eq!(journal.epoch(), 2);
+        drop(journal);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_snapshot_and_emptying_the_log_applies_nothing_twice() {
+        let (dir, path) = scratch();
+        let (mut journal, _) = Journal::open(&path).await.unwrap();
+        journal.append(b"{\"n\":1}").await.unwrap();
+        journal.append(b"{\"n\":2}").await.unwrap();
+        // Step 1 only: the process dies at the `after-snapshot` point.
+        journal.write_snapshot(&recs(&["{\"sum\":3}"])).await.unwrap();
+        drop(journal);
+        let (mut journal, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records, recs(&["{\"sum\":3}"]), "the old log is the snapshot's history, not news");
+        assert_eq!((journal.epoch(), journal.records_since_snapshot()), (1, 0));
+        journal.append(b"{\"n\":3}").await.unwrap();
+        drop(journal);
+        let (_, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records, recs(&["{\"sum\":3}", "{\"n\":3}"]));
+        assert_eq!(std::fs::read(&path).unwrap(), b"#epoch 1\n{\"n\":3}\n", "the log was emptied and restarted");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_torn_snapshot_is_ignored_and_the_history_it_would_replace_is_kept() {
+        let (dir, path) = scratch();
+        let (mut journal, _) = Journal::open(&path).await.unwrap();
+        journal.append(b"{\"n\":1}").await.unwrap();
+        journal.compact(&recs(&["{\"sum\":1}"])).await.unwrap();
+        journal.append(b"{\"n\":2}").await.unwrap();
+        drop(journal);
+        // A crash in the middle of writing epoch 2's snapshot: no end line.
+        let torn = snapshot_bytes(2, &recs(&["{\"sum\":3}"]));
+        std::fs::write(slot_path(&path, 0), &torn[..torn.len() - 4]).unwrap();
+        let (journal, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records, recs(&["{\"sum\":1}", "{\"n\":2}"]));
+        assert_eq!(journal.epoch(), 1);
+        drop(journal);
+        // A snapshot whose record count disagrees with its lines is not complete either.
+        let mut short = snapshot_bytes(2, &recs(&["{\"a\":1}", "{\"b\":2}"]));
+        short.splice(0..b"#snapshot 2 2".len(), b"#snapshot 2 3".iter().copied());
+        std::fs::write(slot_path(&path, 0), short).unwrap();
+        assert_eq!(Journal::open(&path).await.unwrap().0.epoch(), 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_log_without_its_snapshot_is_refused_and_records_may_not_look_like_journal_lines() {
+        let (dir, path) = scratch();
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&path, b"#epoch 3\n{\"n\":1}\n").unwrap();
+        let Err(e) = Journal::open(&path).await else { panic!("a log of epoch 3 with no snapshot was replayed") };
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("epoch 3") && e.to_string().contains("epoch 0"), "{e}");
+        std::fs::write(&path, b"{\"n\":1}\n#end 1\n").unwrap();
+        let Err(e) = Journal::open(&path).await else { panic!("a stray journal line was replayed") };
+        assert!(e.to_string().contains("unexpected line"), "{e}");
+        std::fs::remove_file(&path).unwrap();
+        let (mut journal, _) = Journal::open(&path).await.unwrap();
+        assert_eq!(journal.append(b"#epoch 9").await.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(journal.compact(&recs(&["a\nb"])).await.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(journal.epoch(), 0, "a refused compaction changes nothing");
+        drop(journal);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -50,6 +50,9 @@ pub struct ServiceArgs {
     /// Events that may wait for the broker before the service answers new work with 503.
     #[arg(long, env = "LASTMILE_OUTBOX_CAPACITY", default_value_t = crate::config::DEFAULT_OUTBOX_CAPACITY)]
     pub outbox_capacity: usize,
+    /// Journal records between compactions of a durable service's journal.
+    #[arg(long, env = "LASTMILE_COMPACT_AFTER", default_value_t = crate::config::DEFAULT_COMPACT_AFTER)]
+    pub compact_after: usize,
 }
 
 impl ServiceArgs {
@@ -74,6 +77,7 @@ impl ServiceArgs {
             queue_expires: self.queue_expires_secs.map(Duration::from_secs),
             naive_matching: self.naive_matching,
             outbox_capacity: self.outbox_capacity,
+            compact_after: self.compact_after,
             ..Config::default()
         })
     }

@@ -11,6 +11,8 @@
 //! | ride deadline | `--ride-ttl-secs` / `LASTMILE_RIDE_TTL_SECS` | 300 |
 //! | "near a station" radius | `--near-radius-m` / `LASTMILE_NEAR_RADIUS_M` | 300 |
 //! | delete unused queues after | `--queue-expires-secs` / `LASTMILE_QUEUE_EXPIRES_SECS` | never |
+//! | events waiting for the broker before 503 | `--outbox-capacity` / `LASTMILE_OUTBOX_CAPACITY` | 10 000 |
+//! | journal records between compactions | `--compact-after` / `LASTMILE_COMPACT_AFTER` | 10 000 |
 //! | original matching design | `--naive-matching` / `LASTMILE_NAIVE_MATCHING` | off |
 
 use crate::domain::Network;
@@ -24,6 +26,9 @@ use std::time::Duration;
 
 /// Default bound of a service's outbox (see `Config::outbox_capacity`).
 pub const DEFAULT_OUTBOX_CAPACITY: usize = 10_000;
+
+/// Default number of journal records between compactions (see `Config::compact_after`).
+pub const DEFAULT_COMPACT_AFTER: usize = 10_000;
 
 /// Default broker URL (a local RabbitMQ).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -56,6 +61,9 @@ pub struct Config {
     /// Events that may wait for the broker (during an outage) before the service stops taking
     /// new work: it answers 503 with `Retry-After` and reports not ready until they drain.
     pub outbox_capacity: usize,
+    /// Journal records written since the last snapshot after which a durable service compacts
+    /// its journal (a restart then replays at most the snapshot and this many records).
+    pub compact_after: usize,
     /// The original LastMile's matching, for demonstrations only: waiting riders and seat
     /// counts in each matching replica's memory, matches committed without a compare-and-set.
     pub naive_matching: bool,
@@ -147,6 +155,7 @@ impl Default for Config {
             network: Arc::new(Network::default_network()),
             queue_expires: None,
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            compact_after: DEFAULT_COMPACT_AFTER,
             naive_matching: false,
             faults: Faults::default(),
             coverage: Coverage::default(),

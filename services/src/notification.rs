@@ -62,6 +62,10 @@ impl State for Inboxes {
             self.by_user.entry(n.user_id.clone()).or_default().push(n.clone());
         }
     }
+    /// Each user's notifications in order; `seen` is exactly their (event, user) pairs.
+    fn compacted(&self) -> Vec<Notified> {
+        self.by_user.values().flatten().cloned().map(Notified).collect()
+    }
 }
 
 impl Inboxes {
@@ -196,5 +200,27 @@ mod tests {
             text: "x".into(),
         }));
         assert_eq!(inboxes.by_user["u1"].len(), 1);
+    }
+    #[test]
+    fn the_compacted_inboxes_rebuild_the_same_inboxes_and_the_same_deduplication() {
+        let n = |event: &str, user: &str| Notification {
+            event_id: event.into(),
+            user_id: user.into(),
+            kind: "match.found".into(),
+            subject: "t1".into(),
+            text: event.into(),
+        };
+        let mut inboxes = Inboxes::default();
+        for (event, user) in [("e2", "u2"), ("e1", "u1"), ("e1", "u2"), ("e3", "u1"), ("e1", "u1")] {
+            inboxes.apply(&Notified(n(event, user)));
+        }
+        let mut rebuilt = Inboxes::default();
+        for change in inboxes.compacted() {
+            rebuilt.apply(&change);
+        }
+        assert_eq!(rebuilt.by_user, inboxes.by_user, "each inbox, in its order");
+        assert_eq!(rebuilt.seen, inboxes.seen);
+        assert_eq!(rebuilt.by_user["u1"].iter().map(|n| n.text.as_str()).collect::<Vec<_>>(), ["e1", "e3"]);
+        assert!(rebuilt.has_seen("e1") && !rebuilt.has_seen("e4"));
     }
 }

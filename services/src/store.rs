@@ -5,6 +5,12 @@
 //! events to the outbox; when the broker confirms an event, a `published` record is appended.
 //! After a crash, events committed but never confirmed are published again (same event id), so
 //! no committed event is lost and consumers deduplicate the repeats.
+//!
+//! Every [`Config::compact_after`] records the journal is compacted: the state, written as the
+//! changes that rebuild it ([`State::compacted`]), and the events still unconfirmed replace the
+//! history, so a restart replays the state rather than everything that led to it.
+//!
+//! [`Config::compact_after`]: crate::Config::compact_after
 
 use crate::api::Context;
 use crate::events::Event;
@@ -15,7 +21,7 @@ use lastmile_platform::http::ApiError;
 use lastmile_platform::storage::Journal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
@@ -26,7 +32,13 @@ pub trait State: Default + Send + 'static {
     type Change: Serialize + DeserializeOwned + Send + Clone;
     /// Apply a change (at commit and at replay; must be deterministic).
     fn apply(&mut self, change: &Self::Change);
+    /// Changes that, applied in order to the default state, rebuild this one exactly: what a
+    /// compacted journal keeps.
+    fn compacted(&self) -> Vec<Self::Change>;
 }
+
+/// Changes per record in a compacted journal (keeps each line a moderate size).
+const COMPACTED_CHANGES_PER_RECORD: usize = 1000;
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
@@ -45,6 +57,14 @@ pub struct Store<S: State> {
     outbox: Outbox,
     /// The `before-reply` crash point (off unless a simulated fault plan arms it).
     faults: Faults,
+    /// Events committed and not confirmed yet, in commit order, by their place in it.
+    unconfirmed: BTreeMap<u64, Event>,
+    /// Where each unconfirmed event sits in `unconfirmed`.
+    unconfirmed_at: BTreeMap<String, u64>,
+    /// The place of the next committed event.
+    next_event: u64,
+    /// Compact the journal once this many records were written since its last snapshot.
+    compact_after: usize,
 }
 
 /// A store shared between handlers and background tasks.
@@ -77,6 +97,9 @@ impl<S: State> Store<S> {
         if !records.is_empty() {
             coverage.hit(RecoveryPath::JournalReplayed);
         }
+        if journal.epoch() > 0 {
+            coverage.hit(RecoveryPath::SnapshotReplayed);
+        }
         let journal = journal.with_faults(faults.clone());
         let mut state = S::default();
         let mut committed: Vec<Event> = Vec::new();
@@ -101,23 +124,93 @@ impl<S: State> Store<S> {
         }
         let (confirmed_tx, mut confirmed_rx) = mpsc::unbounded_channel();
         let outbox = ctx.outbox(Some(confirmed_tx));
-        for event in committed.iter().filter(|e| !published.contains(&e.event_id)) {
+        let mut store = Store {
+            state,
+            journal,
+            outbox,
+            faults,
+            unconfirmed: BTreeMap::new(),
+            unconfirmed_at: BTreeMap::new(),
+            next_event: 0,
+            compact_after: ctx.config.compact_after.max(1),
+        };
+        for event in committed.into_iter().filter(|e| !published.contains(&e.event_id)) {
             coverage.hit(RecoveryPath::Republished);
-            outbox.send(event.to_message());
+            store.queue(event);
         }
-        tracing::info!(journal = %path.display(), records = records.len(), "journal replayed");
-        let store = Arc::new(Mutex::new(Store { state, journal, outbox, faults }));
+        tracing::info!(
+            journal = %path.display(),
+            records = records.len(),
+            epoch = store.journal.epoch(),
+            "journal replayed"
+        );
+        let store = Arc::new(Mutex::new(store));
         let recorder = store.clone();
         tokio::spawn(async move {
             while let Some(event_id) = confirmed_rx.recv().await {
-                let record = serde_json::to_vec(&Record::<S::Change>::Published { event_id }).expect("serializes");
-                if let Err(e) = recorder.lock().await.journal.append(&record).await {
+                let mut store = recorder.lock().await;
+                if let Err(e) = store.confirmed(event_id).await {
                     // Only costs a duplicate publish after a restart.
                     tracing::warn!(error = %e, "could not record a publish confirm");
                 }
             }
         });
         Ok(store)
+    }
+
+    /// Hand `event` to the outbox and remember it until the broker confirms it.
+    fn queue(&mut self, event: Event) {
+        self.outbox.send(event.to_message());
+        if self.unconfirmed_at.insert(event.event_id.clone(), self.next_event).is_none() {
+            self.unconfirmed.insert(self.next_event, event);
+            self.next_event += 1;
+        }
+    }
+
+    /// Journal the broker's confirm of `event_id`.
+    async fn confirmed(&mut self, event_id: String) -> std::io::Result<()> {
+        if let Some(at) = self.unconfirmed_at.remove(&event_id) {
+            self.unconfirmed.remove(&at);
+        }
+        let record = serde_json::to_vec(&Record::<S::Change>::Published { event_id }).expect("serializes");
+        self.journal.append(&record).await?;
+        self.compact_if_due().await;
+        Ok(())
+    }
+
+    /// Compact the journal if [`Config::compact_after`] records were written since the last
+    /// snapshot.
+    ///
+    /// [`Config::compact_after`]: crate::Config::compact_after
+    async fn compact_if_due(&mut self) {
+        if self.journal.records_since_snapshot() < self.compact_after {
+            return;
+        }
+        let changes = self.state.compacted();
+        let mut records = Vec::with_capacity(changes.len() / COMPACTED_CHANGES_PER_RECORD + 2);
+        let record = |changes: Vec<S::Change>, events: Vec<Event>| {
+            serde_json::to_vec(&Record::Commit { changes, events }).expect("records serialize")
+        };
+        for chunk in changes.chunks(COMPACTED_CHANGES_PER_RECORD) {
+            records.push(record(chunk.to_vec(), Vec::new()));
+        }
+        if !self.unconfirmed.is_empty() {
+            records.push(record(Vec::new(), self.unconfirmed.values().cloned().collect()));
+        }
+        let before = self.journal.records_since_snapshot();
+        if let Err(e) = self.journal.compact(&records).await {
+            // The history is intact (a snapshot counts only once complete): only replay stays
+            // longer until the next try.
+            tracing::warn!(journal = %self.journal.path().display(), error = %e, "could not compact the journal");
+            return;
+        }
+        tracing::info!(
+            journal = %self.journal.path().display(),
+            epoch = self.journal.epoch(),
+            records_before = before,
+            records_after = records.len(),
+            "journal compacted"
+        );
     }
 
     /// Make `changes` durable, apply them, and queue `events` for publishing.
@@ -130,9 +223,10 @@ impl<S: State> Store<S> {
         for change in &changes {
             self.state.apply(change);
         }
-        for event in &events {
-            self.outbox.send(event.to_message());
+        for event in events {
+            self.queue(event);
         }
+        self.compact_if_due().await;
         Ok(())
     }
 

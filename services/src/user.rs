@@ -29,6 +29,9 @@ impl State for Users {
     fn apply(&mut self, change: &Registered) {
         self.by_id.insert(change.0.user_id.clone(), change.0.clone());
     }
+    fn compacted(&self) -> Vec<Registered> {
+        self.by_id.values().cloned().map(Registered).collect()
+    }
 }
 
 /// `POST /drivers`.

@@ -36,6 +36,10 @@ const BROKER_JOURNAL: &str = "rabbitmq.journal";
 /// a container restarted by its kubelet.
 pub const CRASH_RESTART_DELAY: Duration = Duration::from_secs(2);
 
+/// Journal records between compactions in the simulation: small, so every run compacts its
+/// journals several times and its crashes and kills land around compactions too.
+pub const SIM_COMPACT_AFTER: usize = 64;
+
 /// What to deploy.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -176,6 +180,7 @@ impl SimCluster {
             ride_ttl: cluster.ride_ttl,
             naive_matching: cluster.naive_matching,
             planted_bug: cluster.planted_bug,
+            compact_after: SIM_COMPACT_AFTER,
             ..Config::default()
         };
         for service in ServiceName::ALL {

@@ -201,7 +201,7 @@ impl Validator<'_> {
                 (Action::Crash, None) => self.fail(
                     span.clone(),
                     format!("step[{i}].point"),
-                    "crash needs a point: before-ack, before-reply, before-confirm-recorded or mid-sync",
+                    "crash needs a point: before-ack, before-reply, before-confirm-recorded, mid-sync or after-snapshot",
                 ),
                 (Action::Crash, Some(_)) | (_, None) => {}
                 (_, Some(_)) => self.fail(span.clone(), format!("step[{i}].point"), "only a crash takes a point"),

@@ -89,6 +89,12 @@ fn trip_service_killed_in_the_middle_of_a_journal_write_drops_the_torn_record_on
 }
 
 #[test]
+fn trip_service_killed_between_a_snapshot_and_emptying_its_log_applies_nothing_twice() {
+    let run = crashed_and_recovered("trip-service", "after-snapshot");
+    assert!(count(&run, RecoveryPath::SnapshotReplayed) >= 1, "{:?}", run.evidence.coverage);
+}
+
+#[test]
 fn notification_service_killed_between_recording_and_ack_shows_each_notification_once() {
     let run = crashed_and_recovered("notification-service", "before-ack");
     assert!(count(&run, RecoveryPath::Redelivered) >= 1, "{:?}", run.evidence.coverage);
