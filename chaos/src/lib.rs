@@ -12,8 +12,10 @@
 //!   [`forward`]'s port-forwards, every replica count recorded first and restored at the end.
 //!
 //! [`jobs`] turns the original scripts' jobs (resilience, scale sequences, the demos) into
-//! scenarios, so they are judged the same way.
+//! scenarios, so they are judged the same way. [`dlq`] is the operators' tool for dead-letter
+//! queues (`lastmile dlq list|replay|purge`).
 
+pub mod dlq;
 pub mod forward;
 pub mod jobs;
 pub mod kubernetes;

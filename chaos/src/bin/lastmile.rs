@@ -9,10 +9,14 @@
 //! lastmile demo simulation|multi-station --target local|kube
 //! lastmile port-forward [--base-port 8081]                 # kube: a local port per service
 //! lastmile service trip --listen 127.0.0.1:8083            # one service (what the local target runs)
+//! lastmile dlq list [--prefix lastmile] [--peek 3]          # dead letters per work queue
+//! lastmile dlq replay lastmile.matching-service [--max 10]  # dead letters back into their queue
+//! lastmile dlq purge lastmile.matching-service              # drop them
 //! ```
 //! (Simulated runs are `cargo sim run ...`.)
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use lastmile_chaos::dlq::{self, DlqArgs};
 use lastmile_chaos::forward::Forwarder;
 use lastmile_chaos::jobs;
 use lastmile_chaos::kubernetes::{self, Cluster, KubeOptions, KubeTarget, Recorded, Workload};
@@ -96,6 +100,8 @@ enum Command {
     },
     /// Run one service (user, location, trip, matching, notification).
     Service(ServiceArgs),
+    /// Dead-letter queues: list (and peek), replay into the work queue, purge.
+    Dlq(DlqArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +204,13 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     match command {
         Command::Scenario { .. } => unreachable!("handled above"),
+        Command::Dlq(args) => match runtime.block_on(dlq::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Service(args) => {
             init_logging();
             match runtime.block_on(args.run()) {

@@ -4,16 +4,23 @@
 //! RabbitMQ queue type that counts deliveries (`x-delivery-limit`) and dead-letters a message
 //! that keeps failing. One connection per client; a confirm-mode channel for publishing and one
 //! channel per consumer (so each consumer has its own prefetch).
+//!
+//! Dead-letter queues are classic queues bounded by `x-max-length` ([`DEAD_LETTER_MAX_LEN`]),
+//! with the default overflow behaviour, `drop-head`: the oldest dead letter is dropped to make
+//! room. The operator tools at the end (count, peek, replay, purge) each work on a channel of
+//! their own, because RabbitMQ closes a channel on any refusal (an unknown queue, say).
 
-use super::{BrokerError, Delivery, Message, Topology};
+use super::core::{dead_letter_queue, DEAD_LETTER_MAX_LEN};
+use super::{BrokerError, Death, Delivery, Message, Peeked, Topology};
 use crate::clock::new_id;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
+    BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +47,30 @@ pub struct Client {
 
 fn lost(e: lapin::Error) -> BrokerError {
     BrokerError::ConnectionLost(e.to_string())
+}
+
+/// Whether the broker refused an operation with an AMQP reply code (404 no such queue, 406
+/// inequivalent arguments, ...).
+fn refused_with(e: &lapin::Error, code: u16) -> bool {
+    matches!(e.kind(), ErrorKind::ProtocolError(amqp) if amqp.get_id() == code)
+}
+
+/// RabbitMQ's reply code for an unknown queue or exchange.
+const NOT_FOUND: u16 = 404;
+/// RabbitMQ's reply code for a redeclare with different arguments.
+const PRECONDITION_FAILED: u16 = 406;
+
+/// An admin operation's error: a refusal names `what`, anything else is a lost connection.
+fn admin_error(what: &str) -> impl Fn(lapin::Error) -> BrokerError + '_ {
+    move |e| {
+        if refused_with(&e, NOT_FOUND) {
+            BrokerError::Refused(format!("{what}: no such queue"))
+        } else if e.is_amqp_soft_error() {
+            BrokerError::Refused(format!("{what}: {e}"))
+        } else {
+            lost(e)
+        }
+    }
 }
 
 impl Client {
@@ -82,6 +113,11 @@ impl Client {
     }
 
     pub async fn declare(&self, topology: &Topology) -> Result<(), BrokerError> {
+        self.declare_bounded(topology, DEAD_LETTER_MAX_LEN).await
+    }
+
+    /// [`Client::declare`] with dead-letter queues of `dead_letter_max_len` messages.
+    pub async fn declare_bounded(&self, topology: &Topology, dead_letter_max_len: u32) -> Result<(), BrokerError> {
         let live = self.live().await?;
         let ch = live.connection.create_channel().await.map_err(lost)?;
         let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
@@ -100,6 +136,9 @@ impl Client {
             );
             args.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(q.name.as_str().into()));
             let mut dead_args = FieldTable::default();
+            // Overflow stays RabbitMQ's default, `drop-head`: the oldest dead letter goes.
+            dead_args
+                .insert("x-max-length".into(), AMQPValue::LongInt(dead_letter_max_len.min(i32::MAX as u32) as i32));
             if let Some(ms) = q.expires_ms {
                 args.insert("x-expires".into(), AMQPValue::LongLongInt(ms as i64));
                 dead_args.insert("x-expires".into(), AMQPValue::LongLongInt(ms as i64));
@@ -120,9 +159,16 @@ impl Client {
                 .map_err(|e| BrokerError::Refused(format!("bind {} to {key}: {e}", q.name)))?;
             }
             let dead = q.dead_letter_queue();
-            ch.queue_declare(dead.as_str().into(), opts, dead_args)
-                .await
-                .map_err(|e| BrokerError::Refused(format!("queue {dead}: {e}")))?;
+            ch.queue_declare(dead.as_str().into(), opts, dead_args).await.map_err(|e| {
+                let hint = if refused_with(&e, PRECONDITION_FAILED) {
+                    " (declared earlier with other arguments, e.g. before dead-letter queues were \
+                     bounded: drain it with `lastmile dlq`, delete it, start again; see \
+                     docs/hardening.md, \"Dead letters\")"
+                } else {
+                    ""
+                };
+                BrokerError::Refused(format!("queue {dead}: {e}{hint}"))
+            })?;
             ch.queue_bind(
                 dead.as_str().into(),
                 topology.dead_letter_exchange.as_str().into(),
@@ -187,6 +233,228 @@ impl Client {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Operator tools (`lastmile dlq`)
+// ---------------------------------------------------------------------------------------------
+
+/// Headers RabbitMQ sets when it dead-letters a message; a replayed message starts without them.
+const DEATH_HEADERS: [&str; 7] = [
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+];
+
+impl Client {
+    /// A channel of its own for one admin operation (a refusal closes only it).
+    async fn admin_channel(&self) -> Result<Channel, BrokerError> {
+        let live = self.live().await?;
+        live.connection.create_channel().await.map_err(lost)
+    }
+
+    pub async fn queue_len(&self, queue: &str) -> Result<Option<u32>, BrokerError> {
+        let ch = self.admin_channel().await?;
+        let passive = QueueDeclareOptions { passive: true, ..Default::default() };
+        match ch.queue_declare(queue.into(), passive, FieldTable::default()).await {
+            Ok(q) => {
+                let _ = ch.close(200, "counted".into()).await;
+                Ok(Some(q.message_count()))
+            }
+            Err(e) if refused_with(&e, NOT_FOUND) => Ok(None),
+            Err(e) => Err(admin_error(queue)(e)),
+        }
+    }
+
+    pub async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Peeked>, BrokerError> {
+        let ch = self.admin_channel().await?;
+        let peeked = async {
+            let mut seen = Vec::new();
+            let mut last_tag = None;
+            // Take them all first, unacknowledged, then give them all back: getting one, putting
+            // it back and getting again would see the same message again.
+            while seen.len() < max {
+                let got =
+                    ch.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.map_err(admin_error(queue))?;
+                let Some(got) = got else { break };
+                last_tag = Some(got.delivery.delivery_tag);
+                seen.push(peeked(&got.delivery));
+            }
+            if let Some(tag) = last_tag {
+                let all = BasicNackOptions { multiple: true, requeue: true };
+                ch.basic_nack(tag, all).await.map_err(admin_error(queue))?;
+            }
+            Ok(seen)
+        }
+        .await;
+        // Closing the channel requeues whatever it still holds, also after an error.
+        let _ = ch.close(200, "peeked".into()).await;
+        peeked
+    }
+
+    pub async fn replay_dead_letters(&self, queue: &str, max: usize) -> Result<usize, BrokerError> {
+        // The default exchange drops (and confirms!) a message for a queue that does not exist.
+        if self.queue_len(queue).await?.is_none() {
+            return Err(BrokerError::Refused(format!("{queue}: no such queue")));
+        }
+        let get = self.admin_channel().await?;
+        let publish = self.admin_channel().await?;
+        let moved = async {
+            publish.confirm_select(ConfirmSelectOptions::default()).await.map_err(lost)?;
+            let mut moved = 0;
+            while moved < max {
+                if !self.replay_one(queue, &get, &publish).await? {
+                    break;
+                }
+                moved += 1;
+            }
+            Ok(moved)
+        }
+        .await;
+        // Closing the channel requeues a dead letter it still holds, also after an error.
+        let _ = get.close(200, "replayed".into()).await;
+        let _ = publish.close(200, "replayed".into()).await;
+        moved
+    }
+
+    /// Move the oldest dead letter of `queue` into it; `false` when there was none.
+    async fn replay_one(&self, queue: &str, get: &Channel, publish: &Channel) -> Result<bool, BrokerError> {
+        let dead = dead_letter_queue(queue);
+        let got =
+            get.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false }).await.map_err(admin_error(&dead))?;
+        let Some(got) = got else { return Ok(false) };
+        let d = &got.delivery;
+        let mut props = d.properties.clone().with_delivery_mode(2);
+        if let Some(headers) = d.properties.headers() {
+            let mut kept = FieldTable::default();
+            for (k, v) in headers.inner() {
+                if !DEATH_HEADERS.contains(&k.as_str()) {
+                    kept.insert(k.clone(), v.clone());
+                }
+            }
+            props = props.with_headers(kept);
+        }
+        let id = d.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default();
+        let not_confirmed = |reason: String| BrokerError::NotConfirmed { message_id: id.clone(), reason };
+        // Confirmed into the work queue first, acknowledged here second: a crash in between
+        // leaves the message in both (consumers deduplicate), never in neither.
+        let confirmed = async {
+            let mandatory = BasicPublishOptions { mandatory: true, ..Default::default() };
+            let confirm =
+                publish.basic_publish("".into(), queue.into(), mandatory, &d.data, props).await.map_err(lost)?;
+            match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+                Err(_) => Err(not_confirmed("timed out".into())),
+                Ok(Err(e)) => Err(not_confirmed(e.to_string())),
+                Ok(Ok(Confirmation::Ack(None))) => Ok(()),
+                // Mandatory and returned: routed to no queue.
+                Ok(Ok(Confirmation::Ack(Some(_)))) => Err(not_confirmed(format!("{queue} took no message"))),
+                Ok(Ok(_)) => Err(not_confirmed("nacked by the broker".into())),
+            }
+        }
+        .await;
+        if let Err(e) = confirmed {
+            let _ = get.basic_nack(d.delivery_tag, BasicNackOptions { multiple: false, requeue: true }).await;
+            return Err(e);
+        }
+        get.basic_ack(d.delivery_tag, BasicAckOptions::default()).await.map_err(lost)?;
+        Ok(true)
+    }
+
+    pub async fn purge(&self, queue: &str) -> Result<u32, BrokerError> {
+        let ch = self.admin_channel().await?;
+        let dropped = ch.queue_purge(queue.into(), QueuePurgeOptions::default()).await.map_err(admin_error(queue))?;
+        let _ = ch.close(200, "purged".into()).await;
+        Ok(dropped)
+    }
+
+    pub async fn delete(&self, topology: &Topology) -> Result<(), BrokerError> {
+        for q in &topology.queues {
+            for name in [q.name.clone(), q.dead_letter_queue()] {
+                let ch = self.admin_channel().await?;
+                match ch.queue_delete(name.as_str().into(), QueueDeleteOptions::default()).await {
+                    Ok(_) => {
+                        let _ = ch.close(200, "deleted".into()).await;
+                    }
+                    Err(e) if refused_with(&e, NOT_FOUND) => {}
+                    Err(e) => return Err(admin_error(&name)(e)),
+                }
+            }
+        }
+        for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
+            let ch = self.admin_channel().await?;
+            match ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default()).await {
+                Ok(()) => {
+                    let _ = ch.close(200, "deleted".into()).await;
+                }
+                Err(e) if refused_with(&e, NOT_FOUND) => {}
+                Err(e) => return Err(admin_error(exchange)(e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Client::peek`] shows of a message got from a queue: the latest `x-death` entry, and
+/// the routing key it was published with (a dead letter is delivered with the dead-letter
+/// routing key, the name of the queue it died in).
+fn peeked(d: &lapin::message::Delivery) -> Peeked {
+    let mut message = message_of(&d.properties, d.routing_key.as_str(), d.data.clone());
+    let latest = match d.properties.headers().as_ref().and_then(|h| h.inner().get("x-death")) {
+        Some(AMQPValue::FieldArray(deaths)) => match deaths.as_slice().first() {
+            Some(AMQPValue::FieldTable(t)) => Some(t.inner()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let death = latest.map(|t| {
+        if let Some(AMQPValue::FieldArray(keys)) = t.get("routing-keys") {
+            if let Some(key) = keys.as_slice().first().and_then(text) {
+                message.routing_key = key;
+            }
+        }
+        Death {
+            reason: t.get("reason").and_then(text).unwrap_or_default(),
+            count: t.get("count").and_then(number).unwrap_or(1),
+            queue: t.get("queue").and_then(text).unwrap_or_default(),
+        }
+    });
+    Peeked { message, death }
+}
+
+fn text(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn number(v: &AMQPValue) -> Option<u64> {
+    match *v {
+        AMQPValue::ShortShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortShortUInt(n) => Some(n.into()),
+        AMQPValue::ShortInt(n) => u64::try_from(n).ok(),
+        AMQPValue::ShortUInt(n) => Some(n.into()),
+        AMQPValue::LongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::LongUInt(n) => Some(n.into()),
+        AMQPValue::LongLongInt(n) => u64::try_from(n).ok(),
+        AMQPValue::Timestamp(n) => Some(n),
+        _ => None,
+    }
+}
+
+/// A delivered message as a [`Message`].
+fn message_of(properties: &BasicProperties, routing_key: &str, body: Vec<u8>) -> Message {
+    Message {
+        message_id: properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
+        routing_key: routing_key.to_string(),
+        body,
+        persistent: properties.delivery_mode() == &Some(2),
+    }
+}
+
 pub struct Consumer {
     channel: Channel,
     inner: lapin::Consumer,
@@ -197,12 +465,7 @@ impl Consumer {
     pub async fn next(&mut self) -> Option<Delivery> {
         match self.inner.next().await? {
             Ok(d) => {
-                let message = Message {
-                    message_id: d.properties.message_id().as_ref().map(|s| s.to_string()).unwrap_or_default(),
-                    routing_key: d.routing_key.to_string(),
-                    body: d.data,
-                    persistent: d.properties.delivery_mode() == &Some(2),
-                };
+                let message = message_of(&d.properties, d.routing_key.as_str(), d.data);
                 Some(Delivery { message, redelivered: d.redelivered, acker: Acker(d.acker) })
             }
             Err(e) => {

@@ -9,6 +9,9 @@
 //! - a consumer connection that dies has every unacked delivery requeued (redelivered);
 //! - every requeue counts a delivery; at the queue's delivery limit the message is dead-lettered
 //!   to `<queue>.dead` through the dead-letter exchange instead;
+//! - a dead-letter queue holds at most [`DEAD_LETTER_MAX_LEN`] ready messages (`x-max-length`
+//!   with RabbitMQ's default overflow, `drop-head`): one more drops the oldest, counted in
+//!   [`Stats::dead_letters_dropped`];
 //! - durable queues and persistent messages are reported as [`JournalOp`]s so the owner can
 //!   write them to disk before confirming; transient messages are never journaled and so do not
 //!   survive a restart ([`BrokerCore::replay`]).
@@ -67,6 +70,12 @@ pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dead")
 }
 
+/// The most ready messages a dead-letter queue `<queue>.dead` holds: its `x-max-length`. A dead
+/// letter beyond it drops the oldest one (RabbitMQ's default overflow, `drop-head`), so a flood
+/// of poison cannot fill the broker's disk and stop every publisher; the newest dead letters,
+/// the ones an operator is asked about, are the ones kept. 10 000 LastMile events are a few MB.
+pub const DEAD_LETTER_MAX_LEN: u32 = 10_000;
+
 /// Identifies a client connection to the broker.
 pub type ConnectionId = u64;
 /// Identifies one delivery (unique per broker lifetime).
@@ -124,6 +133,8 @@ struct Stored {
 struct QueueState {
     spec: Option<QueueSpec>,
     ready: VecDeque<Stored>,
+    /// Ready messages kept at most, the oldest dropped beyond (dead-letter queues only).
+    max_len: Option<usize>,
     /// Consumers in registration order; delivery is round-robin over them.
     consumers: Vec<(ConnectionId, String)>,
     next_consumer: usize,
@@ -157,10 +168,12 @@ pub struct Stats {
     pub requeued: u64,
     /// Messages moved to a dead-letter queue.
     pub dead_lettered: u64,
+    /// Dead letters dropped, oldest first, because their queue was at its bound.
+    pub dead_letters_dropped: u64,
 }
 
 /// The broker's whole state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BrokerCore {
     /// exchange → (pattern, queue) bindings.
     bindings: BTreeMap<String, Vec<(String, String)>>,
@@ -170,12 +183,35 @@ pub struct BrokerCore {
     next_seq: u64,
     next_tag: DeliveryTag,
     stats: Stats,
+    /// The bound of every dead-letter queue declared from now on.
+    dead_letter_max_len: usize,
+}
+
+impl Default for BrokerCore {
+    fn default() -> Self {
+        BrokerCore {
+            bindings: BTreeMap::new(),
+            queues: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+            unacked: BTreeMap::new(),
+            next_seq: 0,
+            next_tag: 0,
+            stats: Stats::default(),
+            dead_letter_max_len: DEAD_LETTER_MAX_LEN as usize,
+        }
+    }
 }
 
 impl BrokerCore {
-    /// An empty broker.
+    /// An empty broker whose dead-letter queues hold [`DEAD_LETTER_MAX_LEN`] messages each.
     pub fn new() -> BrokerCore {
         BrokerCore::default()
+    }
+
+    /// An empty broker whose dead-letter queues hold `max_len` messages each (tests use a small
+    /// bound).
+    pub fn with_dead_letter_max_len(max_len: u32) -> BrokerCore {
+        BrokerCore { dead_letter_max_len: max_len as usize, ..BrokerCore::default() }
     }
 
     /// Rebuild the durable state from its journal: durable topology and persistent messages.
@@ -206,7 +242,7 @@ impl BrokerCore {
     pub fn declare(&mut self, topology: &Topology) -> Vec<JournalOp> {
         for spec in &topology.queues {
             let dead = spec.dead_letter_queue();
-            self.queues.entry(dead.clone()).or_default();
+            self.queues.entry(dead.clone()).or_default().max_len = Some(self.dead_letter_max_len);
             self.bind(&topology.dead_letter_exchange, &spec.name, &dead);
             let q = self.queues.entry(spec.name.clone()).or_default();
             q.spec = Some(spec.clone());
@@ -249,11 +285,17 @@ impl BrokerCore {
         let persistent = message.persistent;
         let q = self.queues.entry(queue.to_string()).or_default();
         q.ready.push_back(Stored { seq, message: message.clone(), deliveries: 0, redelivered });
+        let mut ops = Vec::new();
         if persistent {
-            vec![JournalOp::Stored { queue: queue.to_string(), seq, message }]
-        } else {
-            Vec::new()
+            ops.push(JournalOp::Stored { queue: queue.to_string(), seq, message });
         }
+        // x-max-length with overflow drop-head: the oldest ready messages go.
+        while q.max_len.is_some_and(|max| q.ready.len() > max) {
+            let oldest = q.ready.pop_front().expect("over a bound, so not empty");
+            self.stats.dead_letters_dropped += 1;
+            ops.extend(removed_op(queue, &oldest));
+        }
+        ops
     }
 
     /// Register a consumer on `queue`.
@@ -520,6 +562,33 @@ mod tests {
         let d = core.next_deliveries();
         core.nack(1, d[0].delivery_tag, false).unwrap();
         assert_eq!(core.peek("work.dead").len(), 2);
+    }
+
+    #[test]
+    fn a_full_dead_letter_queue_drops_its_oldest_message() {
+        let mut core = BrokerCore::with_dead_letter_max_len(2);
+        let mut journal = core.declare(&topology(5));
+        core.consume(1, "a", "work", 1).unwrap();
+        for id in ["d1", "d2", "d3"] {
+            journal.extend(core.publish("ev", msg(id, true)).unwrap());
+            let d = core.next_deliveries();
+            journal.extend(core.nack(1, d[0].delivery_tag, false).unwrap());
+        }
+        let kept: Vec<String> = core.peek("work.dead").into_iter().map(|m| m.message_id).collect();
+        assert_eq!(kept, ["d2", "d3"], "the oldest dead letter is dropped");
+        assert_eq!(core.stats().dead_lettered, 3);
+        assert_eq!(core.stats().dead_letters_dropped, 1);
+        // The drop is journaled: a restart does not bring the dropped message back.
+        let restarted = BrokerCore::replay(journal);
+        let kept: Vec<String> = restarted.peek("work.dead").into_iter().map(|m| m.message_id).collect();
+        assert_eq!(kept, ["d2", "d3"]);
+        // Work queues are not bounded.
+        core.cancel(1, "a");
+        for i in 0..5 {
+            core.publish("ev", msg(&format!("w{i}"), true)).unwrap();
+        }
+        assert_eq!(core.queue_depth("work"), (5, 0));
+        assert_eq!(BrokerCore::new().dead_letter_max_len, DEAD_LETTER_MAX_LEN as usize);
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //!   is done; deliveries of a consumer whose connection dies are requeued and come back with
 //!   `redelivered` set.
 //! - Every work queue is durable, has a delivery limit and a dead-letter queue `<name>.dead`, so a
-//!   poison message ends up there instead of crash-looping a service.
+//!   poison message ends up there instead of crash-looping a service. A dead-letter queue keeps
+//!   at most [`DEAD_LETTER_MAX_LEN`] messages, dropping the oldest beyond (`x-max-length`).
+//! - Real world only, for operators (`lastmile dlq`): count, peek at, replay and purge the
+//!   messages of a queue ([`Broker::queue_len`], [`Broker::peek`],
+//!   [`Broker::replay_dead_letters`], [`Broker::purge`]).
 //!
 //! Real world: [`lapin`](https://docs.rs/lapin) against RabbitMQ with quorum queues
 //! (`x-delivery-limit`, `x-dead-letter-exchange`). Simulation: our own broker node
@@ -28,7 +32,7 @@ use sim as imp;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-pub use self::core::{Message, QueueSpec, Topology};
+pub use self::core::{dead_letter_queue, Message, QueueSpec, Topology, DEAD_LETTER_MAX_LEN};
 
 /// What can go wrong talking to the broker. All of them are transient from a service's point of
 /// view: the caller retries after a backoff.
@@ -131,6 +135,74 @@ impl Broker {
     pub async fn consume(&self, queue: &str, prefetch: u16) -> Result<Consumer, BrokerError> {
         Ok(Consumer { inner: self.inner.consume(queue, prefetch).await? })
     }
+}
+
+/// Operator tools on queues, for `lastmile dlq` and the tests. Real world only: a simulated run
+/// reads its dead letters through the broker node's probe. Each operation uses a channel of its
+/// own; an unknown queue is a [`BrokerError::Refused`] saying "no such queue".
+#[cfg(not(madsim))]
+impl Broker {
+    /// [`Broker::declare`], with dead-letter queues bounded at `dead_letter_max_len` messages
+    /// instead of [`DEAD_LETTER_MAX_LEN`] (tests use a small bound).
+    pub async fn declare_with_dead_letter_max_len(
+        &self,
+        topology: &Topology,
+        dead_letter_max_len: u32,
+    ) -> Result<(), BrokerError> {
+        self.inner.declare_bounded(topology, dead_letter_max_len).await
+    }
+
+    /// The ready messages in `queue` (a passive declare), or `None` when there is no such queue.
+    pub async fn queue_len(&self, queue: &str) -> Result<Option<u32>, BrokerError> {
+        self.inner.queue_len(queue).await
+    }
+
+    /// The first `max` messages of `queue`, left in place: they are taken unacknowledged and all
+    /// given back (requeued, in their places). They come back flagged as redelivered.
+    pub async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Peeked>, BrokerError> {
+        self.inner.peek(queue, max).await
+    }
+
+    /// Move up to `max` messages, oldest first, from `queue`'s dead-letter queue back into
+    /// `queue`: each is published to the default exchange (routing key `queue`, persistent,
+    /// same message id, properties and body, without RabbitMQ's death headers), and only once
+    /// the broker confirmed it is it acknowledged in the dead-letter queue. A crash in between
+    /// leaves a copy in both — consumers deduplicate — never in neither. Returns how many moved;
+    /// stops at the first message that could not be moved (it stays a dead letter).
+    pub async fn replay_dead_letters(&self, queue: &str, max: usize) -> Result<usize, BrokerError> {
+        self.inner.replay_dead_letters(queue, max).await
+    }
+
+    /// Drop every ready message of `queue`; returns how many were dropped.
+    pub async fn purge(&self, queue: &str) -> Result<u32, BrokerError> {
+        self.inner.purge(queue).await
+    }
+
+    /// Delete the queues, dead-letter queues and exchanges of `topology` (tests clean up with
+    /// it). Already gone is fine.
+    pub async fn delete(&self, topology: &Topology) -> Result<(), BrokerError> {
+        self.inner.delete(topology).await
+    }
+}
+
+/// A message seen in a queue without taking it ([`Broker::peek`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peeked {
+    /// The message; for a dead letter, `routing_key` is the key it was published with.
+    pub message: Message,
+    /// The latest dead-lettering of the message (RabbitMQ's `x-death`), if it was dead-lettered.
+    pub death: Option<Death>,
+}
+
+/// Why a message was dead-lettered: the latest entry of RabbitMQ's `x-death` header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Death {
+    /// `rejected` (nacked without requeue: poison), `delivery_limit`, `expired` or `maxlen`.
+    pub reason: String,
+    /// How many times it died for this reason in this queue.
+    pub count: u64,
+    /// The queue it died in.
+    pub queue: String,
 }
 
 /// A stream of deliveries from one queue.
