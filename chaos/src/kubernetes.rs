@@ -19,11 +19,12 @@ use crate::forward::Forwarder;
 use crate::step_service;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::config::KubeConfigOptions;
 use kube::{Client, Config, Resource, ResourceExt};
 use lastmile_harness::Target;
+use lastmile_platform::auth::ServiceToken;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::Action;
 use lastmile_services::ServiceName;
@@ -215,8 +216,14 @@ pub struct Cluster {
     deployments: Api<Deployment>,
     statefulsets: Api<StatefulSet>,
     pods: Api<Pod>,
+    secrets: Api<Secret>,
     ready_timeout: Duration,
 }
+
+/// The Secret holding the service token (`k8s/make-secret.sh` writes it, kustomize applies it).
+pub const SERVICE_TOKEN_SECRET: &str = "lastmile-service-token";
+/// The key of the token in [`SERVICE_TOKEN_SECRET`].
+pub const SERVICE_TOKEN_KEY: &str = "service-token";
 
 impl Cluster {
     /// The operations on `namespace` through `client`.
@@ -224,9 +231,25 @@ impl Cluster {
         Cluster {
             deployments: Api::namespaced(client.clone(), namespace),
             statefulsets: Api::namespaced(client.clone(), namespace),
-            pods: Api::namespaced(client, namespace),
+            pods: Api::namespaced(client.clone(), namespace),
+            secrets: Api::namespaced(client, namespace),
             ready_timeout,
         }
+    }
+
+    /// The service token the deployment's internal endpoints require, read from its Secret.
+    pub async fn service_token(&self) -> Result<ServiceToken, String> {
+        let missing = || {
+            format!(
+                "the Secret {SERVICE_TOKEN_SECRET} has no {SERVICE_TOKEN_KEY}: run k8s/make-secret.sh, then kubectl apply -k k8s/"
+            )
+        };
+        let secret = self.secrets.get_opt(SERVICE_TOKEN_SECRET).await.map_err(|e| {
+            format!("cannot read the Secret {SERVICE_TOKEN_SECRET} (the run needs `get` on secrets): {e}")
+        })?;
+        let bytes = secret.and_then(|s| s.data).and_then(|mut d| d.remove(SERVICE_TOKEN_KEY)).ok_or_else(missing)?;
+        let text = String::from_utf8(bytes.0).map_err(|_| format!("{SERVICE_TOKEN_SECRET}: the token is not text"))?;
+        ServiceToken::new(&text).map_err(|e| format!("{SERVICE_TOKEN_SECRET}: {e}"))
     }
 
     /// The pods API of the namespace.
@@ -407,6 +430,8 @@ pub struct KubeTarget {
     broker_down: bool,
     /// Rollouts so far (tells restart annotations apart).
     restarts: u64,
+    /// The deployment's service token, for the harness's reads of internal endpoints.
+    token: ServiceToken,
 }
 
 impl KubeTarget {
@@ -424,8 +449,10 @@ impl KubeTarget {
         namespace: &str,
         replicas: &BTreeMap<ServiceName, usize>,
     ) -> Result<KubeTarget, String> {
+        let token = cluster.service_token().await?;
         let forwarder = Forwarder::start(cluster.pods().clone(), None).await?;
         let mut target = KubeTarget {
+            token,
             cluster,
             namespace: namespace.to_string(),
             recorded,
@@ -498,7 +525,7 @@ impl Target for KubeTarget {
     }
 
     fn endpoints(&self) -> Endpoints {
-        crate::endpoints(|s| self.forwarder.url(s.as_str()))
+        crate::endpoints(|s| self.forwarder.url(s.as_str()), Some(self.token.clone()))
     }
 
     fn replica_urls(&self, service: &str) -> Vec<(String, String)> {

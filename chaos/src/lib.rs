@@ -21,6 +21,7 @@ pub mod jobs;
 pub mod kubernetes;
 pub mod local;
 
+use lastmile_platform::auth::ServiceToken;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_services::ServiceName;
 use lastmile_workload::Endpoints;
@@ -31,11 +32,12 @@ fn step_service(step: &TimelineStep) -> Result<ServiceName, String> {
 }
 
 /// Where clients reach each service, from the base URL of each.
-fn endpoints(url: impl Fn(ServiceName) -> String) -> Endpoints {
+fn endpoints(url: impl Fn(ServiceName) -> String, token: Option<ServiceToken>) -> Endpoints {
     Endpoints {
         user: url(ServiceName::User),
         location: url(ServiceName::Location),
         trip: url(ServiceName::Trip),
         notification: url(ServiceName::Notification),
+        token,
     }
 }

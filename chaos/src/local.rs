@@ -2,6 +2,7 @@
 
 use crate::step_service;
 use lastmile_harness::Target;
+use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::http::{CallPolicy, HttpClient, Method};
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::Action;
@@ -49,6 +50,8 @@ pub struct LocalTarget {
     killed: Vec<(ServiceName, u16)>,
     /// Process ids stopped with SIGSTOP.
     paused: Vec<u32>,
+    /// The run's service token, made for it: internal endpoints require it.
+    token: ServiceToken,
 }
 
 fn free_port() -> std::io::Result<u16> {
@@ -76,8 +79,14 @@ impl LocalTarget {
         for s in ServiceName::ALL {
             home_ports.insert(s, free_port().map_err(|e| format!("no free port: {e}"))?);
         }
-        let mut target =
-            LocalTarget { options, home_ports, running: BTreeMap::new(), killed: Vec::new(), paused: Vec::new() };
+        let mut target = LocalTarget {
+            options,
+            home_ports,
+            running: BTreeMap::new(),
+            killed: Vec::new(),
+            paused: Vec::new(),
+            token: ServiceToken::random(),
+        };
         for s in ServiceName::ALL {
             target.scale(s, replicas.get(&s).copied().unwrap_or(1)).await?;
         }
@@ -105,6 +114,7 @@ impl LocalTarget {
             .arg(format!("127.0.0.1:{port}"))
             // In the environment, not on the command line, where `ps` would show its password.
             .env("LASTMILE_AMQP_URL", &o.amqp_url)
+            .env("LASTMILE_SERVICE_TOKEN", self.token.expose())
             .arg("--prefix")
             .arg(&o.prefix)
             .arg("--user-url")
@@ -216,7 +226,7 @@ impl Target for LocalTarget {
     }
 
     fn endpoints(&self) -> Endpoints {
-        crate::endpoints(|s| Self::url(self.home_ports[&s]))
+        crate::endpoints(|s| Self::url(self.home_ports[&s]), Some(self.token.clone()))
     }
 
     fn broker(&self) -> Option<lastmile_workload::hostile::BrokerAccess> {

@@ -13,7 +13,7 @@ use lastmile_scenarios::Action;
 use lastmile_services::ServiceName;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::fake_kube::FakeKube;
+use support::fake_kube::{FakeKube, FAKE_SERVICE_TOKEN};
 
 const MATCHING: Workload = Workload::Service(ServiceName::Matching);
 
@@ -67,6 +67,20 @@ async fn scaling_goes_through_the_scale_subresource_and_waits_until_every_pod_is
 
     cluster.scale(MATCHING, 0).await.unwrap();
     assert!(fake.pods("matching-service").is_empty(), "scaled to 0 means no pod left, terminating ones included");
+}
+
+#[tokio::test]
+async fn the_harness_presents_the_token_from_the_deployments_secret_and_a_missing_secret_stops_the_run() {
+    let (fake, target) = started(1).await;
+    let token = target.endpoints().token.expect("the kube target has a service token");
+    assert_eq!(token.expose(), FAKE_SERVICE_TOKEN);
+    fake.drop_token_secret();
+    let cluster = cluster(&fake);
+    let recorded = Recorded::read(&cluster).await.unwrap();
+    let Err(e) = KubeTarget::start(cluster, recorded, "lastmile", &BTreeMap::new()).await else {
+        panic!("a run started without the service token")
+    };
+    assert!(e.contains("lastmile-service-token") && e.contains("k8s/make-secret.sh"), "{e}");
 }
 
 #[tokio::test]

@@ -140,6 +140,12 @@ fn the_broker_credentials_are_generated_not_committed() {
     let generator = &kustomization["secretGenerator"][0];
     assert_eq!(generator["name"].as_str(), Some("rabbitmq"));
     assert_eq!(generator["envs"][0].as_str(), Some("secrets/rabbitmq.env"));
+    let token_generator = &kustomization["secretGenerator"][1];
+    assert_eq!(token_generator["name"].as_str(), Some(lastmile_chaos::kubernetes::SERVICE_TOKEN_SECRET));
+    assert_eq!(
+        token_generator["files"][0].as_str(),
+        Some(format!("{}=secrets/service-token", lastmile_chaos::kubernetes::SERVICE_TOKEN_KEY).as_str())
+    );
     let ignored = std::fs::read_to_string(k8s_dir().join("../.gitignore")).unwrap();
     assert!(ignored.lines().any(|l| l.trim() == "/k8s/secrets/"), "k8s/secrets/ is git-ignored");
 
@@ -148,14 +154,27 @@ fn the_broker_credentials_are_generated_not_committed() {
         let text = std::fs::read_to_string(file).unwrap();
         text.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
-    let make = |file: &std::path::Path| {
-        let status = std::process::Command::new(k8s_dir().join("make-secret.sh")).arg("--force").arg(file).status();
-        assert!(status.unwrap().success());
+    let make = |dir: &std::path::Path, force: bool| {
+        let mut command = std::process::Command::new(k8s_dir().join("make-secret.sh"));
+        if force {
+            command.arg("--force");
+        }
+        assert!(command.arg(dir).status().unwrap().success());
     };
-    let (a, b) = (dir.join("a.env"), dir.join("b.env"));
-    make(&a);
-    make(&b);
-    let (a, b) = (read(&a), read(&b));
+    let (a_dir, b_dir) = (dir.join("a"), dir.join("b"));
+    make(&a_dir, true);
+    make(&b_dir, true);
+    let token = |dir: &std::path::Path| std::fs::read_to_string(dir.join("service-token")).unwrap();
+    let (a_token, b_token) = (token(&a_dir), token(&b_dir));
+    assert!(lastmile_platform::auth::ServiceToken::new(&a_token).is_ok(), "a usable token: {} chars", a_token.len());
+    assert!(a_token.len() >= 64, "128 bits or more");
+    assert_ne!(a_token, b_token, "each deployment draws its own token");
+    make(&a_dir, false);
+    assert_eq!(token(&a_dir), a_token, "an existing token is kept without --force");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(a_dir.join("service-token")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "readable by its owner only");
+    let (a, b) = (read(&a_dir.join("rabbitmq.env")), read(&b_dir.join("rabbitmq.env")));
     assert_eq!(a.keys().map(String::as_str).collect::<Vec<_>>(), ["amqp-url", "password", "username"]);
     assert!(a["password"].len() >= 32, "a long random password");
     assert_ne!(a["password"], b["password"], "each run draws a new password");
@@ -269,14 +288,16 @@ fn every_pod_has_seccomp_no_token_and_the_broker_url_as_a_file() {
         }
         let env = pod.containers[0].env.clone().unwrap_or_default();
         assert!(!env.iter().any(|e| e.name == "LASTMILE_AMQP_URL"), "{name}: the broker URL in the environment");
-        let file = env.iter().find(|e| e.name == "LASTMILE_AMQP_URL_FILE").and_then(|e| e.value.clone());
-        assert_eq!(file.as_deref(), Some("/etc/lastmile/broker/amqp-url"), "{name}");
-        let mounted = pod
-            .volumes
-            .unwrap_or_default()
-            .iter()
-            .any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some("rabbitmq")));
-        assert!(mounted, "{name}: the Secret is mounted");
+        let file = |var: &str| env.iter().find(|e| e.name == var).and_then(|e| e.value.clone());
+        assert_eq!(file("LASTMILE_AMQP_URL_FILE").as_deref(), Some("/etc/lastmile/broker/amqp-url"), "{name}");
+        assert_eq!(file("LASTMILE_SERVICE_TOKEN_FILE").as_deref(), Some("/etc/lastmile/token/service-token"), "{name}");
+        assert!(!env.iter().any(|e| e.name == "LASTMILE_SERVICE_TOKEN"), "{name}: the token in the environment");
+        let volumes = pod.volumes.unwrap_or_default();
+        let mounted = |secret: &str| {
+            volumes.iter().any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some(secret)))
+        };
+        assert!(mounted("rabbitmq"), "{name}: the broker Secret is mounted");
+        assert!(mounted(lastmile_chaos::kubernetes::SERVICE_TOKEN_SECRET), "{name}: the token Secret is mounted");
     }
 }
 

@@ -425,6 +425,8 @@ struct ClientInner {
     breaker: Mutex<Breaker>,
     /// Counts retries and breaker trips.
     coverage: crate::coverage::Coverage,
+    /// Presented on every request, for the peer's internal endpoints.
+    token: Option<crate::auth::ServiceToken>,
 }
 
 impl HttpClient {
@@ -438,6 +440,7 @@ impl HttpClient {
                 policy,
                 breaker: Mutex::new(Breaker::default()),
                 coverage: crate::coverage::Coverage::default(),
+                token: None,
             }),
         }
     }
@@ -452,6 +455,12 @@ impl HttpClient {
         let mut client = HttpClient::new(peer, base_url, policy);
         Arc::get_mut(&mut client.inner).expect("a new client is not shared").coverage = coverage;
         client
+    }
+
+    /// The same client presenting `token` (if any) on every request. Call before cloning.
+    pub fn with_token(mut self, token: Option<crate::auth::ServiceToken>) -> HttpClient {
+        Arc::get_mut(&mut self.inner).expect("a new client is not shared").token = token;
+        self
     }
 
     /// The peer's name.
@@ -537,6 +546,9 @@ impl HttpClient {
             .header(header::HOST, self.inner.authority.as_str());
         if body.is_some() {
             request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.inner.token {
+            request = request.header(header::AUTHORIZATION, token.header_value());
         }
         let request = request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))

@@ -6,6 +6,7 @@
 //! `cfg(madsim)` appears in this crate and nowhere in service logic.
 //!
 //! # Layout
+//! - [`auth`]: the service token internal endpoints require, compared in constant time.
 //! - [`broker`]: publish with confirm, consume with prefetch, ack / nack / redelivered, topology
 //!   (topic exchange, durable queues with a delivery limit and a dead-letter queue), and the
 //!   consumer loop that reconnects and never crash-loops on a poison message.
@@ -27,6 +28,7 @@
 //! - [`shutdown`]: a cloneable shutdown signal for graceful stops.
 //! - [`watch`]: a single-value channel whose wake-up order is deterministic under simulation.
 
+pub mod auth;
 pub mod broker;
 pub mod clock;
 pub mod coverage;

@@ -6,6 +6,7 @@ use crate::events::{topology, Event};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use lastmile_platform::auth;
 use lastmile_platform::broker::outbox::Outbox;
 use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
 use lastmile_platform::broker::Broker;
@@ -49,7 +50,13 @@ impl Context {
         self.declared.wait_for(|d| *d).await;
     }
 
-    /// A client for a peer service.
+    /// `routes` as internal endpoints: with a service token configured, a call without it gets
+    /// 401 (see [`lastmile_platform::auth`]).
+    pub fn internal<S: Clone + Send + Sync + 'static>(&self, routes: Router<S>) -> Router<S> {
+        routes.route_layer(axum::middleware::from_fn_with_state(self.config.service_token.clone(), auth::require))
+    }
+
+    /// A client for a peer service (presenting the service token, if configured).
     pub fn client(&self, peer: ServiceName) -> HttpClient {
         let url = match peer {
             ServiceName::User => &self.config.user_url,
@@ -58,6 +65,7 @@ impl Context {
             other => panic!("no service calls {other}"),
         };
         HttpClient::with_coverage(peer.as_str(), url, self.config.call_policy.clone(), self.config.coverage.clone())
+            .with_token(self.config.service_token.clone())
     }
 
     /// Consume the service's queue once the topology is declared, handing each decoded event to
@@ -177,6 +185,9 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
                 }
             }
         }));
+    }
+    if config.service_token.is_none() {
+        tracing::warn!(service = %name, "no service token configured: internal endpoints are open to any caller");
     }
     let mut ctx = Context {
         config: config.clone(),

@@ -2,6 +2,7 @@
 
 use crate::config::{Config, ServiceName, DEFAULT_AMQP_URL};
 use anyhow::Context as _;
+use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::broker::Names;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +21,18 @@ pub struct ServiceArgs {
     /// A file holding the RabbitMQ URL (a mounted Secret); wins over `--amqp-url`.
     #[arg(long, env = "LASTMILE_AMQP_URL_FILE")]
     pub amqp_url_file: Option<PathBuf>,
+    /// A file holding the service token internal endpoints require (a mounted Secret).
+    #[arg(long, env = "LASTMILE_SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<PathBuf>,
+    /// The service token itself (for local runs; a file is safer).
+    #[arg(
+        long,
+        env = "LASTMILE_SERVICE_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "service_token_file",
+        value_parser = |s: &str| ServiceToken::new(s)
+    )]
+    pub service_token: Option<ServiceToken>,
     /// Prefix of every exchange and queue name.
     #[arg(long, env = "LASTMILE_PREFIX", default_value = "lastmile")]
     pub prefix: String,
@@ -65,8 +78,17 @@ impl ServiceArgs {
                 .to_string(),
             None => self.amqp_url.clone(),
         };
+        let service_token = match &self.service_token_file {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("cannot read the service token from {}", file.display()))?;
+                Some(ServiceToken::new(&text).with_context(|| format!("the service token in {}", file.display()))?)
+            }
+            None => self.service_token.clone(),
+        };
         Ok(Config {
             amqp_url,
+            service_token,
             names: Names::new(self.prefix.clone()),
             user_url: self.user_url.clone(),
             location_url: self.location_url.clone(),

@@ -13,9 +13,11 @@
 //! | delete unused queues after | `--queue-expires-secs` / `LASTMILE_QUEUE_EXPIRES_SECS` | never |
 //! | events waiting for the broker before 503 | `--outbox-capacity` / `LASTMILE_OUTBOX_CAPACITY` | 10 000 |
 //! | journal records between compactions | `--compact-after` / `LASTMILE_COMPACT_AFTER` | 10 000 |
+//! | service token of internal endpoints | `--service-token-file` / `LASTMILE_SERVICE_TOKEN_FILE`, or `LASTMILE_SERVICE_TOKEN` | none (open) |
 //! | original matching design | `--naive-matching` / `LASTMILE_NAIVE_MATCHING` | off |
 
 use crate::domain::Network;
+use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::broker::Names;
 use lastmile_platform::coverage::Coverage;
 use lastmile_platform::faults::Faults;
@@ -64,6 +66,9 @@ pub struct Config {
     /// Journal records written since the last snapshot after which a durable service compacts
     /// its journal (a restart then replays at most the snapshot and this many records).
     pub compact_after: usize,
+    /// The shared secret internal endpoints require and peer calls present (`None`: internal
+    /// endpoints are open, a development setup; the service warns at start).
+    pub service_token: Option<ServiceToken>,
     /// The original LastMile's matching, for demonstrations only: waiting riders and seat
     /// counts in each matching replica's memory, matches committed without a compare-and-set.
     pub naive_matching: bool,
@@ -156,6 +161,7 @@ impl Default for Config {
             queue_expires: None,
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
             compact_after: DEFAULT_COMPACT_AFTER,
+            service_token: None,
             naive_matching: false,
             faults: Faults::default(),
             coverage: Coverage::default(),

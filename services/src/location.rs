@@ -85,7 +85,7 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     let router = Router::new()
         .route("/drivers/{id}/location", post(update))
         .route("/drivers/{id}/position", get(position))
-        .route("/stations/{id}/drivers", get(drivers_near))
+        .merge(ctx.internal(Router::new().route("/stations/{id}/drivers", get(drivers_near))))
         .with_state(state);
     Ok((router, vec![follower]))
 }

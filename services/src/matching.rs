@@ -95,7 +95,7 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
             }
         })
     };
-    let router = Router::new().route("/stats", get(stats)).with_state(matcher);
+    let router = ctx.internal(Router::new().route("/stats", get(stats))).with_state(matcher);
     Ok((router, vec![worker]))
 }
 

@@ -371,15 +371,21 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         .route("/rides", post(request_ride))
         .route("/rides/{id}", get(get_ride))
         .route("/rides/{id}/cancel", post(cancel_ride))
-        .route("/stations/{id}/candidates", get(candidates))
-        .route("/matches", post(commit_match))
-        .route("/matches/unchecked", post(commit_unchecked))
-        .route("/export", get(export))
         .route("/trips/{id}", get(get_trip))
         .route("/trips/{id}/pickup", post(pickup))
         .route("/trips/{id}/complete", post(complete))
         .route("/trips/{id}/cancel", post(cancel_trip))
-        .route("/summary", get(summary))
+        // Matching-service's and the harness's: the service token guards them.
+        .merge(
+            ctx.internal(
+                Router::new()
+                    .route("/stations/{id}/candidates", get(candidates))
+                    .route("/matches", post(commit_match))
+                    .route("/matches/unchecked", post(commit_unchecked))
+                    .route("/export", get(export))
+                    .route("/summary", get(summary)),
+            ),
+        )
         .with_state(state);
     Ok((router, vec![follower, expiry]))
 }

@@ -69,7 +69,7 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     let router = Router::new()
         .route("/drivers", post(register_driver))
         .route("/riders", post(register_rider))
-        .route("/users/{id}", get(get_user))
+        .merge(ctx.internal(Router::new().route("/users/{id}", get(get_user))))
         .with_state(store);
     Ok((router, Vec::new()))
 }

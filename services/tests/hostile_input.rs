@@ -9,6 +9,7 @@
 // Real sockets on real tokio (the normal build flavour only).
 #![cfg(not(madsim))]
 
+use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::http::{CallPolicy, ErrorBody, HttpClient, Method};
 use lastmile_platform::shutdown;
 use lastmile_services::{Config, ServiceName};
@@ -25,6 +26,13 @@ const HOSTILE: [(&str, &str); 8] = [
     ("é", "%C3%A9"),
     ("", ""),
 ];
+
+/// The service token of the in-process deployment.
+const TOKEN: &str = "in-process-service-token";
+
+fn token() -> ServiceToken {
+    ServiceToken::new(TOKEN).unwrap()
+}
 
 struct Services {
     clients: BTreeMap<ServiceName, HttpClient>,
@@ -50,6 +58,7 @@ async fn start() -> Services {
         location_url: urls[&ServiceName::Location].clone(),
         trip_url: urls[&ServiceName::Trip].clone(),
         data_dir: data_dir.clone(),
+        service_token: Some(ServiceToken::new(TOKEN).unwrap()),
         ..Config::default()
     };
     let (mut triggers, mut runs) = (BTreeMap::new(), BTreeMap::new());
@@ -59,7 +68,12 @@ async fn start() -> Services {
         triggers.insert(name, trigger);
     }
     let policy = CallPolicy { attempts: 1, ..CallPolicy::default() };
-    let clients = urls.iter().map(|(name, url)| (*name, HttpClient::new(name.as_str(), url, policy.clone()))).collect();
+    // The tests' clients present the token, as a peer does: what they send must be refused on
+    // its own merits. (`outsider` below has none.)
+    let clients = urls
+        .iter()
+        .map(|(name, url)| (*name, HttpClient::new(name.as_str(), url, policy.clone()).with_token(Some(token()))))
+        .collect();
     Services { clients, urls, triggers, runs, data_dir }
 }
 
@@ -94,6 +108,51 @@ async fn refused_with(
         .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
     assert_eq!((status, error.code.as_str()), (want, code), "{method} {path}: {}", error.error);
     assert!(error.error.contains(field), "{method} {path}: the error names {field}: {}", error.error);
+}
+
+/// Internal endpoints: only a caller with the service token gets past the door; everyone else
+/// gets a 401 JSON error before any handler (and its id checks) runs. Public routes need none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_endpoints_answer_only_callers_with_the_service_token() {
+    let s = start().await;
+    let policy = CallPolicy { attempts: 1, ..CallPolicy::default() };
+    let internal: [(ServiceName, Method, &str, Option<&str>); 8] = [
+        (ServiceName::User, Method::GET, "/users/u1", None),
+        (ServiceName::User, Method::GET, "/users/pr1%3Fevil", None),
+        (ServiceName::Location, Method::GET, "/stations/ST101/drivers", None),
+        (ServiceName::Trip, Method::GET, "/stations/ST101/candidates?driver_id=d1", None),
+        (ServiceName::Trip, Method::POST, "/matches", Some("{}")),
+        (ServiceName::Trip, Method::GET, "/export", None),
+        (ServiceName::Trip, Method::GET, "/summary", None),
+        (ServiceName::Matching, Method::GET, "/stats", None),
+    ];
+    let wrong = ServiceToken::new("in-process-service-tokeN").unwrap();
+    for (who, presented) in [("no token", None), ("a wrong token", Some(wrong))] {
+        for (service, method, path, body) in &internal {
+            let outsider = HttpClient::new("outsider", &s.urls[service], policy.clone()).with_token(presented.clone());
+            refused_with(
+                &outsider,
+                method.clone(),
+                path,
+                body.map(String::from),
+                (401, "unauthorized"),
+                "service token",
+            )
+            .await;
+            let (status, _) = outsider.call_raw(method.clone(), path, None).await.unwrap();
+            assert_eq!(status, 401, "{who}: {method} {path}");
+        }
+    }
+    // With the token the same calls reach their handlers.
+    let (status, _) = s.clients[&ServiceName::Trip].call_raw(Method::GET, "/summary", None).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = s.clients[&ServiceName::User].call_raw(Method::GET, "/users/u1", None).await.unwrap();
+    assert_eq!(status, 404, "an unknown user, answered by the handler");
+    // Public routes take no token; unknown routes stay 404, not 401.
+    let outsider = HttpClient::new("outsider", &s.urls[&ServiceName::Trip], policy.clone());
+    let (status, _) = outsider.call_raw(Method::GET, "/rides/r-unknown", None).await.unwrap();
+    assert_eq!(status, 404);
+    refused_with(&outsider, Method::GET, "/no/such/route", None, (404, "no_such_route"), "/no/such/route").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@
 //! Each service's virtual address is an IPVS round-robin over its replicas, so callers address
 //! a service by name and reach any replica, as through a Kubernetes Service.
 
+use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::broker::sim::{run_broker_node, BrokerProbe};
 use lastmile_platform::coverage::{Coverage, RecoveryPath};
 use lastmile_platform::faults::{CrashPoint, Faults};
@@ -39,6 +40,9 @@ pub const CRASH_RESTART_DELAY: Duration = Duration::from_secs(2);
 /// Journal records between compactions in the simulation: small, so every run compacts its
 /// journals several times and its crashes and kills land around compactions too.
 pub const SIM_COMPACT_AFTER: usize = 64;
+
+/// The simulated deployment's service token (a constant: nothing outside the run sees it).
+pub const SIM_SERVICE_TOKEN: &str = "simulated-service-token";
 
 /// What to deploy.
 #[derive(Debug, Clone)]
@@ -181,6 +185,7 @@ impl SimCluster {
             naive_matching: cluster.naive_matching,
             planted_bug: cluster.planted_bug,
             compact_after: SIM_COMPACT_AFTER,
+            service_token: Some(ServiceToken::new(SIM_SERVICE_TOKEN).expect("a valid token")),
             ..Config::default()
         };
         for service in ServiceName::ALL {
@@ -438,6 +443,7 @@ impl SimCluster {
             location: host(ServiceName::Location),
             trip: host(ServiceName::Trip),
             notification: host(ServiceName::Notification),
+            token: self.config.service_token.clone(),
         }
     }
 

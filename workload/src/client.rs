@@ -4,6 +4,7 @@
 //! reads like the log of many independent clients.
 
 use crate::history::{History, Phase};
+use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::http::{path_segment, CallError, CallPolicy, HttpClient, Method};
 use lastmile_services::domain::{Ride, Station, Trip, User};
 use lastmile_services::location::{LocationUpdate, Position};
@@ -27,6 +28,9 @@ pub struct Endpoints {
     pub trip: String,
     /// notification-service.
     pub notification: String,
+    /// The service token internal endpoints (`/export`, `/summary`, `/stats`) require, if the
+    /// deployment has one.
+    pub token: Option<ServiceToken>,
 }
 
 /// The LastMile API as clients see it.
@@ -37,6 +41,8 @@ pub struct LastMileClient {
     trip: HttpClient,
     notification: HttpClient,
     policy: CallPolicy,
+    /// Presented by every call (the harness is an operator: it reads internal endpoints).
+    token: Option<ServiceToken>,
     history: Arc<History>,
     /// The longest wait every ride request asks for, unless it says.
     ride_wait: Option<Duration>,
@@ -45,11 +51,14 @@ pub struct LastMileClient {
 impl LastMileClient {
     /// A client of `endpoints` recording into `history`.
     pub fn new(endpoints: &Endpoints, policy: CallPolicy, history: Arc<History>) -> LastMileClient {
+        let client =
+            |name: &str, url: &str| HttpClient::new(name, url, policy.clone()).with_token(endpoints.token.clone());
         LastMileClient {
-            user: HttpClient::new("user-service", &endpoints.user, policy.clone()),
-            location: HttpClient::new("location-service", &endpoints.location, policy.clone()),
-            trip: HttpClient::new("trip-service", &endpoints.trip, policy.clone()),
-            notification: HttpClient::new("notification-service", &endpoints.notification, policy.clone()),
+            user: client("user-service", &endpoints.user),
+            location: client("location-service", &endpoints.location),
+            trip: client("trip-service", &endpoints.trip),
+            notification: client("notification-service", &endpoints.notification),
+            token: endpoints.token.clone(),
             policy,
             history,
             ride_wait: None,
@@ -205,7 +214,7 @@ impl LastMileClient {
 
     /// `GET path` of any replica or service at `base_url`, recorded as `who`/`action`.
     pub async fn probe(&self, who: &str, action: &str, base_url: &str, path: &str) -> Result<Value, CallError> {
-        let client = HttpClient::new(who, base_url, self.policy.clone());
+        let client = HttpClient::new(who, base_url, self.policy.clone()).with_token(self.token.clone());
         self.recorded(who, action, Value::String(format!("{base_url}{path}")), client.get::<Value>(path)).await
     }
 

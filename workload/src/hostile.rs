@@ -93,11 +93,15 @@ pub async fn run(
     let mean_gap = 60.0 / per_minute;
     let broker_client = broker.as_ref().map(|b| Broker::new(b.url.clone()));
     let policy = CallPolicy { attempts: 1, ..CallPolicy::default() };
+    // The hostile client presents the service token: a peer gone wrong reaches internal
+    // endpoints, and what they take must hold up just the same. (Callers without the token
+    // are refused before any handler runs; the services' in-process tests check that.)
+    let client = |name: &str, url: &str| HttpClient::new(name, url, policy.clone()).with_token(endpoints.token.clone());
     let clients = [
-        HttpClient::new("user", &endpoints.user, policy.clone()),
-        HttpClient::new("location", &endpoints.location, policy.clone()),
-        HttpClient::new("trip", &endpoints.trip, policy.clone()),
-        HttpClient::new("notification", &endpoints.notification, policy),
+        client("user", &endpoints.user),
+        client("location", &endpoints.location),
+        client("trip", &endpoints.trip),
+        client("notification", &endpoints.notification),
     ];
     let mut stop = std::pin::pin!(stop);
     let mut n = 0u64;

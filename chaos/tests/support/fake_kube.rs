@@ -78,6 +78,8 @@ struct Model {
     never_ready: BTreeSet<String>,
     scale_patches: BTreeMap<String, Vec<i32>>,
     deleted_pods: Vec<String>,
+    /// The service token's Secret was never applied.
+    no_token_secret: bool,
 }
 
 struct Shared {
@@ -179,6 +181,7 @@ impl FakeKube {
             .route("/api/v1/namespaces/{ns}/pods/{name}", axum::routing::delete(delete_pod))
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
             .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward))
+            .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -240,6 +243,11 @@ impl FakeKube {
     /// A workload's new pods never get ready.
     pub fn never_ready(&self, name: &str) {
         self.shared.model.lock().unwrap().never_ready.insert(name.to_string());
+    }
+
+    /// Forget the service token's Secret (a deployment applied without `k8s/make-secret.sh`).
+    pub fn drop_token_secret(&self) {
+        self.shared.model.lock().unwrap().no_token_secret = true;
     }
 
     /// A workload's spec replicas.
@@ -393,8 +401,10 @@ impl FakeKube {
 }
 
 fn status(code: StatusCode, message: &str) -> Response {
+    // The API server's reasons are CamelCase words (`NotFound`), which clients match on.
+    let reason = code.canonical_reason().unwrap_or("Unknown").replace(' ', "");
     let body = json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-                       "reason": code.canonical_reason(), "code": code.as_u16() });
+                       "reason": reason, "code": code.as_u16() });
     (code, axum::Json(body)).into_response()
 }
 
@@ -667,4 +677,21 @@ async fn relay(mut socket: WebSocket, backend: SocketAddr, port: u16) {
             },
         }
     }
+}
+
+/// The token in the fake's `lastmile-service-token` Secret.
+pub const FAKE_SERVICE_TOKEN: &str = "fake-kube-service-token-0123456789";
+
+async fn get_secret(State(shared): State<Arc<Shared>>, Path((ns, name)): Path<(String, String)>) -> Response {
+    if name != "lastmile-service-token" || shared.model.lock().unwrap().no_token_secret {
+        return status(StatusCode::NOT_FOUND, &format!("secrets \"{name}\" not found"));
+    }
+    // base64 of FAKE_SERVICE_TOKEN, as the API server sends Secret data.
+    let data = "ZmFrZS1rdWJlLXNlcnZpY2UtdG9rZW4tMDEyMzQ1Njc4OQ==";
+    axum::Json(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": name, "namespace": ns },
+        "data": { "service-token": data }
+    }))
+    .into_response()
 }

@@ -1,5 +1,6 @@
 //! Five in-process services on loopback ports, one isolated broker topology.
 
+use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::broker::{Broker, Names};
 use lastmile_platform::http::CallPolicy;
 use lastmile_platform::shutdown::{self, ShutdownTrigger};
@@ -81,6 +82,7 @@ impl Cluster {
             data_dir: data_dir.clone(),
             ride_ttl,
             queue_expires: Some(Duration::from_secs(120)),
+            service_token: Some(ServiceToken::random()),
             ..Config::default()
         };
         configure(&mut config);
@@ -112,6 +114,7 @@ impl Cluster {
             location: self.urls[&ServiceName::Location].clone(),
             trip: self.urls[&ServiceName::Trip].clone(),
             notification: self.urls[&ServiceName::Notification].clone(),
+            token: self.config.service_token.clone(),
         };
         LastMileClient::new(&endpoints, CallPolicy::default(), History::new())
     }
