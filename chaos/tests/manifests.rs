@@ -288,10 +288,15 @@ fn every_pod_has_seccomp_no_token_and_the_broker_url_as_a_file() {
         }
         let env = pod.containers[0].env.clone().unwrap_or_default();
         assert!(!env.iter().any(|e| e.name == "LASTMILE_AMQP_URL"), "{name}: the broker URL in the environment");
-        let file = |var: &str| env.iter().find(|e| e.name == var).and_then(|e| e.value.clone());
-        assert_eq!(file("LASTMILE_AMQP_URL_FILE").as_deref(), Some("/etc/lastmile/broker/amqp-url"), "{name}");
-        assert_eq!(file("LASTMILE_SERVICE_TOKEN_FILE").as_deref(), Some("/etc/lastmile/token/service-token"), "{name}");
+        let value = |var: &str| env.iter().find(|e| e.name == var).and_then(|e| e.value.clone());
+        assert_eq!(value("LASTMILE_AMQP_URL_FILE").as_deref(), Some("/etc/lastmile/broker/amqp-url"), "{name}");
+        assert_eq!(
+            value("LASTMILE_SERVICE_TOKEN_FILE").as_deref(),
+            Some("/etc/lastmile/token/service-token"),
+            "{name}"
+        );
         assert!(!env.iter().any(|e| e.name == "LASTMILE_SERVICE_TOKEN"), "{name}: the token in the environment");
+        assert_eq!(value("LASTMILE_LOG_FORMAT").as_deref(), Some("json"), "{name}: JSON log lines");
         let volumes = pod.volumes.unwrap_or_default();
         let mounted = |secret: &str| {
             volumes.iter().any(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some(secret)))

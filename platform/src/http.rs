@@ -31,7 +31,36 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    imp::serve(listener, router, shutdown).await
+    imp::serve(listener, router.layer(axum::middleware::from_fn(limit_headers)), shutdown).await
+}
+
+/// Most request headers we read; more get a JSON 431.
+pub const MAX_HEADER_COUNT: usize = 64;
+/// Most bytes of request headers (names and values) we read; more get a JSON 431.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// hyper's own limits, far above ours, so that a request over ours still reaches
+/// [`limit_headers`] and gets a JSON answer. Beyond these hyper answers a bare 431 and closes the
+/// connection: the request is not read into memory to explain why.
+const HYPER_MAX_HEADERS: usize = 256;
+const HYPER_MAX_BUF: usize = 256 * 1024;
+
+/// Middleware: a request with more than [`MAX_HEADER_COUNT`] headers or [`MAX_HEADER_BYTES`]
+/// of them gets 431 `headers_too_large` as a JSON error.
+pub async fn limit_headers(request: Request, next: axum::middleware::Next) -> Response {
+    let headers = request.headers();
+    let bytes: usize = headers.iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if headers.len() > MAX_HEADER_COUNT || bytes > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            format!(
+                "{} headers of {bytes} bytes; at most {MAX_HEADER_COUNT} headers and {MAX_HEADER_BYTES} bytes",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Connections served at once; the next waits in the listen backlog until one closes.
@@ -82,6 +111,8 @@ mod imp {
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_headers(HYPER_MAX_HEADERS)
+                .max_buf_size(HYPER_MAX_BUF)
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router.clone()));
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
@@ -119,6 +150,8 @@ mod imp {
                     let service = TowerToHyperService::new(router.clone());
                     tokio::spawn(async move {
                         let _ = hyper::server::conn::http1::Builder::new()
+                            .max_headers(HYPER_MAX_HEADERS)
+                            .max_buf_size(HYPER_MAX_BUF)
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
                     });

@@ -17,6 +17,7 @@
 //!   service-to-service client (timeouts, jittered retries, circuit breaker).
 //! - [`id`]: the one identifier type for ids taken from HTTP or a message (1–64 of
 //!   `[A-Za-z0-9-_.:]`), checked where they enter.
+//! - [`metrics`]: Prometheus counters and gauges for `GET /metrics`.
 //! - [`storage`]: an append-only journal with fsync (real file or simulated node disk); only
 //!   what was synced survives a crash, and a torn last record is dropped on replay.
 //! - [`coverage`]: counts of the recovery paths a run exercised (redeliveries, conflicts,
@@ -35,6 +36,7 @@ pub mod coverage;
 pub mod faults;
 pub mod http;
 pub mod id;
+pub mod metrics;
 pub mod shutdown;
 pub mod storage;
 pub mod watch;

@@ -266,6 +266,11 @@ impl Journal {
         self.since_snapshot
     }
 
+    /// Bytes of the log on disk (synced records; the snapshot is apart).
+    pub fn log_bytes(&self) -> u64 {
+        self.len
+    }
+
     /// How many times the journal was compacted.
     pub fn epoch(&self) -> u64 {
         self.epoch

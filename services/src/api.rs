@@ -1,5 +1,5 @@
-//! What every service shares: the broker topology at start, `/health` and `/ready`, the JSON
-//! fallback for unknown routes, and the runner with graceful shutdown.
+//! What every service shares: the broker topology at start, `/health`, `/ready` and `/metrics`,
+//! the JSON fallback for unknown routes, and the runner with graceful shutdown.
 
 use crate::config::{Config, ServiceName};
 use crate::events::{topology, Event};
@@ -12,6 +12,7 @@ use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
 use lastmile_platform::broker::Broker;
 use lastmile_platform::clock::jitter;
 use lastmile_platform::http::{self, HttpClient};
+use lastmile_platform::metrics::{self, Metrics};
 use lastmile_platform::shutdown::Shutdown;
 use lastmile_platform::watch;
 use serde_json::json;
@@ -42,6 +43,8 @@ pub struct Context {
     ready_flags: Vec<Arc<AtomicBool>>,
     /// The service's outboxes: a full one means it takes no new work.
     outboxes: Arc<std::sync::Mutex<Vec<Outbox>>>,
+    /// What `GET /metrics` shows.
+    pub metrics: Metrics,
 }
 
 impl Context {
@@ -189,13 +192,22 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
     if config.service_token.is_none() {
         tracing::warn!(service = %name, "no service token configured: internal endpoints are open to any caller");
     }
+    let outboxes: Arc<std::sync::Mutex<Vec<Outbox>>> = Arc::default();
+    let metrics = Metrics::new(config.coverage.clone());
+    {
+        let outboxes = outboxes.clone();
+        metrics.gauge("lastmile_outbox_depth", "Events committed and not yet confirmed by the broker.", move || {
+            outboxes.lock().expect("outboxes").iter().map(Outbox::pending).sum::<usize>() as f64
+        });
+    }
     let mut ctx = Context {
         config: config.clone(),
         broker: broker.clone(),
         shutdown,
         declared,
         ready_flags: Vec::new(),
-        outboxes: Arc::default(),
+        outboxes,
+        metrics: metrics.clone(),
     };
     let (routes, more) = match name {
         ServiceName::User => crate::user::start(&mut ctx).await?,
@@ -206,6 +218,7 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
     };
     tasks.extend(more);
     let ready_ctx = ctx.clone();
+    let scraped = ctx.metrics.clone();
     let router = routes
         .route("/health", get(move || async move { Json(json!({ "status": "ok", "service": name.as_str() })) }))
         .route(
@@ -218,8 +231,16 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
                 }
             }),
         )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = scraped.render();
+                async move { ([(axum::http::header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text) }
+            }),
+        )
         .fallback(http::no_such_route)
-        .method_not_allowed_fallback(http::wrong_method);
+        .method_not_allowed_fallback(http::wrong_method)
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::count_requests));
     Ok(Service { name, router, tasks, broker })
 }
 

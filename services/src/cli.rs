@@ -120,8 +120,94 @@ impl ServiceArgs {
     }
 }
 
-/// Log to stderr (`RUST_LOG` filters; lapin's chatter is kept to warnings).
+/// How log lines look: text for people, or one JSON object per line for a log pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-11-28T18:00:00Z  INFO lastmile_services::api: starting service=trip-service`.
+    Text,
+    /// `{"timestamp":...,"level":"INFO","fields":{"message":"starting","service":"trip-service"},...}`.
+    Json,
+}
+
+impl LogFormat {
+    /// From `LASTMILE_LOG_FORMAT` (`json` or `text`; anything else, or nothing, is text).
+    pub fn from_env() -> LogFormat {
+        match std::env::var("LASTMILE_LOG_FORMAT").as_deref().map(str::trim) {
+            Ok(f) if f.eq_ignore_ascii_case("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
+}
+
+/// A subscriber writing `format` lines to `writer`, filtered by `filter` (`RUST_LOG` syntax).
+pub fn log_subscriber<W>(format: LogFormat, filter: &str, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder =
+        tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_writer(writer);
+    match format {
+        LogFormat::Text => Box::new(builder.finish()),
+        // JSON escapes whatever a field holds (a hostile id included): one line per event.
+        LogFormat::Json => Box::new(builder.json().flatten_event(true).with_current_span(false).finish()),
+    }
+}
+
+/// Log to stderr (`RUST_LOG` filters, default `info,lapin=warn`; `LASTMILE_LOG_FORMAT=json` for
+/// JSON lines).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,lapin=warn".into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info,lapin=warn".into());
+    let _ = tracing::subscriber::set_global_default(log_subscriber(LogFormat::from_env(), &filter, std::io::stderr));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_logs_are_one_object_per_line_with_hostile_values_escaped() {
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let subscriber = log_subscriber(LogFormat::Json, "info", move || out.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(ride_id = "r1\n{\"forged\":true}", count = 3, "ride refused");
+            tracing::debug!("filtered out");
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 1, "one event, one line: {text}");
+        let event: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(event["level"], "INFO");
+        assert_eq!(event["message"], "ride refused");
+        assert_eq!(event["ride_id"], "r1\n{\"forged\":true}", "the value survives whole, inside its field");
+        assert_eq!(event["count"], 3);
+        assert!(event["timestamp"].is_string());
+    }
+
+    #[test]
+    fn the_log_format_comes_from_the_environment_variable_and_defaults_to_text() {
+        // One test owns the variable (tests run in threads of one process).
+        std::env::remove_var("LASTMILE_LOG_FORMAT");
+        assert_eq!(LogFormat::from_env(), LogFormat::Text);
+        std::env::set_var("LASTMILE_LOG_FORMAT", "JSON");
+        assert_eq!(LogFormat::from_env(), LogFormat::Json);
+        std::env::set_var("LASTMILE_LOG_FORMAT", "xml");
+        assert_eq!(LogFormat::from_env(), LogFormat::Text);
+        std::env::remove_var("LASTMILE_LOG_FORMAT");
+    }
 }

@@ -23,6 +23,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, Mutex};
 
@@ -65,6 +66,8 @@ pub struct Store<S: State> {
     next_event: u64,
     /// Compact the journal once this many records were written since its last snapshot.
     compact_after: usize,
+    /// The log's size in bytes and its records since the snapshot, for `/metrics`.
+    sizes: Arc<[AtomicU64; 2]>,
 }
 
 /// A store shared between handlers and background tasks.
@@ -133,7 +136,19 @@ impl<S: State> Store<S> {
             unconfirmed_at: BTreeMap::new(),
             next_event: 0,
             compact_after: ctx.config.compact_after.max(1),
+            sizes: Arc::default(),
         };
+        store.note_sizes();
+        let sizes = store.sizes.clone();
+        ctx.metrics.gauge("lastmile_journal_bytes", "Bytes of the journal's log (the snapshot apart).", move || {
+            sizes[0].load(Ordering::Relaxed) as f64
+        });
+        let sizes = store.sizes.clone();
+        ctx.metrics.gauge(
+            "lastmile_journal_records_since_snapshot",
+            "Journal records a restart replays after the snapshot.",
+            move || sizes[1].load(Ordering::Relaxed) as f64,
+        );
         for event in committed.into_iter().filter(|e| !published.contains(&e.event_id)) {
             coverage.hit(RecoveryPath::Republished);
             store.queue(event);
@@ -158,6 +173,12 @@ impl<S: State> Store<S> {
         Ok(store)
     }
 
+    /// Publish the journal's sizes to the gauges.
+    fn note_sizes(&self) {
+        self.sizes[0].store(self.journal.log_bytes(), Ordering::Relaxed);
+        self.sizes[1].store(self.journal.records_since_snapshot() as u64, Ordering::Relaxed);
+    }
+
     /// Hand `event` to the outbox and remember it until the broker confirms it.
     fn queue(&mut self, event: Event) {
         self.outbox.send(event.to_message());
@@ -175,6 +196,7 @@ impl<S: State> Store<S> {
         let record = serde_json::to_vec(&Record::<S::Change>::Published { event_id }).expect("serializes");
         self.journal.append(&record).await?;
         self.compact_if_due().await;
+        self.note_sizes();
         Ok(())
     }
 
@@ -227,6 +249,7 @@ impl<S: State> Store<S> {
             self.queue(event);
         }
         self.compact_if_due().await;
+        self.note_sizes();
         Ok(())
     }
 

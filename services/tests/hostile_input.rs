@@ -155,6 +155,75 @@ async fn internal_endpoints_answer_only_callers_with_the_service_token() {
     refused_with(&outsider, Method::GET, "/no/such/route", None, (404, "no_such_route"), "/no/such/route").await;
 }
 
+/// Send `request` as raw bytes and read the whole answer (the server closes the connection).
+async fn raw(url: &str, request: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(url.trim_start_matches("http://")).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = answer.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// Too many or too large request headers: a JSON 431 naming the limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_or_too_large_headers_get_a_json_431() {
+    let s = start().await;
+    let url = &s.urls[&ServiceName::Trip];
+    let many: String = (0..80).map(|i| format!("X-Filler-{i}: {i}\r\n")).collect();
+    let large = format!("X-Large: {}\r\n", "a".repeat(20 * 1024));
+    for headers in [many, large] {
+        let request = format!("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{headers}\r\n");
+        let (status, body) = raw(url, request.as_bytes()).await;
+        assert_eq!(status, 431, "{body}");
+        let error: ErrorBody = serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+        assert_eq!(error.code, "headers_too_large");
+        assert!(error.error.contains("at most 64 headers"), "{}", error.error);
+    }
+    let (status, _) = raw(url, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status, 200, "an ordinary request still passes");
+}
+
+/// `GET /metrics`: requests by route template (never the raw path), recovery paths, the outbox
+/// and the journal, in Prometheus's text format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_route_template_and_show_the_outbox_and_the_journal() {
+    let s = start().await;
+    let user = &s.clients[&ServiceName::User];
+    refused(user, Method::GET, "/users/pr1%3Fevil", None, "invalid_id", "path parameter id").await;
+    refused_with(user, Method::GET, "/no/such/route%0Aevil", None, (404, "no_such_route"), "/no/such").await;
+    let driver = r#"{"driver_id": "d-metrics", "name": "D", "phone": "+91 99000 00002", "vehicle": "KA-01"}"#;
+    let (status, _) = user.call_raw(Method::POST, "/drivers", Some(driver.as_bytes().to_vec())).await.unwrap();
+    assert_eq!(status, 201);
+    let (status, body) = user.call_raw(Method::GET, "/metrics", None).await.unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+    };
+    let requests = "lastmile_http_requests_total";
+    assert_eq!(line(&format!(r#"{requests}{{route="/users/{{id}}",method="GET",status="422"}}"#)), 1.0);
+    assert_eq!(line(&format!(r#"{requests}{{route="unmatched",method="GET",status="404"}}"#)), 1.0);
+    assert_eq!(line(&format!(r#"{requests}{{route="/drivers",method="POST",status="201"}}"#)), 1.0);
+    assert!(!text.contains("evil"), "a raw path reached a label:\n{text}");
+    // No broker answers: the registration's event waits in the outbox, and its commit is in
+    // the journal.
+    assert_eq!(line("lastmile_outbox_depth "), 1.0);
+    assert!(line("lastmile_journal_bytes ") > 0.0);
+    assert_eq!(line("lastmile_journal_records_since_snapshot "), 1.0);
+    assert_eq!(line(r#"lastmile_recovery_total{path="cas_conflict"}"#), 0.0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_id_in_a_path_is_refused_with_422_naming_the_parameter() {
     let s = start().await;
