@@ -377,7 +377,7 @@ impl Recorded {
             let n = cluster
                 .replicas(w)
                 .await
-                .map_err(|e| format!("{e}\n(is LastMile deployed? `kubectl apply -k k8s/`, see README.md)"))?;
+                .map_err(|e| format!("{e}\n(is LastMile deployed? `kubectl apply -k k8s/`, see docs/real-world.md)"))?;
             counts.insert(w, n);
         }
         Ok(Recorded(counts))

@@ -13,13 +13,18 @@
 //!
 //! [`jobs`] turns the original scripts' jobs (resilience, scale sequences, the demos) into
 //! scenarios, so they are judged the same way. [`dlq`] is the operators' tool for dead-letter
-//! queues (`lastmile dlq list|replay|purge`).
+//! queues (`lastmile dlq list|replay|purge`). [`cli`] is the `lastmile` command line (the binary
+//! only parses and dispatches), [`run`] runs scenarios on either target, [`operate`] scales and
+//! port-forwards the Kubernetes deployment.
 
+pub mod cli;
 pub mod dlq;
 pub mod forward;
 pub mod jobs;
 pub mod kubernetes;
 pub mod local;
+pub mod operate;
+pub mod run;
 
 use lastmile_platform::auth::ServiceToken;
 use lastmile_scenarios::faults::TimelineStep;

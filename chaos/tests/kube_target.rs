@@ -1,7 +1,7 @@
 //! The kube target's logic against an in-process Kubernetes API (`support/fake_kube.rs`): scale
 //! through the subresource, readiness by watching, the recorded counts put back, rollback when
 //! a step fails, pod deletion, rollouts, the broker restart, logs and the port-forward fronts.
-//! There is no cluster on this machine; README.md says what has and has not met a real one.
+//! There is no cluster on this machine; docs/real-world.md says what has and has not met a real one.
 
 mod support;
 

@@ -9,6 +9,7 @@
 //! - [`target`]: what a scenario needs from a deployment (scale, kill, partition, heal, ...).
 //! - [`runner`]: runs a scenario on a target: workload, probes, timeline, heal, settle, evidence.
 //! - [`metrics`]: per-phase numbers computed from the history.
+//! - [`docs`]: the commands the documentation quotes, for tests that hold the docs to the CLIs.
 //! - [`check`]: the safety and liveness checkers and the scenario's expectations.
 //! - [`report`]: the verdict as a JSON journal (no wall-clock values), a human summary and
 //!   JUnit XML.
@@ -16,6 +17,7 @@
 //!   matches, violations where they happened, work per replica, recovery paths.
 
 pub mod check;
+pub mod docs;
 pub mod html;
 pub mod metrics;
 pub mod report;

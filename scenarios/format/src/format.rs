@@ -1,4 +1,4 @@
-//! The scenario file format (TOML). An annotated example is in the README; every field is
+//! The scenario file format (TOML). An annotated example is in docs/simulation.md; every field is
 //! documented here with its default.
 
 pub use lastmile_platform::faults::CrashPoint;

@@ -35,6 +35,22 @@ pub const SERVICES: [&str; 5] =
 /// (two processes appending to one journal would corrupt it).
 pub const SINGLE_REPLICA: [&str; 3] = ["user-service", "trip-service", "notification-service"];
 
+/// Validate the scenario file at `path`: a one-line summary when it is sound, else the error
+/// naming the file, line and field. The one check behind `lastmile scenario check` and
+/// `lastmile-sim check`.
+pub fn check(path: &std::path::Path) -> Result<String, ScenarioError> {
+    let s = load(path)?;
+    Ok(format!(
+        "{}: ok ({}: {} steps, {} phases, {} expectations, random faults {})",
+        path.display(),
+        s.scenario.name,
+        s.steps.len(),
+        s.phases.len(),
+        s.expectations.len(),
+        if s.random_faults.enabled { "on" } else { "off" }
+    ))
+}
+
 /// Why `service` cannot run `replicas`, if it cannot.
 pub fn replicas_refused(service: &str, replicas: usize) -> Option<String> {
     if replicas > 10 {

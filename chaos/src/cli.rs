@@ -1,0 +1,316 @@
+//! `lastmile`'s command line: the arguments and what each command does. The binary only parses
+//! and calls [`dispatch`]; the runs live in [`crate::run`], the cluster operations in
+//! [`crate::operate`].
+//!
+//! ```text
+//! lastmile scenario check scenarios/*.toml
+//! lastmile chaos run scenarios/matching-outage.toml --target local|kube [--time-scale 0.5] [--seed 7]
+//! lastmile resilience [service...] --target local|kube     # each to 0 and back; the rest keeps working
+//! lastmile scale matching-service 3                        # kube: scale, wait ready (rolled back on failure)
+//! lastmile scale matching-service --sequence 1,2,3,4,5,1 --target local|kube
+//! lastmile demo simulation|multi-station --target local|kube
+//! lastmile port-forward [--base-port 8081]                 # kube: a local port per service
+//! lastmile service trip --listen 127.0.0.1:8083            # one service (what the local target runs)
+//! lastmile dlq list [--prefix lastmile] [--peek 3]          # dead letters per work queue
+//! lastmile dlq replay lastmile.matching-service [--max 10]  # dead letters back into their queue
+//! lastmile dlq purge lastmile.matching-service              # drop them
+//! ```
+//! (Simulated runs are `cargo sim run ...`.)
+
+use crate::dlq::{self, DlqArgs};
+use crate::jobs;
+use crate::kubernetes::KubeOptions;
+use crate::operate;
+use crate::run::run_all;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use lastmile_services::cli::{init_logging, ServiceArgs};
+use lastmile_services::ServiceName;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// LastMile's command line.
+#[derive(Debug, Parser)]
+#[command(name = "lastmile", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scenario files.
+    Scenario {
+        #[command(subcommand)]
+        command: ScenarioCommand,
+    },
+    /// Run scenarios against real deployments.
+    Chaos {
+        #[command(subcommand)]
+        command: ChaosCommand,
+    },
+    /// Scale each service (default: all five) to 0 under load, check the rest keeps working,
+    /// restore it and wait until it is ready; one verdict per service.
+    Resilience {
+        /// The services (user-service, location-service, trip-service, matching-service,
+        /// notification-service).
+        services: Vec<String>,
+        /// Seconds each service stays at 0.
+        #[arg(long, default_value_t = 40.0)]
+        outage_s: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Scale a service of the Kubernetes deployment to N and wait until N replicas are ready
+    /// (put back when that fails) — or, with --sequence, run a load through several counts.
+    Scale {
+        /// The service.
+        service: String,
+        /// The replica count (Kubernetes only).
+        #[arg(required_unless_present = "sequence")]
+        replicas: Option<usize>,
+        /// Replica counts to go through under load, e.g. 1,2,3,4,5,1.
+        #[arg(long, conflicts_with = "replicas")]
+        sequence: Option<String>,
+        /// Seconds at each count of the sequence.
+        #[arg(long, default_value_t = 30.0)]
+        step_s: f64,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Run one of the two demo workloads against a deployment.
+    Demo {
+        /// Which demo.
+        #[arg(value_enum)]
+        which: DemoKind,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Reach the services of the Kubernetes deployment from this machine: a local port per
+    /// service, each connection to the next ready pod. Runs until Ctrl-C.
+    PortForward {
+        /// The first local port (user-service; then location, trip, matching, notification);
+        /// 0 takes free ports (printed).
+        #[arg(long, default_value_t = 8081)]
+        base_port: u16,
+        #[command(flatten)]
+        kube: KubeArgs,
+    },
+    /// Run one service (user, location, trip, matching, notification).
+    Service(ServiceArgs),
+    /// Dead-letter queues: list (and peek), replay into the work queue, purge.
+    Dlq(DlqArgs),
+}
+
+/// `lastmile scenario ...`.
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// Validate scenario files: the file, line and field of the first problem in each.
+    Check {
+        /// The files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// `lastmile chaos ...`.
+#[derive(Debug, Subcommand)]
+pub enum ChaosCommand {
+    /// Run a scenario file for real and judge it with the simulation's checkers.
+    Run {
+        /// The scenario file.
+        file: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+}
+
+/// The demo workloads.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DemoKind {
+    /// The original mixed demo (scenarios/demo.toml).
+    Simulation,
+    /// Many stations, many drivers (scenarios/multi-station.toml).
+    MultiStation,
+}
+
+/// Where a run goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TargetKind {
+    /// Every service as a process of this machine, against a real RabbitMQ.
+    Local,
+    /// The deployment of k8s/ on the cluster of the kubeconfig.
+    Kube,
+}
+
+/// Where the cluster is.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Kubernetes namespace of the deployment.
+    #[arg(long, env = "LASTMILE_NAMESPACE", default_value = "lastmile")]
+    pub namespace: String,
+    /// kubeconfig context (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Seconds a scale or restart may take until every replica is ready.
+    #[arg(long, default_value_t = 180)]
+    pub ready_timeout_s: u64,
+}
+
+impl KubeArgs {
+    /// The cluster options these arguments name.
+    pub fn options(&self) -> KubeOptions {
+        KubeOptions {
+            namespace: self.namespace.clone(),
+            context: self.context.clone(),
+            ready_timeout: Duration::from_secs(self.ready_timeout_s),
+        }
+    }
+}
+
+/// How a scenario is run.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Where to run it.
+    #[arg(long, value_enum, default_value = "local")]
+    pub target: TargetKind,
+    /// The seed of the workload and the random faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Multiply every duration of the scenario (0.5 runs it in half the time).
+    #[arg(long, default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Do not add the seed's random faults.
+    #[arg(long)]
+    pub no_random_faults: bool,
+    /// Run the original matching design (local target only).
+    #[arg(long)]
+    pub naive_matching: bool,
+    /// RabbitMQ for the services (local target).
+    #[arg(long, env = "LASTMILE_AMQP_URL", hide_env_values = true, default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// Where journals and service logs go (default: a fresh folder under the temp dir).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Write the JSON journal here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
+}
+
+/// Carry out a parsed command line.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let command = cli.command;
+    if let Command::Scenario { command: ScenarioCommand::Check { files } } = command {
+        return check(&files);
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match command {
+        Command::Scenario { .. } => unreachable!("handled above"),
+        Command::Dlq(args) => match runtime.block_on(dlq::run(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Service(args) => {
+            init_logging();
+            match runtime.block_on(args.run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Chaos { command: ChaosCommand::Run { file, run } } => match lastmile_scenarios::load(&file) {
+            Ok(scenario) => runtime.block_on(run_all(vec![(file.display().to_string(), scenario)], &run)),
+            Err(e) => usage(e),
+        },
+        Command::Resilience { services, outage_s, run } => {
+            let services = if services.is_empty() {
+                ServiceName::ALL.to_vec()
+            } else {
+                match services.iter().map(|s| s.parse::<ServiceName>()).collect() {
+                    Ok(s) => s,
+                    Err(e) => return usage(e),
+                }
+            };
+            let mut scenarios = Vec::new();
+            for s in services {
+                match jobs::resilience(s, outage_s) {
+                    Ok(scenario) => scenarios.push((format!("resilience {s}"), scenario)),
+                    Err(e) => return usage(e),
+                }
+            }
+            runtime.block_on(run_all(scenarios, &run))
+        }
+        Command::Scale { service, replicas, sequence, step_s, run } => {
+            let service: ServiceName = match service.parse() {
+                Ok(s) => s,
+                Err(e) => return usage(e),
+            };
+            if let Some(why) = replicas.and_then(|n| lastmile_scenarios::replicas_refused(service.as_str(), n)) {
+                return usage(why);
+            }
+            match (replicas, sequence) {
+                (Some(n), _) if run.target == TargetKind::Kube => {
+                    runtime.block_on(operate::scale(service, n, &run.kube))
+                }
+                (Some(_), _) => usage(
+                    "`scale <service> <N>` changes a running Kubernetes deployment: add --target kube \
+                     (for a local run under load use --sequence)",
+                ),
+                (None, Some(sequence)) => {
+                    let scenario = jobs::parse_sequence(&sequence)
+                        .and_then(|counts| jobs::sequence(service, &counts, step_s).map_err(|e| e.to_string()));
+                    match scenario {
+                        Ok(s) => runtime.block_on(run_all(vec![(format!("scale --sequence {sequence}"), s)], &run)),
+                        Err(e) => usage(e),
+                    }
+                }
+                (None, None) => usage("give a replica count or --sequence"),
+            }
+        }
+        Command::Demo { which, run } => {
+            let builtin = match which {
+                DemoKind::Simulation => jobs::DEMO,
+                DemoKind::MultiStation => jobs::MULTI_STATION,
+            };
+            match jobs::builtin(builtin) {
+                Ok(s) => runtime.block_on(run_all(vec![(builtin.0.to_string(), s)], &run)),
+                Err(e) => usage(e),
+            }
+        }
+        Command::PortForward { base_port, kube } => runtime.block_on(operate::port_forward(base_port, &kube)),
+    }
+}
+
+/// A usage error: the message and exit status 2.
+pub(crate) fn usage(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{e}");
+    ExitCode::from(2)
+}
+
+/// `scenario check`: each file's summary, or the file, line and field of its first problem.
+fn check(files: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for file in files {
+        match lastmile_scenarios::check(file) {
+            Ok(summary) => println!("{summary}"),
+            Err(e) => {
+                ok = false;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}

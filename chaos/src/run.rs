@@ -1,0 +1,299 @@
+//! Running scenarios against a real deployment: the local processes or the Kubernetes
+//! deployment, judged by the simulation's checkers; Ctrl-C stops a run and leaves nothing
+//! behind (processes stopped, replica counts put back).
+
+use crate::cli::{usage, RunArgs, TargetKind};
+use crate::kubernetes::{self, Cluster, KubeTarget, Recorded};
+use crate::local::{LocalOptions, LocalTarget};
+use lastmile_harness::report::{human, judge, Journal};
+use lastmile_harness::{RunConfig, Target};
+use lastmile_scenarios::faults::timeline;
+use lastmile_scenarios::{Action, Scenario};
+use lastmile_services::ServiceName;
+use std::path::Path;
+use std::process::ExitCode;
+
+/// Ctrl-C or SIGTERM.
+pub(crate) async fn interrupted() {
+    let mut term =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// How one run ended.
+enum Ended {
+    /// It ran and was judged.
+    Judged(Box<Journal>),
+    /// It could not run (the message says why).
+    Failed(String),
+    /// Ctrl-C or SIGTERM.
+    Interrupted,
+}
+
+/// Run the scenarios one after the other; one verdict each, and one for all.
+pub async fn run_all(scenarios: Vec<(String, Scenario)>, run: &RunArgs) -> ExitCode {
+    if run.time_scale <= 0.0 {
+        return usage("--time-scale must be positive");
+    }
+    if run.naive_matching && run.target == TargetKind::Kube {
+        return usage("--naive-matching needs the local target (a cluster runs what its manifests say)");
+    }
+    let id = lastmile_platform::clock::new_id();
+    let work_dir = run.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("lastmile-{}", &id[..12])));
+    let mut verdicts = Vec::new();
+    let many = scenarios.len() > 1;
+    for (i, (label, scenario)) in scenarios.into_iter().enumerate() {
+        let scenario = scenario.time_scaled(run.time_scale);
+        let dir = if many { work_dir.join(&scenario.scenario.name) } else { work_dir.clone() };
+        let prefix = format!("lm-{}-{i}", &id[..12]);
+        let ended = match run.target {
+            TargetKind::Local => run_local(&label, &scenario, run, &dir, &prefix).await,
+            TargetKind::Kube => run_kube(&label, &scenario, run, &dir).await,
+        };
+        match ended {
+            Ended::Judged(journal) => {
+                print!("{}", human(&journal, None));
+                if let Some(path) = &run.json {
+                    let path = if many {
+                        path.with_extension(format!("{}.json", scenario.scenario.name))
+                    } else {
+                        path.clone()
+                    };
+                    let text = serde_json::to_string_pretty(&journal).expect("journals serialize");
+                    if let Err(e) = std::fs::write(&path, text + "\n") {
+                        eprintln!("cannot write {}: {e}", path.display());
+                    }
+                }
+                verdicts.push((label, journal.passed()));
+            }
+            Ended::Failed(e) => {
+                eprintln!("{label}: cannot run: {e}");
+                verdicts.push((label, false));
+            }
+            Ended::Interrupted => return ExitCode::from(130),
+        }
+    }
+    let passed = verdicts.iter().filter(|(_, ok)| *ok).count();
+    if many {
+        println!("summary:");
+        for (label, ok) in &verdicts {
+            println!("  {label}: {}", if *ok { "PASS" } else { "FAIL" });
+        }
+    }
+    println!(
+        "verdict: {} ({passed}/{} passed)",
+        if passed == verdicts.len() { "PASS" } else { "FAIL" },
+        verdicts.len()
+    );
+    if passed == verdicts.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn config(scenario: &Scenario, run: &RunArgs) -> RunConfig {
+    RunConfig {
+        seed: run.seed,
+        random_faults: !run.no_random_faults,
+        naive_matching: run.naive_matching || scenario.options.naive_matching,
+        planted_bug: false,
+    }
+}
+
+fn announce(
+    label: &str,
+    scenario: &Scenario,
+    config: &RunConfig,
+    target: &str,
+    can: fn(Action) -> bool,
+    dir: &Path,
+    time_scale: f64,
+) {
+    println!(
+        "lastmile: {label} — scenario {} seed {} target {target}, time scale {time_scale}",
+        scenario.scenario.name, config.seed
+    );
+    println!("  {}", scenario.scenario.description);
+    println!("  logs and journals in {}", dir.display());
+    println!("  timeline:");
+    for step in timeline(scenario, config.seed, config.random_faults) {
+        let skipped = if can(step.action) { "" } else { "  (skipped: not possible on this target)" };
+        println!("    {step}{skipped}");
+    }
+}
+
+/// Wall time is what a real run takes; this is the harness, not simulated code.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn wall_clock() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
+fn initial_replicas(scenario: &Scenario) -> std::collections::BTreeMap<ServiceName, usize> {
+    ServiceName::ALL.into_iter().map(|s| (s, scenario.initial_replicas(s.as_str()))).collect()
+}
+
+async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, prefix: &str) -> Ended {
+    let config = config(scenario, run);
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => return Ended::Failed(format!("cannot find the lastmile binary to run services with: {e}")),
+    };
+    announce(label, scenario, &config, "local", LocalTarget::can, dir, run.time_scale);
+    let options = LocalOptions {
+        binary,
+        amqp_url: run.amqp_url.clone(),
+        prefix: prefix.to_string(),
+        work_dir: dir.to_path_buf(),
+        naive_matching: config.naive_matching,
+    };
+    let started = wall_clock();
+    println!("  starting the services...");
+    let mut local = match LocalTarget::start(options, &initial_replicas(scenario)).await {
+        Ok(t) => t,
+        Err(e) => return Ended::Failed(format!("cannot start the services: {e}")),
+    };
+    println!("  every service ready after {:.0} s; running", started.elapsed().as_secs_f64());
+    let evidence = tokio::select! {
+        biased;
+        _ = interrupted() => {
+            // Stop every service process before leaving: nothing of the run outlives it.
+            drop(local);
+            eprintln!("interrupted: the run was stopped and every service process it started is gone");
+            return Ended::Interrupted;
+        }
+        evidence = lastmile_harness::run(scenario, &config, &mut local) => evidence,
+    };
+    let journal = judge(scenario, &evidence);
+    log_problems(&local, &journal).await;
+    drop(local);
+    println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
+    Ended::Judged(Box::new(journal))
+}
+
+/// On a failed run, the warnings and errors the services logged (last few per replica), so the
+/// first look needs no digging.
+async fn log_problems<T: Target>(target: &T, journal: &Journal) {
+    if journal.passed() {
+        return;
+    }
+    println!("  what the services logged (warnings and errors, last {PROBLEM_LINES} per replica):");
+    for s in ServiceName::ALL {
+        match target.logs(s.as_str()).await {
+            Ok(logs) => {
+                for (replica, text) in logs {
+                    let problems: Vec<&str> =
+                        text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+                    for line in &problems[problems.len().saturating_sub(PROBLEM_LINES)..] {
+                        println!("    {replica}: {line}");
+                    }
+                }
+            }
+            Err(e) => println!("    {s}: {e}"),
+        }
+    }
+}
+
+/// Log lines [`log_problems`] shows per replica.
+const PROBLEM_LINES: usize = 5;
+
+/// Put the recorded replica counts back; a second Ctrl-C leaves them, printing how to do it by hand.
+async fn restore(target: &mut KubeTarget) {
+    println!("  restoring the replica counts recorded before the run...");
+    let commands = target.recorded().manual_commands(target.namespace());
+    tokio::select! {
+        biased;
+        _ = interrupted() => {
+            eprintln!("interrupted again: the replica counts are NOT restored; restore them with:");
+            for c in commands {
+                eprintln!("  {c}");
+            }
+        }
+        restored = target.restore() => match restored {
+            Ok(done) => println!("  {done}"),
+            Err(e) => {
+                eprintln!("  restoring failed: {e}; restore by hand with:");
+                for c in commands {
+                    eprintln!("  {c}");
+                }
+            }
+        },
+    }
+}
+
+async fn save_logs(target: &KubeTarget, dir: &Path) {
+    let logs_dir = dir.join("logs");
+    if let Err(e) = std::fs::create_dir_all(&logs_dir) {
+        eprintln!("cannot keep the pods' logs in {}: {e}", logs_dir.display());
+        return;
+    }
+    let logs = target.all_logs().await;
+    for (pod, text) in &logs {
+        let _ = std::fs::write(logs_dir.join(format!("{pod}.log")), text);
+    }
+    println!("  logs of {} pods in {}", logs.len(), logs_dir.display());
+}
+
+async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -> Ended {
+    let config = config(scenario, run);
+    let options = run.kube.options();
+    let target = format!("kube (namespace {})", options.namespace);
+    announce(label, scenario, &config, &target, KubeTarget::can, dir, run.time_scale);
+    let client = match kubernetes::connect(&options).await {
+        Ok(c) => c,
+        Err(e) => return Ended::Failed(e),
+    };
+    let started = wall_clock();
+    let cluster = Cluster::new(client, &options.namespace, options.ready_timeout);
+    let recorded = match Recorded::read(&cluster).await {
+        Ok(r) => r,
+        Err(e) => return Ended::Failed(e),
+    };
+    let counts: Vec<String> = recorded.0.iter().map(|(w, n)| format!("{w}={n}")).collect();
+    println!("  recorded replicas: {}", counts.join(" "));
+    println!("  scaling to the scenario's counts and waiting until every pod is ready...");
+    let replicas = initial_replicas(scenario);
+    let start = tokio::select! {
+        biased;
+        _ = interrupted() => {
+            eprintln!("interrupted while starting");
+            match recorded.restore(&cluster).await {
+                Ok(done) => eprintln!("  {done}"),
+                Err(e) => {
+                    eprintln!("  restoring failed: {e}; restore by hand with:");
+                    for c in recorded.manual_commands(&options.namespace) {
+                        eprintln!("  {c}");
+                    }
+                }
+            }
+            return Ended::Interrupted;
+        }
+        target = KubeTarget::start(cluster.clone(), recorded.clone(), &options.namespace, &replicas) => target,
+    };
+    let mut target = match start {
+        Ok(t) => t,
+        Err(e) => return Ended::Failed(e),
+    };
+    println!("  ready after {:.0} s; running", started.elapsed().as_secs_f64());
+    let evidence = tokio::select! {
+        biased;
+        _ = interrupted() => None,
+        evidence = lastmile_harness::run(scenario, &config, &mut target) => Some(evidence),
+    };
+    let _ = std::fs::create_dir_all(dir);
+    save_logs(&target, dir).await;
+    let journal = evidence.map(|e| judge(scenario, &e));
+    if let Some(journal) = &journal {
+        log_problems(&target, journal).await;
+    }
+    restore(&mut target).await;
+    let Some(journal) = journal else {
+        eprintln!("interrupted: the run was stopped and the recorded replica counts put back");
+        return Ended::Interrupted;
+    };
+    println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
+    Ended::Judged(Box::new(journal))
+}
