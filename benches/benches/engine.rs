@@ -6,7 +6,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lastmile_benches::workload::SEATS_MAX;
-use lastmile_benches::{driver_offer, waiting_rides, Xorshift64};
+use lastmile_benches::{driver_offer, waiting_rides, SeedRng};
 use lastmile_engine::{naive_select, DriverOffer, MatchingEngine};
 
 const SIZES: [usize; 4] = [100, 1_000, 10_000, 100_000];
@@ -17,7 +17,7 @@ const RIDES_SEED: u64 = 0x5eed_0001;
 const OFFERS_SEED: u64 = 0x5eed_0002;
 
 fn driver_event(c: &mut Criterion) {
-    let mut rng = Xorshift64::new(OFFERS_SEED);
+    let mut rng = SeedRng::new(OFFERS_SEED);
     let offers: Vec<DriverOffer> = (0..OFFERS).map(|n| driver_offer(&mut rng, n, SEATS_MAX)).collect();
 
     let mut group = c.benchmark_group("driver_event");

@@ -10,15 +10,13 @@
 //! stations and 3 areas). Drivers follow a 5-station route towards one of those destinations.
 //!
 //! # Layout
-//! - [`rng`]: [`Xorshift64`], the seeded generator (no `rand`, no global state).
 //! - [`workload`](mod@workload): waiting-rider backlogs, driver offers, the mixed [`Event`]
 //!   stream, and [`apply`] / [`apply_naive`] which replay an event on the engine or on the naive
 //!   baseline.
 
-pub mod rng;
 pub mod workload;
 
-pub use rng::Xorshift64;
+pub use lastmile_platform::rng::SeedRng;
 pub use workload::{
     apply, apply_naive, driver_offer, waiting_rides, workload, Event, Workload, DESTINATIONS, STATIONS,
 };

@@ -104,7 +104,7 @@ fn every_service_has_a_deployment_and_a_service_in_the_lastmile_namespace() {
     assert_eq!(m.namespaces.len(), 1);
     assert_eq!(m.namespaces[0].metadata.name.as_deref(), Some(NAMESPACE));
     let names: Vec<&str> = m.deployments.iter().map(|d| d.metadata.name.as_deref().unwrap()).collect();
-    for service in lastmile_scenarios::SERVICES {
+    for service in lastmile_services::ServiceName::NAMES {
         assert!(names.contains(&service), "no Deployment for {service}");
         assert!(m.services.iter().any(|s| s.metadata.name.as_deref() == Some(service)), "no Service for {service}");
     }

@@ -22,6 +22,7 @@ use lastmile_services::domain::{Network, RideStatus};
 use lastmile_services::matching::MatchingStats;
 use lastmile_services::notification::Inbox;
 use lastmile_services::trip::Export;
+use lastmile_services::ServiceName;
 use lastmile_workload::history::{History, Op, Phase as OpPhase};
 use lastmile_workload::load::{self, LoadPlan, LoadSpec, Stage};
 use lastmile_workload::wait::wait_until;
@@ -450,7 +451,7 @@ impl<'a, T: Target> Run<'a, T> {
         let history = self.history.clone();
         self.stage.send(Stage::Settling);
         let replicas: BTreeMap<String, usize> =
-            lastmile_scenarios::SERVICES.iter().map(|s| (s.to_string(), self.scenario.final_replicas(s))).collect();
+            ServiceName::NAMES.iter().map(|s| (s.to_string(), self.scenario.final_replicas(s))).collect();
         history.record(NEMESIS, "heal", OpPhase::Invoke, json!(replicas));
         self.target.progress(&|| format!("{} heal: no new riders, faults undone, replicas restored", clock(&history)));
         match self.target.heal(&replicas).await {

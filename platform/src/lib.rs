@@ -26,6 +26,8 @@
 //!   recorded, in the middle of a sync) that a simulated fault plan arms; off in the real world.
 //! - [`clock`]: wall-clock milliseconds and randomness that are simulated (and seeded) under
 //!   madsim.
+//! - [`service`]: the five services by name (one list for every crate).
+//! - [`rng`]: [`rng::SeedRng`], the one seeded generator of plans, workloads and bench inputs.
 //! - [`shutdown`]: a cloneable shutdown signal for graceful stops.
 //! - [`watch`]: a single-value channel whose wake-up order is deterministic under simulation.
 
@@ -37,6 +39,8 @@ pub mod faults;
 pub mod http;
 pub mod id;
 pub mod metrics;
+pub mod rng;
+pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod watch;

@@ -22,6 +22,7 @@ use lastmile_platform::broker::Names;
 use lastmile_platform::coverage::Coverage;
 use lastmile_platform::faults::Faults;
 use lastmile_platform::http::CallPolicy;
+pub use lastmile_platform::service::ServiceName;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,65 +85,6 @@ pub struct Config {
 
 /// Whether this build carries the planted bug at all (see `Config::planted_bug`).
 pub const PLANTED_BUG_BUILT: bool = cfg!(feature = "planted-bugs");
-
-/// The five services, and the port each listens on by default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ServiceName {
-    /// Driver and rider profiles.
-    User,
-    /// Driver positions and station proximity.
-    Location,
-    /// Rides and trips: the system of record.
-    Trip,
-    /// Stateless matching workers.
-    Matching,
-    /// Notifications per user.
-    Notification,
-}
-
-impl ServiceName {
-    /// Every service, in start order (dependencies first).
-    pub const ALL: [ServiceName; 5] =
-        [ServiceName::User, ServiceName::Location, ServiceName::Trip, ServiceName::Matching, ServiceName::Notification];
-
-    /// The Kubernetes-style name (`trip-service`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceName::User => "user-service",
-            ServiceName::Location => "location-service",
-            ServiceName::Trip => "trip-service",
-            ServiceName::Matching => "matching-service",
-            ServiceName::Notification => "notification-service",
-        }
-    }
-
-    /// The default local port.
-    pub fn default_port(self) -> u16 {
-        match self {
-            ServiceName::User => 8081,
-            ServiceName::Location => 8082,
-            ServiceName::Trip => 8083,
-            ServiceName::Matching => 8084,
-            ServiceName::Notification => 8085,
-        }
-    }
-}
-
-impl std::fmt::Display for ServiceName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ServiceName {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let short = s.strip_suffix("-service").unwrap_or(s);
-        ServiceName::ALL.into_iter().find(|n| n.as_str().strip_suffix("-service") == Some(short)).ok_or_else(|| {
-            format!("unknown service {s:?}; expected one of user, location, trip, matching, notification")
-        })
-    }
-}
 
 impl Default for Config {
     fn default() -> Self {

@@ -12,7 +12,10 @@
 
 use crate::runs;
 use lastmile_harness::RunConfig;
-use lastmile_scenarios::{CrashPoint, Scenario, SERVICES};
+use lastmile_scenarios::{CrashPoint, Scenario, ServiceName};
+
+/// Every service's name.
+const SERVICES: [&str; 5] = ServiceName::NAMES;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
@@ -230,7 +233,7 @@ mod tests {
         let mut step_counts = std::collections::BTreeSet::new();
         for file in &files {
             let s = lastmile_scenarios::parse("generated.toml", file).unwrap_or_else(|e| panic!("{e}\n{file}"));
-            assert!(lastmile_scenarios::SERVICES.iter().all(|svc| s.final_replicas(svc) >= 1), "{file}");
+            assert!(SERVICES.iter().all(|svc| s.final_replicas(svc) >= 1), "{file}");
             assert!(has_capacity(&s), "{file}");
             step_counts.insert(s.steps.len());
         }

@@ -11,7 +11,7 @@
 use crate::runs;
 use lastmile_harness::RunConfig;
 use lastmile_scenarios::write::{to_toml, with_faults_explicit};
-use lastmile_scenarios::{Action, Scenario, SERVICES};
+use lastmile_scenarios::{Action, Scenario, ServiceName};
 
 /// What shrinking is asked to do.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ fn candidates(s: &Scenario) -> Vec<Scenario> {
     // Only scenarios a healthy system must pass: none ends with a service at 0, and the drivers
     // can still carry the riders (fewer drivers with as many riders is a capacity limit that
     // still "fails", and no bug).
-    out.retain(|c| SERVICES.iter().all(|svc| c.final_replicas(svc) >= 1 || s.final_replicas(svc) == 0));
+    out.retain(|c| ServiceName::NAMES.iter().all(|svc| c.final_replicas(svc) >= 1 || s.final_replicas(svc) == 0));
     out.retain(|c| crate::explore::has_capacity(c) || !crate::explore::has_capacity(s));
     out.retain(|c| !c.steps.iter().any(|st| st.action == Action::Scale && st.replicas.is_none()));
     out

@@ -7,8 +7,8 @@
 
 use crate::client::LastMileClient;
 use lastmile_platform::clock::instant_now;
+use lastmile_platform::rng::SeedRng;
 use lastmile_platform::watch;
-use lastmile_scenarios::faults::SeedRng;
 use lastmile_services::domain::{Network, Station, TripStatus};
 use lastmile_services::trip::{RideRequest, ShiftRequest};
 use serde::{Deserialize, Serialize};

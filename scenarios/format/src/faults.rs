@@ -3,6 +3,8 @@
 //! seed alone, so the plan can be printed first and replayed exactly.
 
 use crate::format::{Action, CrashPoint, Scenario};
+use lastmile_platform::rng::SeedRng;
+use lastmile_platform::service::ServiceName;
 use serde::{Deserialize, Serialize};
 
 /// Where a step came from.
@@ -91,35 +93,6 @@ impl std::fmt::Display for TimelineStep {
     }
 }
 
-/// SplitMix64: a tiny seeded generator, independent of any runtime, so the plan is a pure
-/// function of the seed.
-#[derive(Debug, Clone)]
-pub struct SeedRng(u64);
-
-impl SeedRng {
-    /// A generator for `seed`.
-    pub fn new(seed: u64) -> SeedRng {
-        SeedRng(seed ^ 0x5eed_1a57_4d11_e000)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in `0..n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n.max(1)
-    }
-    /// Uniform in `[lo, hi)`.
-    pub fn between(&mut self, lo: f64, hi: f64) -> f64 {
-        let unit = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        lo + (hi - lo) * unit
-    }
-}
-
 /// A step drawn from the seed at `at_s`, every parameter still empty.
 fn random_step(at_s: f64) -> TimelineStep {
     TimelineStep {
@@ -141,7 +114,7 @@ fn random_step(at_s: f64) -> TimelineStep {
 /// its durable queue buffers messages then.
 pub fn buffered_windows(scenario: &Scenario) -> Vec<(f64, f64)> {
     let mut windows = Vec::new();
-    for service in crate::SERVICES {
+    for service in ServiceName::NAMES {
         let mut steps: Vec<&crate::Step> = scenario
             .steps
             .iter()

@@ -23,17 +23,7 @@ pub mod write;
 pub use format::{Action, CrashPoint, Expectation, Metric, Phase, Probe, Scenario, Step, Workload, WorkloadKind};
 pub use load::{load, parse, ScenarioError};
 
-/// The default station network (12 stations on two lines) every scenario uses unless it names
-/// its own stations file.
-pub const DEFAULT_STATIONS_CSV: &str = include_str!("../../stations.csv");
-
-/// The five services a scenario can target.
-pub const SERVICES: [&str; 5] =
-    ["user-service", "location-service", "trip-service", "matching-service", "notification-service"];
-
-/// The services that keep their records in one journal on one volume: they run 0 or 1 replicas
-/// (two processes appending to one journal would corrupt it).
-pub const SINGLE_REPLICA: [&str; 3] = ["user-service", "trip-service", "notification-service"];
+pub use lastmile_platform::service::ServiceName;
 
 /// Validate the scenario file at `path`: a one-line summary when it is sound, else the error
 /// naming the file, line and field. The one check behind `lastmile scenario check` and
@@ -55,7 +45,7 @@ pub fn check(path: &std::path::Path) -> Result<String, ScenarioError> {
 pub fn replicas_refused(service: &str, replicas: usize) -> Option<String> {
     if replicas > 10 {
         Some("at most 10 replicas".to_string())
-    } else if replicas > 1 && SINGLE_REPLICA.contains(&service) {
+    } else if replicas > 1 && service.parse::<ServiceName>().is_ok_and(ServiceName::single_replica) {
         Some(format!("{service} keeps its records in one journal: 0 or 1 replicas, not {replicas}"))
     } else {
         None

@@ -2,7 +2,7 @@
 //! error names the file, the line and the field.
 
 use crate::format::{Action, Metric, Scenario, WorkloadKind};
-use crate::SERVICES;
+use crate::ServiceName;
 use std::ops::Range;
 use std::path::Path;
 
@@ -130,8 +130,8 @@ impl Validator<'_> {
     }
 
     fn service(&mut self, span: Range<usize>, field: &str, name: &str) {
-        if !SERVICES.contains(&name) {
-            self.fail(span, field, format!("unknown service {name:?}; expected one of {}", SERVICES.join(", ")));
+        if !ServiceName::NAMES.contains(&name) {
+            self.fail(span, field, format!("unknown service {name:?}; expected one of {}", ServiceName::all_names()));
         }
     }
 
