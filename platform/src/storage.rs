@@ -31,30 +31,66 @@
 use crate::faults::{CrashPoint, Faults};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 /// An append-only, synced record log with snapshots.
 pub struct Journal {
     /// Where the log lives, for error messages and the snapshot slots beside it.
     path: PathBuf,
-    /// The open file handle of the current world.
-    file: imp::File,
-    /// The byte offset of the next write to disk (everything before it is synced).
-    len: u64,
-    /// Records written but not synced yet, newline-terminated: a crash loses them.
-    unsynced: Vec<u8>,
+    /// What writers and the syncing task share.
+    shared: Arc<Shared>,
     /// Bytes of a torn last record cut off when the journal was opened.
     torn_bytes: u64,
     /// The epoch of the log: how many times it was compacted (0: never).
     epoch: u64,
     /// Records in the log since its snapshot (written ones included).
     since_snapshot: usize,
+}
+
+/// The log file and the group commit's state, shared by [`Journal`] and [`JournalHandle`]s.
+struct Shared {
+    file: imp::File,
+    state: Mutex<SyncState>,
+    /// Wakes the waiters of [`JournalHandle::durable`] when a sync ends.
+    synced: tokio::sync::Notify,
     /// Crash points (`mid-sync`, `after-snapshot`); off unless a fault plan arms them.
     faults: Faults,
 }
 
+#[derive(Default)]
+struct SyncState {
+    /// Records written and not handed to a sync yet, newline-terminated: a crash loses them.
+    pending: Vec<u8>,
+    /// Bytes ever written (the tickets count in these), across compactions.
+    written: u64,
+    /// Bytes ever made durable.
+    synced: u64,
+    /// The byte offset of the next write to the log file.
+    len: u64,
+    /// Whether a sync is under way (its caller is the leader; the others wait for it).
+    syncing: bool,
+    /// Syncs done (each one write and one fsync, however many records it carried).
+    syncs: u64,
+    /// A failed write or sync: the journal takes nothing more (what was applied in memory may
+    /// not be on disk; only a restart, replaying the disk, is sound).
+    failed: Option<String>,
+}
+
+/// How far the journal must be durable for a write to be: returned by [`Journal::write`],
+/// waited for with [`JournalHandle::durable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticket(u64);
+
+/// Waits for writes to become durable, without holding the [`Journal`] (and whatever lock its
+/// owner keeps it under). Cheap to clone.
+#[derive(Clone)]
+pub struct JournalHandle {
+    shared: Arc<Shared>,
+}
+
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Journal").field("path", &self.path).field("len", &self.len).field("epoch", &self.epoch).finish()
+        f.debug_struct("Journal").field("path", &self.path).field("epoch", &self.epoch).finish()
     }
 }
 
@@ -134,16 +170,14 @@ impl Journal {
         // A log without a header is epoch 0's, unless it is empty (emptied for a new epoch and
         // cut before its header was synced).
         let log_epoch = header.unwrap_or(if log.is_empty() { snapshot_epoch.saturating_sub(1) } else { 0 });
-        let mut journal = Journal {
-            path,
+        let shared = Shared {
             file,
-            len: complete as u64,
-            unsynced: Vec::new(),
-            torn_bytes,
-            epoch: snapshot_epoch,
-            since_snapshot: log.len(),
+            state: Mutex::new(SyncState { len: complete as u64, ..SyncState::default() }),
+            synced: tokio::sync::Notify::new(),
             faults: Faults::default(),
         };
+        let mut journal =
+            Journal { path, shared: Arc::new(shared), torn_bytes, epoch: snapshot_epoch, since_snapshot: log.len() };
         let mut records = snapshot.map(|s| s.records).unwrap_or_default();
         if log_epoch == snapshot_epoch {
             records.extend(log);
@@ -167,48 +201,58 @@ impl Journal {
 
     /// The same journal with crash points (`mid-sync`, `after-snapshot`) a fault plan can arm.
     pub fn with_faults(mut self, faults: Faults) -> Journal {
-        self.faults = faults;
+        Arc::get_mut(&mut self.shared).expect("set before the journal is shared").faults = faults;
         self
     }
 
-    /// Buffer one record (which must not contain a newline or start with `#`). It is not
-    /// durable until [`Journal::sync`] returns: a crash before that loses it.
-    pub fn write(&mut self, record: &[u8]) -> io::Result<()> {
+    /// Buffer one record (which must not contain a newline or start with `#`). It is durable
+    /// once [`JournalHandle::durable`] of the ticket returns; a crash before that loses it.
+    pub fn write(&mut self, record: &[u8]) -> io::Result<Ticket> {
         if record.contains(&b'\n') || record.starts_with(b"#") {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("journal {}: a record may not contain a newline or start with '#'", self.path.display()),
             ));
         }
-        self.unsynced.extend_from_slice(record);
-        self.unsynced.push(b'\n');
+        let mut state = self.shared.state.lock().expect("journal state");
+        if let Some(why) = &state.failed {
+            return Err(failed(&self.path, why));
+        }
+        state.pending.extend_from_slice(record);
+        state.pending.push(b'\n');
+        state.written += record.len() as u64 + 1;
         self.since_snapshot += 1;
-        Ok(())
+        Ok(Ticket(state.written))
+    }
+
+    /// A handle that waits for durability without the journal.
+    pub fn handle(&self) -> JournalHandle {
+        JournalHandle { shared: self.shared.clone() }
     }
 
     /// Put every written record on disk and wait until it is durable.
     pub async fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced.is_empty() {
-            return Ok(());
-        }
-        let bytes = std::mem::take(&mut self.unsynced);
-        // With crash points on, the bytes go down in two halves with the `mid-sync` point
-        // between them: a crash there leaves a torn record on disk.
-        let half = if self.faults.is_on() { bytes.len() / 2 } else { 0 };
-        if half > 0 {
-            imp::write_at(&mut self.file, &bytes[..half], self.len).await?;
-            self.faults.crash_point(CrashPoint::MidSync).await;
-        }
-        imp::write_at(&mut self.file, &bytes[half..], self.len + half as u64).await?;
-        imp::sync(&self.file).await?;
-        self.len += bytes.len() as u64;
-        Ok(())
+        let ticket = Ticket(self.shared.state.lock().expect("journal state").written);
+        self.handle()
+            .durable(ticket)
+            .await
+            .map_err(|e| io::Error::new(e.kind(), format!("journal {}: {e}", self.path.display())))
     }
 
-    /// Write one record and sync it before returning.
+    /// Write one record and wait until it is durable.
     pub async fn append(&mut self, record: &[u8]) -> io::Result<()> {
-        self.write(record)?;
-        self.sync().await
+        let ticket = self.write(record)?;
+        self.handle().durable(ticket).await
+    }
+
+    /// Syncs so far (each carried every record written before it started).
+    pub fn syncs(&self) -> u64 {
+        self.shared.state.lock().expect("journal state").syncs
+    }
+
+    /// Why the journal takes nothing more, if it does not (a write or sync failed).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.state.lock().expect("journal state").failed.clone()
     }
 
     /// Replace the journal's history with `records`, which must rebuild everything the history
@@ -227,7 +271,7 @@ impl Journal {
             ));
         }
         self.write_snapshot(records).await?;
-        self.faults.crash_point(CrashPoint::AfterSnapshot).await;
+        self.shared.faults.crash_point(CrashPoint::AfterSnapshot).await;
         self.start_epoch().await
     }
 
@@ -236,14 +280,15 @@ impl Journal {
         let epoch = self.epoch + 1;
         let bytes = snapshot_bytes(epoch, records);
         // As with a record, a crash point splits the write, so a torn snapshot is tested too.
-        let half = if self.faults.is_on() { bytes.len() / 2 } else { 0 };
+        let faults = &self.shared.faults;
+        let half = if faults.is_on() { bytes.len() / 2 } else { 0 };
         let slot = slot_path(&self.path, epoch % 2);
-        let mut file = imp::create(&slot).await?;
+        let file = imp::create(&slot).await?;
         if half > 0 {
-            imp::write_at(&mut file, &bytes[..half], 0).await?;
-            self.faults.crash_point(CrashPoint::MidSync).await;
+            imp::write_at(&file, &bytes[..half], 0).await?;
+            faults.crash_point(CrashPoint::MidSync).await;
         }
-        imp::write_at(&mut file, &bytes[half..], half as u64).await?;
+        imp::write_at(&file, &bytes[half..], half as u64).await?;
         imp::sync(&file).await?;
         imp::sync_dir(&self.path).await?;
         self.epoch = epoch;
@@ -251,12 +296,14 @@ impl Journal {
     }
 
     /// Step 2 of [`Journal::compact`]: an empty log of the current epoch.
+    /// Call with nothing pending (after [`Journal::sync`], under the owner's exclusive access).
     async fn start_epoch(&mut self) -> io::Result<()> {
-        imp::truncate(&self.file, 0).await?;
+        let file = &self.shared.file;
+        imp::truncate(file, 0).await?;
         let header = format!("#epoch {}\n", self.epoch).into_bytes();
-        imp::write_at(&mut self.file, &header, 0).await?;
-        imp::sync(&self.file).await?;
-        self.len = header.len() as u64;
+        imp::write_at(file, &header, 0).await?;
+        imp::sync(file).await?;
+        self.shared.state.lock().expect("journal state").len = header.len() as u64;
         self.since_snapshot = 0;
         Ok(())
     }
@@ -268,7 +315,7 @@ impl Journal {
 
     /// Bytes of the log on disk (synced records; the snapshot is apart).
     pub fn log_bytes(&self) -> u64 {
-        self.len
+        self.shared.state.lock().expect("journal state").len
     }
 
     /// How many times the journal was compacted.
@@ -287,6 +334,81 @@ impl Journal {
     }
 }
 
+fn failed(path: &Path, why: &str) -> io::Error {
+    io::Error::other(format!("journal {} failed earlier ({why}); restart to replay it from disk", path.display()))
+}
+
+impl JournalHandle {
+    /// Bytes of the log on disk now (synced records; the snapshot is apart).
+    pub fn log_bytes(&self) -> u64 {
+        self.shared.state.lock().expect("journal state").len
+    }
+
+    /// The ticket of everything written so far.
+    pub fn written(&self) -> Ticket {
+        Ticket(self.shared.state.lock().expect("journal state").written)
+    }
+
+    /// Wait until the write of `ticket` is durable. **Group commit**: the first waiter to find no
+    /// sync under way leads one — it takes every record written so far, writes them and syncs
+    /// once — and the others wait for it; whoever is still not covered leads the next. So
+    /// commits that arrive while a sync is in flight share the next one.
+    pub async fn durable(&self, ticket: Ticket) -> io::Result<()> {
+        let shared = &self.shared;
+        loop {
+            // Registered before the check, so a sync ending in between still wakes us.
+            let woken = shared.synced.notified();
+            let lead = {
+                let mut state = shared.state.lock().expect("journal state");
+                if let Some(why) = &state.failed {
+                    return Err(io::Error::other(format!("failed earlier ({why}); restart to replay it from disk")));
+                }
+                if state.synced >= ticket.0 {
+                    return Ok(());
+                }
+                (!state.syncing).then(|| {
+                    state.syncing = true;
+                    (std::mem::take(&mut state.pending), state.len, state.written)
+                })
+            };
+            let Some((bytes, offset, target)) = lead else {
+                woken.await;
+                continue;
+            };
+            let result = write_and_sync(shared, &bytes, offset).await;
+            {
+                let mut state = shared.state.lock().expect("journal state");
+                state.syncing = false;
+                match &result {
+                    Ok(()) => {
+                        state.len += bytes.len() as u64;
+                        state.synced = target;
+                        state.syncs += u64::from(!bytes.is_empty());
+                    }
+                    Err(e) => state.failed = Some(e.to_string()),
+                }
+            }
+            shared.synced.notify_waiters();
+            result?;
+        }
+    }
+}
+
+/// Write `bytes` at `offset` and sync. With crash points on, the bytes go down in two halves
+/// with the `mid-sync` point between them: a crash there leaves a torn record on disk.
+async fn write_and_sync(shared: &Shared, bytes: &[u8], offset: u64) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let half = if shared.faults.is_on() { bytes.len() / 2 } else { 0 };
+    if half > 0 {
+        imp::write_at(&shared.file, &bytes[..half], offset).await?;
+        shared.faults.crash_point(CrashPoint::MidSync).await;
+    }
+    imp::write_at(&shared.file, &bytes[half..], offset + half as u64).await?;
+    imp::sync(&shared.file).await
+}
+
 /// Snapshot slot `slot` (0 or 1) of the log at `path`.
 fn slot_path(path: &Path, slot: u64) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -296,10 +418,19 @@ fn slot_path(path: &Path, slot: u64) -> PathBuf {
 
 #[cfg(not(madsim))]
 mod imp {
-    use std::io::{self, Read, Seek, SeekFrom, Write};
+    use std::io::{self, Read};
+    use std::os::unix::fs::FileExt;
     use std::path::Path;
+    use std::sync::Arc;
 
-    pub type File = std::fs::File;
+    /// Shared with the blocking threads that write and sync it.
+    pub type File = Arc<std::fs::File>;
+
+    /// Run `io` on tokio's blocking pool: a write or an fsync must not stall the runtime's
+    /// threads (and the requests they serve) for the milliseconds a disk takes.
+    async fn blocking<T: Send + 'static>(io: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+        tokio::task::spawn_blocking(io).await.map_err(io::Error::other)?
+    }
 
     pub async fn open(path: &Path) -> io::Result<(File, Vec<u8>)> {
         if let Some(dir) = path.parent() {
@@ -321,7 +452,7 @@ mod imp {
         }
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        Ok((file, bytes))
+        Ok((Arc::new(file), bytes))
     }
 
     pub async fn read(path: &Path) -> io::Result<Option<Vec<u8>>> {
@@ -333,7 +464,7 @@ mod imp {
     }
 
     pub async fn create(path: &Path) -> io::Result<File> {
-        std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path)
+        std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(path).map(Arc::new)
     }
 
     /// Make a newly created file's name in the folder of `path` durable.
@@ -344,20 +475,23 @@ mod imp {
         }
     }
 
-    pub async fn write_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
-        // Appends are small and rare (one per committed state change); blocking the task for
-        // the write and the fsync is the honest cost of durability and keeps ordering trivial.
-        file.seek(SeekFrom::Start(offset))?;
-        file.write_all(bytes)
+    pub async fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let (file, bytes) = (file.clone(), bytes.to_vec());
+        blocking(move || file.write_all_at(&bytes, offset)).await
     }
 
     pub async fn sync(file: &File) -> io::Result<()> {
-        file.sync_data()
+        let file = file.clone();
+        blocking(move || file.sync_data()).await
     }
 
     pub async fn truncate(file: &File, len: u64) -> io::Result<()> {
-        file.set_len(len)?;
-        file.sync_data()
+        let file = file.clone();
+        blocking(move || {
+            file.set_len(len)?;
+            file.sync_data()
+        })
+        .await
     }
 }
 
@@ -406,7 +540,7 @@ mod imp {
 
     /// madsim's disk has no page cache: a write lands at once. What is not synced yet lives in
     /// the journal's own buffer instead, which dies with the node.
-    pub async fn write_at(file: &mut File, bytes: &[u8], offset: u64) -> io::Result<()> {
+    pub async fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
         file.write_all_at(bytes, offset).await
     }
 
@@ -571,6 +705,61 @@ mod tests {
         assert_eq!(journal.compact(&recs(&["a\nb"])).await.unwrap_err().kind(), io::ErrorKind::InvalidInput);
         assert_eq!(journal.epoch(), 0, "a refused compaction changes nothing");
         drop(journal);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_waiting_together_share_one_sync_and_all_are_durable() {
+        let (dir, path) = scratch();
+        let (mut journal, _) = Journal::open(&path).await.unwrap();
+        let tickets: Vec<Ticket> =
+            (0..50).map(|i| journal.write(format!("{{\"n\":{i}}}").as_bytes()).unwrap()).collect();
+        let handle = journal.handle();
+        let waits = tickets.into_iter().map(|t| {
+            let handle = handle.clone();
+            tokio::spawn(async move { handle.durable(t).await })
+        });
+        for wait in waits.collect::<Vec<_>>() {
+            wait.await.unwrap().unwrap();
+        }
+        assert_eq!(journal.syncs(), 1, "fifty commits, one write and one fsync");
+        journal.append(b"{\"n\":50}").await.unwrap();
+        assert_eq!(journal.syncs(), 2);
+        drop((journal, handle));
+        let (_, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records.len(), 51);
+        assert_eq!(records[49], b"{\"n\":49}".to_vec(), "in the order written");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_committers_each_return_only_once_their_record_is_durable() {
+        let (dir, path) = scratch();
+        let (journal, _) = Journal::open(&path).await.unwrap();
+        let journal = Arc::new(tokio::sync::Mutex::new(journal));
+        let mut tasks = Vec::new();
+        for i in 0..40 {
+            let (journal, log) = (journal.clone(), path.clone());
+            tasks.push(tokio::spawn(async move {
+                // As a store does: write under the lock, wait for durability outside it.
+                let (ticket, handle) = {
+                    let mut j = journal.lock().await;
+                    (j.write(format!("{{\"n\":{i}}}").as_bytes()).unwrap(), j.handle())
+                };
+                handle.durable(ticket).await.unwrap();
+                // Durable means on disk: a reader opening the file now finds it.
+                let text = std::fs::read_to_string(&log).unwrap();
+                assert!(text.contains(&format!("{{\"n\":{i}}}\n")), "record {i} acknowledged before it was written");
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let syncs = journal.lock().await.syncs();
+        assert!((1..=40).contains(&syncs), "{syncs} syncs");
+        drop(journal);
+        let (_, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records.len(), 40);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

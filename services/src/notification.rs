@@ -134,6 +134,7 @@ impl Inboxes {
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let path = ctx.config.data_dir.join("notification-service.journal");
     let store: SharedStore<Inboxes> = Store::open(&path, ctx).await?;
+    let store_handle = store.lock().await.journal_handle();
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let worker = {
         let (store, coverage) = (store.clone(), ctx.config.coverage.clone());
@@ -148,7 +149,9 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
                     }
                     return Outcome::Done;
                 }
-                match store.commit(fresh.into_iter().map(Notified).collect(), vec![]).await {
+                let committed = store.commit(fresh.into_iter().map(Notified).collect(), vec![]).await;
+                drop(store);
+                match async { committed?.durable().await }.await {
                     Ok(()) => Outcome::Done,
                     Err(e) => Outcome::Retry(e.to_string()),
                 }
@@ -156,6 +159,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         })
     };
     let router = Router::new().route("/users/{id}/notifications", get(inbox)).with_state(store);
+    // No response shows state a crash could still take back.
+    let router = router.layer(axum::middleware::from_fn_with_state(store_handle, crate::store::settled));
     Ok((router, vec![worker]))
 }
 

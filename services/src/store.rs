@@ -18,7 +18,7 @@ use lastmile_platform::broker::outbox::Outbox;
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_platform::faults::{CrashPoint, Faults};
 use lastmile_platform::http::ApiError;
-use lastmile_platform::storage::Journal;
+use lastmile_platform::storage::{Journal, JournalHandle, Ticket};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,8 +66,8 @@ pub struct Store<S: State> {
     next_event: u64,
     /// Compact the journal once this many records were written since its last snapshot.
     compact_after: usize,
-    /// The log's size in bytes and its records since the snapshot, for `/metrics`.
-    sizes: Arc<[AtomicU64; 2]>,
+    /// The log's records since the snapshot, for `/metrics`.
+    sizes: Arc<AtomicU64>,
 }
 
 /// A store shared between handlers and background tasks.
@@ -139,15 +139,15 @@ impl<S: State> Store<S> {
             sizes: Arc::default(),
         };
         store.note_sizes();
-        let sizes = store.sizes.clone();
+        let journal = store.journal.handle();
         ctx.metrics.gauge("lastmile_journal_bytes", "Bytes of the journal's log (the snapshot apart).", move || {
-            sizes[0].load(Ordering::Relaxed) as f64
+            journal.log_bytes() as f64
         });
         let sizes = store.sizes.clone();
         ctx.metrics.gauge(
             "lastmile_journal_records_since_snapshot",
             "Journal records a restart replays after the snapshot.",
-            move || sizes[1].load(Ordering::Relaxed) as f64,
+            move || sizes.load(Ordering::Relaxed) as f64,
         );
         for event in committed.into_iter().filter(|e| !published.contains(&e.event_id)) {
             coverage.hit(RecoveryPath::Republished);
@@ -162,42 +162,75 @@ impl<S: State> Store<S> {
         let store = Arc::new(Mutex::new(store));
         let recorder = store.clone();
         tokio::spawn(async move {
-            while let Some(event_id) = confirmed_rx.recv().await {
-                let mut store = recorder.lock().await;
-                if let Err(e) = store.confirmed(event_id).await {
+            // Confirms are recorded in batches: all that arrived while the last batch synced.
+            while let Some(first) = confirmed_rx.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = confirmed_rx.try_recv() {
+                    batch.push(more);
+                }
+                let written = recorder.lock().await.confirmed(batch).await;
+                let done = match written {
+                    Ok(pending) => pending.durable().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = done {
                     // Only costs a duplicate publish after a restart.
-                    tracing::warn!(error = %e, "could not record a publish confirm");
+                    tracing::warn!(error = %e, "could not record publish confirms");
                 }
             }
         });
         Ok(store)
     }
 
+    /// A handle that waits until the journal is durable as far as written now (for
+    /// [`settled`]).
+    pub fn journal_handle(&self) -> JournalHandle {
+        self.journal.handle()
+    }
+
     /// Publish the journal's sizes to the gauges.
     fn note_sizes(&self) {
-        self.sizes[0].store(self.journal.log_bytes(), Ordering::Relaxed);
-        self.sizes[1].store(self.journal.records_since_snapshot() as u64, Ordering::Relaxed);
+        self.sizes.store(self.journal.records_since_snapshot() as u64, Ordering::Relaxed);
     }
 
     /// Hand `event` to the outbox and remember it until the broker confirms it.
     fn queue(&mut self, event: Event) {
         self.outbox.send(event.to_message());
+        self.remember(event);
+    }
+
+    /// Remember `event` as unconfirmed (a compaction's snapshot keeps it).
+    fn remember(&mut self, event: Event) {
         if self.unconfirmed_at.insert(event.event_id.clone(), self.next_event).is_none() {
             self.unconfirmed.insert(self.next_event, event);
             self.next_event += 1;
         }
     }
 
-    /// Journal the broker's confirm of `event_id`.
-    async fn confirmed(&mut self, event_id: String) -> std::io::Result<()> {
-        if let Some(at) = self.unconfirmed_at.remove(&event_id) {
-            self.unconfirmed.remove(&at);
+    /// Journal the broker's confirms of `event_ids`, one record each; durable once the returned
+    /// [`Pending`] is.
+    async fn confirmed(&mut self, event_ids: Vec<String>) -> std::io::Result<Pending> {
+        let mut ticket = None;
+        for event_id in event_ids {
+            if let Some(at) = self.unconfirmed_at.remove(&event_id) {
+                self.unconfirmed.remove(&at);
+            }
+            let record = serde_json::to_vec(&Record::<S::Change>::Published { event_id }).expect("serializes");
+            ticket = Some(self.journal.write(&record)?);
         }
-        let record = serde_json::to_vec(&Record::<S::Change>::Published { event_id }).expect("serializes");
-        self.journal.append(&record).await?;
         self.compact_if_due().await;
         self.note_sizes();
-        Ok(())
+        Ok(self.pending(ticket.expect("at least one confirm"), Vec::new(), false))
+    }
+
+    fn pending(&self, ticket: Ticket, events: Vec<Event>, reply: bool) -> Pending {
+        Pending {
+            journal: self.journal.handle(),
+            ticket,
+            events,
+            outbox: self.outbox.clone(),
+            faults: if reply { self.faults.clone() } else { Faults::default() },
+        }
     }
 
     /// Compact the journal if [`Config::compact_after`] records were written since the last
@@ -235,22 +268,27 @@ impl<S: State> Store<S> {
         );
     }
 
-    /// Make `changes` durable, apply them, and queue `events` for publishing.
-    pub async fn commit(&mut self, changes: Vec<S::Change>, events: Vec<Event>) -> std::io::Result<()> {
+    /// Write `changes` and the `events` they cause as one journal record and apply the
+    /// changes. Nothing is durable yet: release the store's lock, then wait for
+    /// [`Pending::durable`] before answering — commits waiting together share one sync (group
+    /// commit), and the events go to the outbox only once durable.
+    ///
+    /// Later commits may be decided on this one's state before it is durable: the journal is
+    /// synced in order, so none of them can outlive it. Readers wait too (see [`settled`]).
+    pub async fn commit(&mut self, changes: Vec<S::Change>, events: Vec<Event>) -> std::io::Result<Pending> {
         let record = Record::Commit { changes, events };
         let bytes = serde_json::to_vec(&record).expect("records serialize");
-        self.journal.append(&bytes).await?;
-        self.faults.crash_point(CrashPoint::BeforeReply).await;
+        let ticket = self.journal.write(&bytes)?;
         let Record::Commit { changes, events } = record else { unreachable!() };
         for change in &changes {
             self.state.apply(change);
         }
-        for event in events {
-            self.queue(event);
+        for event in &events {
+            self.remember(event.clone());
         }
         self.compact_if_due().await;
         self.note_sizes();
-        Ok(())
+        Ok(self.pending(ticket, events, true))
     }
 
     /// The current state.
@@ -270,6 +308,46 @@ impl<S: State> Store<S> {
     /// Events committed but not yet confirmed by the broker.
     pub fn unpublished(&self) -> usize {
         self.outbox.pending()
+    }
+}
+
+/// A commit written and applied, not durable yet. Wait for it outside the store's lock.
+#[must_use = "a commit is not durable, and its events not published, until `durable` returns"]
+pub struct Pending {
+    journal: JournalHandle,
+    ticket: Ticket,
+    events: Vec<Event>,
+    outbox: Outbox,
+    /// The `before-reply` crash point (off for records nobody answers for).
+    faults: Faults,
+}
+
+impl Pending {
+    /// Wait until the commit is durable, then hand its events to the outbox. Only then may the
+    /// caller answer (or ack).
+    pub async fn durable(self) -> std::io::Result<()> {
+        self.journal.durable(self.ticket).await?;
+        self.faults.crash_point(CrashPoint::BeforeReply).await;
+        for event in &self.events {
+            self.outbox.send(event.to_message());
+        }
+        Ok(())
+    }
+}
+
+/// Middleware for a durable service's routes: a response leaves only once everything written
+/// before it is durable, so no reader is shown state that a crash could still take back (a
+/// commit's own reply already waited; a read waits for at most the sync under way).
+pub async fn settled(
+    axum::extract::State(journal): axum::extract::State<JournalHandle>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let response = next.run(request).await;
+    match journal.durable(journal.written()).await {
+        Ok(()) => response,
+        Err(e) => ApiError::unavailable("storage", format!("the journal could not be synced: {e}")).into_response(),
     }
 }
 

@@ -343,6 +343,7 @@ struct AppState {
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let path = ctx.config.data_dir.join("trip-service.journal");
     let store: SharedStore<Trips> = Store::open(&path, ctx).await?;
+    let store_handle = store.lock().await.journal_handle();
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let directory = Directory::open(
         &ctx.config.data_dir.join("trip-service.directory.journal"),
@@ -387,6 +388,8 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
             ),
         )
         .with_state(state);
+    // No response shows state a crash could still take back.
+    let router = router.layer(axum::middleware::from_fn_with_state(store_handle, crate::store::settled));
     Ok((router, vec![follower, expiry]))
 }
 
@@ -432,10 +435,22 @@ async fn set_shift(
         return Err(ApiError::conflict("seats_in_use", format!("{in_use} seats are taken by active trips")));
     }
     let shift = Shift { route: body.route, destination: body.destination, seats: body.seats };
-    if store.state().shifts.get(&driver_id) != Some(&shift) {
-        store.commit(vec![Change::ShiftSet { driver_id: driver_id.clone(), shift }], vec![]).await.map_err(storage)?;
+    let pending = if store.state().shifts.get(&driver_id) != Some(&shift) {
+        Some(
+            store
+                .commit(vec![Change::ShiftSet { driver_id: driver_id.clone(), shift }], vec![])
+                .await
+                .map_err(storage)?,
+        )
+    } else {
+        None
+    };
+    let view = driver_view(store.state(), &driver_id);
+    drop(store);
+    if let Some(pending) = pending {
+        pending.durable().await.map_err(storage)?;
     }
-    driver_view(store.state(), &driver_id).map(Json)
+    view.map(Json)
 }
 
 fn driver_view(state: &Trips, driver_id: &str) -> Result<DriverView, ApiError> {
@@ -498,7 +513,10 @@ async fn request_ride(
         status: RideStatus::Waiting,
     };
     let event = Event::new(EventBody::RideRequested(ride.clone()));
-    store.commit(vec![Change::RideAccepted { ride: ride.clone() }], vec![event]).await.map_err(storage)?;
+    let pending =
+        store.commit(vec![Change::RideAccepted { ride: ride.clone() }], vec![event]).await.map_err(storage)?;
+    drop(store);
+    pending.durable().await.map_err(storage)?;
     Ok((StatusCode::CREATED, Json(ride)))
 }
 
@@ -522,23 +540,26 @@ async fn cancel_ride(AxState(app): AxState<AppState>, PathId(ride_id): PathId) -
     let ride_id = ride_id.into_string();
     let mut store = app.store.lock().await;
     let ride = store.state().ride(&ride_id)?.clone();
-    match ride.status {
+    let pending = match ride.status {
         RideStatus::Waiting => {
             let reason = "cancelled by the rider".to_string();
-            store
-                .commit(vec![Change::RideCancelled { ride_id: ride_id.clone(), reason, at_ms: now_ms() }], vec![])
-                .await
-                .map_err(storage)?;
+            let change = Change::RideCancelled { ride_id: ride_id.clone(), reason, at_ms: now_ms() };
+            Some(store.commit(vec![change], vec![]).await.map_err(storage)?)
         }
-        RideStatus::Cancelled { .. } => {}
+        RideStatus::Cancelled { .. } => None,
         other => {
             return Err(ApiError::conflict(
                 "not_waiting",
                 format!("ride {ride_id} is {other:?}; cancel its trip instead"),
             ))
         }
+    };
+    let reply = store.state().rides[&ride_id].clone();
+    drop(store);
+    if let Some(pending) = pending {
+        pending.durable().await.map_err(storage)?;
     }
-    Ok(Json(store.state().rides[&ride_id].clone()))
+    Ok(Json(reply))
 }
 
 async fn candidates(
@@ -572,7 +593,10 @@ async fn commit_match(
     })?;
     trip.created_at_ms = now_ms();
     let event = Event::new(EventBody::MatchFound(trip.clone()));
-    store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+    let pending =
+        store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+    drop(store);
+    pending.durable().await.map_err(storage)?;
     Ok((StatusCode::CREATED, Json(trip)))
 }
 
@@ -606,7 +630,10 @@ async fn commit_unchecked(
         closed_at_ms: None,
     };
     let event = Event::new(EventBody::MatchFound(trip.clone()));
-    store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+    let pending =
+        store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+    drop(store);
+    pending.durable().await.map_err(storage)?;
     Ok((StatusCode::CREATED, Json(trip)))
 }
 
@@ -689,7 +716,10 @@ async fn move_trip(app: AppState, trip_id: String, to: TripStatus) -> Result<Jso
     let closed_at_ms = if to.is_active() { None } else { Some(at_ms) };
     let moved = Trip { status: to, closed_at_ms, ..trip };
     let event = Event::new(EventBody::TripUpdated(moved.clone()));
-    store.commit(vec![Change::TripMoved { trip_id, status: to, at_ms }], vec![event]).await.map_err(storage)?;
+    let pending =
+        store.commit(vec![Change::TripMoved { trip_id, status: to, at_ms }], vec![event]).await.map_err(storage)?;
+    drop(store);
+    pending.durable().await.map_err(storage)?;
     Ok(Json(moved))
 }
 
@@ -767,7 +797,9 @@ async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: la
             changes.push(Change::RideExpired { ride_id: ride.ride_id.clone(), reason: reason.clone(), at_ms: now });
             events.push(Event::new(EventBody::RideExpired(Ride { status: RideStatus::Expired { reason }, ..ride })));
         }
-        if let Err(e) = store.commit(changes, events).await {
+        let committed = store.commit(changes, events).await;
+        drop(store);
+        if let Err(e) = async { committed?.durable().await }.await {
             tracing::warn!(error = %e, "could not expire rides; will retry");
         }
     }

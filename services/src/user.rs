@@ -65,12 +65,15 @@ pub struct RegisterRider {
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let path = ctx.config.data_dir.join("user-service.journal");
     let store: SharedStore<Users> = Store::open(&path, ctx).await?;
+    let store_handle = store.lock().await.journal_handle();
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let router = Router::new()
         .route("/drivers", post(register_driver))
         .route("/riders", post(register_rider))
         .merge(ctx.internal(Router::new().route("/users/{id}", get(get_user))))
         .with_state(store);
+    // No response shows state a crash could still take back.
+    let router = router.layer(axum::middleware::from_fn_with_state(store_handle, crate::store::settled));
     Ok((router, Vec::new()))
 }
 
@@ -112,10 +115,10 @@ async fn register(store: SharedStore<Users>, user: User) -> Result<(StatusCode, 
     }
     store.accepting()?;
     let event = Event::new(EventBody::UserRegistered(user.clone()));
-    store
-        .commit(vec![Registered(user.clone())], vec![event])
-        .await
-        .map_err(|e| ApiError::unavailable("storage", e.to_string()))?;
+    let storage = |e: std::io::Error| ApiError::unavailable("storage", e.to_string());
+    let pending = store.commit(vec![Registered(user.clone())], vec![event]).await.map_err(storage)?;
+    drop(store);
+    pending.durable().await.map_err(storage)?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 
