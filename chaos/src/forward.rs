@@ -12,6 +12,7 @@ use crate::kubernetes::{pod_ready, NAME_LABEL};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
+use lastmile_harness::TargetError;
 use lastmile_services::ServiceName;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,7 +45,7 @@ fn http_port(pod: &Pod) -> Option<u16> {
 /// What the fronts share.
 struct Shared {
     pods: Api<Pod>,
-    /// Ready pods per service, oldest first.
+    /// Ready pods per service (by the pods' name label), oldest first.
     ready: Mutex<BTreeMap<String, Vec<ReadyPod>>>,
     /// The local port of each pod's own front.
     pod_fronts: Mutex<BTreeMap<String, u16>>,
@@ -57,13 +58,13 @@ struct Shared {
 /// Local fronts for every service and pod of LastMile.
 pub struct Forwarder {
     shared: Arc<Shared>,
-    fronts: BTreeMap<String, SocketAddr>,
+    fronts: BTreeMap<ServiceName, SocketAddr>,
 }
 
 impl Forwarder {
     /// Start a front per service: on `base_port`, `base_port + 1`, ... in the order of
     /// [`ServiceName::ALL`], or on free ports when `None`.
-    pub async fn start(pods: Api<Pod>, base_port: Option<u16>) -> Result<Forwarder, String> {
+    pub async fn start(pods: Api<Pod>, base_port: Option<u16>) -> Result<Forwarder, TargetError> {
         let shared = Arc::new(Shared {
             pods,
             ready: Mutex::new(BTreeMap::new()),
@@ -75,11 +76,10 @@ impl Forwarder {
         let mut fronts = BTreeMap::new();
         for (i, s) in ServiceName::ALL.into_iter().enumerate() {
             let port = base_port.map_or(0, |b| b + i as u16);
-            let listener = TcpListener::bind(("127.0.0.1", port))
-                .await
-                .map_err(|e| format!("cannot listen on 127.0.0.1:{port} for {s}: {e}"))?;
-            fronts.insert(s.as_str().to_string(), listener.local_addr().map_err(|e| e.to_string())?);
-            let task = tokio::spawn(front(shared.clone(), listener, Route::Service(s.as_str().to_string())));
+            let cannot_listen = |e| TargetError::Deployment(format!("cannot listen on 127.0.0.1:{port} for {s}: {e}"));
+            let listener = TcpListener::bind(("127.0.0.1", port)).await.map_err(cannot_listen)?;
+            fronts.insert(s, listener.local_addr().map_err(cannot_listen)?);
+            let task = tokio::spawn(front(shared.clone(), listener, Route::Service(s)));
             shared.tasks.lock().expect("not poisoned").push(task);
         }
         let forwarder = Forwarder { shared: shared.clone(), fronts };
@@ -95,23 +95,23 @@ impl Forwarder {
     }
 
     /// List the ready pods now.
-    pub async fn refresh(&self) -> Result<(), String> {
+    pub async fn refresh(&self) -> Result<(), TargetError> {
         refresh(&self.shared).await
     }
 
     /// The base URL of a service's front.
-    pub fn url(&self, service: &str) -> String {
-        self.fronts.get(service).map(|a| format!("http://{a}")).unwrap_or_default()
+    pub fn url(&self, service: ServiceName) -> String {
+        self.fronts.get(&service).map(|a| format!("http://{a}")).unwrap_or_default()
     }
 
     /// Each front: (service, address).
-    pub fn fronts(&self) -> &BTreeMap<String, SocketAddr> {
+    pub fn fronts(&self) -> &BTreeMap<ServiceName, SocketAddr> {
         &self.fronts
     }
 
     /// The ready pods of a service, oldest first.
-    pub fn ready_pods(&self, service: &str) -> Vec<ReadyPod> {
-        self.shared.ready.lock().expect("not poisoned").get(service).cloned().unwrap_or_default()
+    pub fn ready_pods(&self, service: ServiceName) -> Vec<ReadyPod> {
+        self.shared.ready.lock().expect("not poisoned").get(service.as_str()).cloned().unwrap_or_default()
     }
 
     /// Connections forwarded so far, per pod, and connections no pod took.
@@ -120,7 +120,7 @@ impl Forwarder {
     }
 
     /// Each ready pod of a service as (pod, base URL of a front reaching only that pod).
-    pub fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
+    pub fn replica_urls(&self, service: ServiceName) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for pod in self.ready_pods(service) {
             let mut fronts = self.shared.pod_fronts.lock().expect("not poisoned");
@@ -151,12 +151,12 @@ impl Drop for Forwarder {
     }
 }
 
-async fn refresh(shared: &Shared) -> Result<(), String> {
+async fn refresh(shared: &Shared) -> Result<(), TargetError> {
     let pods = shared
         .pods
         .list(&ListParams::default().labels(NAME_LABEL))
         .await
-        .map_err(|e| format!("cannot list pods: {e}"))?
+        .map_err(|e| TargetError::Deployment(format!("cannot list pods: {e}")))?
         .items;
     let mut ready: BTreeMap<String, Vec<(Option<String>, ReadyPod)>> = BTreeMap::new();
     for pod in pods.iter().filter(|p| pod_ready(p)) {
@@ -179,7 +179,7 @@ async fn refresh(shared: &Shared) -> Result<(), String> {
 #[derive(Debug, Clone)]
 enum Route {
     /// The next ready pod of the service.
-    Service(String),
+    Service(ServiceName),
     /// This pod only.
     Pod(ReadyPod),
 }
@@ -210,7 +210,8 @@ async fn forward(shared: &Shared, mut connection: TcpStream, route: &Route, next
                 if attempt > 0 {
                     let _ = refresh(shared).await;
                 }
-                let ready = shared.ready.lock().expect("not poisoned").get(service).cloned().unwrap_or_default();
+                let ready =
+                    shared.ready.lock().expect("not poisoned").get(service.as_str()).cloned().unwrap_or_default();
                 if ready.is_empty() {
                     continue;
                 }

@@ -16,14 +16,14 @@
 //! and are skipped (and recorded as skipped).
 
 use crate::forward::Forwarder;
-use crate::step_service;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::config::KubeConfigOptions;
 use kube::{Client, Config, Resource, ResourceExt};
-use lastmile_harness::Target;
+use lastmile_harness::target::step_service;
+use lastmile_harness::{Target, TargetError};
 use lastmile_platform::auth::ServiceToken;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::Action;
@@ -61,11 +61,18 @@ impl Default for KubeOptions {
 }
 
 /// A client for the cluster in the user's kubeconfig (`KUBECONFIG`, else `~/.kube/config`).
-pub async fn connect(options: &KubeOptions) -> Result<Client, String> {
+pub async fn connect(options: &KubeOptions) -> Result<Client, TargetError> {
     let config = Config::from_kubeconfig(&KubeConfigOptions { context: options.context.clone(), ..Default::default() })
         .await
-        .map_err(|e| format!("cannot read the kubeconfig: {e} (is a cluster configured? `minikube start`)"))?;
-    Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
+        .map_err(|e| {
+            cluster_error(format!("cannot read the kubeconfig: {e} (is a cluster configured? `minikube start`)"))
+        })?;
+    Client::try_from(config).map_err(|e| cluster_error(format!("cannot build a Kubernetes client: {e}")))
+}
+
+/// The cluster could not be reached, or refused or failed an operation; `message` says which and why.
+fn cluster_error(message: String) -> TargetError {
+    TargetError::Deployment(message)
 }
 
 /// What a workload is: a Deployment (a service) or the broker's StatefulSet.
@@ -135,7 +142,7 @@ pub async fn wait_for<K>(
     what: &str,
     timeout: Duration,
     done: impl Fn(&[K]) -> bool,
-) -> Result<(), String>
+) -> Result<(), TargetError>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
@@ -157,7 +164,7 @@ where
             let mut objects: BTreeMap<String, K> = list.items.into_iter().map(|o| (o.name_any(), o)).collect();
             let current = |objects: &BTreeMap<String, K>| objects.values().cloned().collect::<Vec<K>>();
             if done(&current(&objects)) {
-                return Ok::<(), String>(());
+                return;
             }
             let params = WatchParams {
                 label_selector: selector.label_selector.clone(),
@@ -195,17 +202,20 @@ where
                     }
                 }
                 if done(&current(&objects)) {
-                    return Ok(());
+                    return;
                 }
             }
         }
     };
     match tokio::time::timeout(timeout, watch).await {
-        Ok(result) => result,
+        Ok(()) => Ok(()),
         Err(_) => {
             let last = last_error.lock().expect("not poisoned").clone();
-            let last = if last.is_empty() { String::new() } else { format!(" (last API error: {last})") };
-            Err(format!("{what}: not within {timeout:?}{last}"))
+            Err(TargetError::TimedOut {
+                what: what.to_string(),
+                after: timeout,
+                last_error: (!last.is_empty()).then_some(last),
+            })
         }
     }
 }
@@ -238,18 +248,21 @@ impl Cluster {
     }
 
     /// The service token the deployment's internal endpoints require, read from its Secret.
-    pub async fn service_token(&self) -> Result<ServiceToken, String> {
+    pub async fn service_token(&self) -> Result<ServiceToken, TargetError> {
         let missing = || {
-            format!(
+            cluster_error(format!(
                 "the Secret {SERVICE_TOKEN_SECRET} has no {SERVICE_TOKEN_KEY}: run k8s/make-secret.sh, then kubectl apply -k k8s/"
-            )
+            ))
         };
         let secret = self.secrets.get_opt(SERVICE_TOKEN_SECRET).await.map_err(|e| {
-            format!("cannot read the Secret {SERVICE_TOKEN_SECRET} (the run needs `get` on secrets): {e}")
+            cluster_error(format!(
+                "cannot read the Secret {SERVICE_TOKEN_SECRET} (the run needs `get` on secrets): {e}"
+            ))
         })?;
         let bytes = secret.and_then(|s| s.data).and_then(|mut d| d.remove(SERVICE_TOKEN_KEY)).ok_or_else(missing)?;
-        let text = String::from_utf8(bytes.0).map_err(|_| format!("{SERVICE_TOKEN_SECRET}: the token is not text"))?;
-        ServiceToken::new(&text).map_err(|e| format!("{SERVICE_TOKEN_SECRET}: {e}"))
+        let text = String::from_utf8(bytes.0)
+            .map_err(|_| cluster_error(format!("{SERVICE_TOKEN_SECRET}: the token is not text")))?;
+        ServiceToken::new(&text).map_err(|e| cluster_error(format!("{SERVICE_TOKEN_SECRET}: {e}")))
     }
 
     /// The pods API of the namespace.
@@ -262,29 +275,29 @@ impl Cluster {
     }
 
     /// The replica count a workload is set to (its scale subresource).
-    pub async fn replicas(&self, w: Workload) -> Result<i32, String> {
+    pub async fn replicas(&self, w: Workload) -> Result<i32, TargetError> {
         let scale = match w {
             Workload::Service(_) => self.deployments.get_scale(w.name()).await,
             Workload::Broker => self.statefulsets.get_scale(w.name()).await,
         };
-        let scale = scale.map_err(|e| format!("cannot read the scale of {w}: {e}"))?;
+        let scale = scale.map_err(|e| cluster_error(format!("cannot read the scale of {w}: {e}")))?;
         Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
     /// Set a workload's replica count through its scale subresource (no waiting).
-    pub async fn set_replicas(&self, w: Workload, n: i32) -> Result<(), String> {
+    pub async fn set_replicas(&self, w: Workload, n: i32) -> Result<(), TargetError> {
         let patch = Patch::Merge(json!({ "spec": { "replicas": n } }));
         let params = PatchParams::default();
         let result = match w {
             Workload::Service(_) => self.deployments.patch_scale(w.name(), &params, &patch).await.map(drop),
             Workload::Broker => self.statefulsets.patch_scale(w.name(), &params, &patch).await.map(drop),
         };
-        result.map_err(|e| format!("cannot scale {w} to {n}: {e}"))
+        result.map_err(|e| cluster_error(format!("cannot scale {w} to {n}: {e}")))
     }
 
     /// Wait until `w` runs exactly `n` ready pods and no other (a Deployment must also have
     /// observed its latest spec, so a rollout counts only once it is complete).
-    pub async fn wait_ready(&self, w: Workload, n: i32) -> Result<(), String> {
+    pub async fn wait_ready(&self, w: Workload, n: i32) -> Result<(), TargetError> {
         if let Workload::Service(_) = w {
             let by_name = ListParams::default().fields(&format!("metadata.name={}", w.name()));
             wait_for(
@@ -303,15 +316,19 @@ impl Cluster {
     }
 
     /// Scale and wait until the new count is ready.
-    pub async fn scale(&self, w: Workload, n: i32) -> Result<(), String> {
+    pub async fn scale(&self, w: Workload, n: i32) -> Result<(), TargetError> {
         self.set_replicas(w, n).await?;
         self.wait_ready(w, n).await
     }
 
     /// The pods of a workload, oldest first.
-    pub async fn list_pods(&self, w: Workload) -> Result<Vec<Pod>, String> {
-        let mut pods =
-            self.pods.list(&Self::selector(w)).await.map_err(|e| format!("cannot list the pods of {w}: {e}"))?.items;
+    pub async fn list_pods(&self, w: Workload) -> Result<Vec<Pod>, TargetError> {
+        let mut pods = self
+            .pods
+            .list(&Self::selector(w))
+            .await
+            .map_err(|e| cluster_error(format!("cannot list the pods of {w}: {e}")))?
+            .items;
         pods.sort_by(|a, b| {
             let key = |p: &Pod| (p.metadata.creation_timestamp.clone().map(|t| t.0), p.name_any());
             key(a).cmp(&key(b))
@@ -321,7 +338,7 @@ impl Cluster {
 
     /// Delete one ready pod at once (no grace period): `replica` counts from the oldest, modulo
     /// the pods; without it, the newest. Answers the pod's name, or `None` when there is none.
-    pub async fn kill(&self, w: Workload, replica: Option<usize>) -> Result<Option<String>, String> {
+    pub async fn kill(&self, w: Workload, replica: Option<usize>) -> Result<Option<String>, TargetError> {
         let ready: Vec<Pod> = self.list_pods(w).await?.into_iter().filter(pod_ready).collect();
         let chosen = match (ready.len(), replica) {
             (0, _) => return Ok(None),
@@ -330,13 +347,13 @@ impl Cluster {
         };
         let name = chosen.name_any();
         let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
-        self.pods.delete(&name, &params).await.map_err(|e| format!("cannot delete pod {name}: {e}"))?;
+        self.pods.delete(&name, &params).await.map_err(|e| cluster_error(format!("cannot delete pod {name}: {e}")))?;
         Ok(Some(name))
     }
 
     /// Roll every pod of a service (a new template annotation) and wait until the rollout is
     /// complete. `stamp` tells this rollout apart from earlier ones.
-    pub async fn restart(&self, s: ServiceName, stamp: &str) -> Result<(), String> {
+    pub async fn restart(&self, s: ServiceName, stamp: &str) -> Result<(), TargetError> {
         let w = Workload::Service(s);
         let n = self.replicas(w).await?;
         let patch = Patch::Merge(json!({
@@ -345,12 +362,12 @@ impl Cluster {
         self.deployments
             .patch(s.as_str(), &PatchParams::default(), &patch)
             .await
-            .map_err(|e| format!("cannot restart {s}: {e}"))?;
+            .map_err(|e| cluster_error(format!("cannot restart {s}: {e}")))?;
         self.wait_ready(w, n).await
     }
 
     /// The logs of every pod of a workload: (pod, text).
-    pub async fn logs(&self, w: Workload) -> Result<Vec<(String, String)>, String> {
+    pub async fn logs(&self, w: Workload) -> Result<Vec<(String, String)>, TargetError> {
         let mut out = Vec::new();
         for pod in self.list_pods(w).await? {
             let name = pod.name_any();
@@ -371,13 +388,12 @@ pub struct Recorded(pub BTreeMap<Workload, i32>);
 
 impl Recorded {
     /// Read the replica count of every workload. Fails, naming it, when one is missing.
-    pub async fn read(cluster: &Cluster) -> Result<Recorded, String> {
+    pub async fn read(cluster: &Cluster) -> Result<Recorded, TargetError> {
         let mut counts = BTreeMap::new();
         for w in Workload::all() {
-            let n = cluster
-                .replicas(w)
-                .await
-                .map_err(|e| format!("{e}\n(is LastMile deployed? `kubectl apply -k k8s/`, see docs/real-world.md)"))?;
+            let n = cluster.replicas(w).await.map_err(|e| {
+                cluster_error(format!("{e}\n(is LastMile deployed? `kubectl apply -k k8s/`, see docs/real-world.md)"))
+            })?;
             counts.insert(w, n);
         }
         Ok(Recorded(counts))
@@ -385,7 +401,7 @@ impl Recorded {
 
     /// Put every count back and wait until each is ready. Goes on past a failing workload so
     /// as much as possible is restored; the error names every failure.
-    pub async fn restore(&self, cluster: &Cluster) -> Result<String, String> {
+    pub async fn restore(&self, cluster: &Cluster) -> Result<String, TargetError> {
         let mut failures = Vec::new();
         for (w, n) in &self.0 {
             if let Err(e) = cluster.set_replicas(*w, *n).await {
@@ -404,7 +420,7 @@ impl Recorded {
         if failures.is_empty() {
             Ok(format!("replicas restored: {}", counts.join(" ")))
         } else {
-            Err(failures.join("; "))
+            Err(TargetError::Several(failures))
         }
     }
 
@@ -448,7 +464,7 @@ impl KubeTarget {
         recorded: Recorded,
         namespace: &str,
         replicas: &BTreeMap<ServiceName, usize>,
-    ) -> Result<KubeTarget, String> {
+    ) -> Result<KubeTarget, TargetError> {
         let token = cluster.service_token().await?;
         let forwarder = Forwarder::start(cluster.pods().clone(), None).await?;
         let mut target = KubeTarget {
@@ -463,8 +479,8 @@ impl KubeTarget {
         if let Err(e) = target.set_services(replicas).await {
             let restored = target.restore().await;
             return Err(match restored {
-                Ok(done) => format!("{e}; rolled back: {done}"),
-                Err(r) => format!("{e}; the rollback failed too: {r}"),
+                Ok(restored) => TargetError::RolledBack { cause: Box::new(e), restored },
+                Err(r) => TargetError::RollbackFailed { cause: Box::new(e), rollback: Box::new(r) },
             });
         }
         Ok(target)
@@ -480,7 +496,7 @@ impl KubeTarget {
         &self.namespace
     }
 
-    async fn set_services(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<(), String> {
+    async fn set_services(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<(), TargetError> {
         for s in ServiceName::ALL {
             let n = replicas.get(&s).copied().unwrap_or(1) as i32;
             self.cluster.set_replicas(Workload::Service(s), n).await?;
@@ -496,7 +512,7 @@ impl KubeTarget {
     }
 
     /// Put every recorded replica count back and wait until each is ready.
-    pub async fn restore(&mut self) -> Result<String, String> {
+    pub async fn restore(&mut self) -> Result<String, TargetError> {
         let done = self.recorded.restore(&self.cluster).await?;
         self.broker_down = false;
         Ok(done)
@@ -508,7 +524,7 @@ impl KubeTarget {
         for w in Workload::all() {
             match self.cluster.logs(w).await {
                 Ok(logs) => out.extend(logs),
-                Err(e) => out.push((w.to_string(), e)),
+                Err(e) => out.push((w.to_string(), e.to_string())),
             }
         }
         out
@@ -525,10 +541,10 @@ impl Target for KubeTarget {
     }
 
     fn endpoints(&self) -> Endpoints {
-        crate::endpoints(|s| self.forwarder.url(s.as_str()), Some(self.token.clone()))
+        crate::endpoints(|s| self.forwarder.url(s), Some(self.token.clone()))
     }
 
-    fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
+    fn replica_urls(&self, service: ServiceName) -> Vec<(String, String)> {
         self.forwarder.replica_urls(service)
     }
 
@@ -536,8 +552,8 @@ impl Target for KubeTarget {
         KubeTarget::can(action)
     }
 
-    async fn running(&self, service: &str) -> Result<usize, String> {
-        let pods = self.cluster.list_pods(Workload::Service(service.parse()?)).await?;
+    async fn running(&self, service: ServiceName) -> Result<usize, TargetError> {
+        let pods = self.cluster.list_pods(Workload::Service(service)).await?;
         Ok(pods.iter().filter(|p| pod_ready(p)).count())
     }
 
@@ -545,11 +561,11 @@ impl Target for KubeTarget {
         println!("  {}", line());
     }
 
-    async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
+    async fn apply(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         let done = match step.action {
             Action::Scale => {
                 let s = step_service(step)?;
-                let n = step.replicas.ok_or("scale without replicas")?;
+                let n = TargetError::required(step.replicas, "scale", "replicas")?;
                 self.cluster.scale(Workload::Service(s), n as i32).await?;
                 format!("{s} scaled to {n}, all ready")
             }
@@ -572,13 +588,13 @@ impl Target for KubeTarget {
                 self.broker_down = true;
                 "broker scaled to 0".to_string()
             }
-            other => return Err(format!("{other:?} is not supported by the kube target")),
+            action => return Err(TargetError::Unsupported { action, target: "kube" }),
         };
         self.forwarder.refresh().await?;
         Ok(done)
     }
 
-    async fn undo(&mut self, step: &TimelineStep) -> Result<String, String> {
+    async fn undo(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         let done = match step.action {
             Action::Kill => {
                 // The Deployment has already replaced the pod; wait until the replacement is ready.
@@ -599,22 +615,18 @@ impl Target for KubeTarget {
         Ok(done)
     }
 
-    async fn heal(&mut self, replicas: &BTreeMap<String, usize>) -> Result<String, String> {
+    async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
         if self.broker_down {
             let n = self.recorded.0.get(&Workload::Broker).copied().unwrap_or(1).max(1);
             self.cluster.scale(Workload::Broker, n).await?;
             self.broker_down = false;
         }
-        let mut wanted = BTreeMap::new();
-        for (name, n) in replicas {
-            wanted.insert(name.parse::<ServiceName>()?, *n);
-        }
-        self.set_services(&wanted).await?;
+        self.set_services(replicas).await?;
         let done: Vec<String> = replicas.iter().map(|(s, n)| format!("{s}={n}")).collect();
         Ok(format!("healed; replicas {}", done.join(" ")))
     }
 
-    async fn logs(&self, service: &str) -> Result<Vec<(String, String)>, String> {
-        self.cluster.logs(Workload::Service(service.parse()?)).await
+    async fn logs(&self, service: ServiceName) -> Result<Vec<(String, String)>, TargetError> {
+        self.cluster.logs(Workload::Service(service)).await
     }
 }

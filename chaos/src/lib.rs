@@ -11,6 +11,10 @@
 //!   `kube` crate (scale subresource, watches, pod deletion, rollouts, logs), reached through
 //!   [`forward`]'s port-forwards, every replica count recorded first and restored at the end.
 //!
+//! Both fail with the harness's `TargetError`, down to their helpers (a process that will not
+//! start, an API call refused, a wait that ran out); a step's service name is parsed once, at the
+//! edge, by `lastmile_harness::target::step_service`.
+//!
 //! [`jobs`] turns the original scripts' jobs (resilience, scale sequences, the demos) into
 //! scenarios, so they are judged the same way. [`dlq`] is the operators' tool for dead-letter
 //! queues (`lastmile dlq list|replay|purge`). [`cli`] is the `lastmile` command line (the binary
@@ -27,14 +31,8 @@ pub mod operate;
 pub mod run;
 
 use lastmile_platform::auth::ServiceToken;
-use lastmile_scenarios::faults::TimelineStep;
 use lastmile_services::ServiceName;
 use lastmile_workload::Endpoints;
-
-/// The service a step targets.
-fn step_service(step: &TimelineStep) -> Result<ServiceName, String> {
-    step.target.as_deref().ok_or_else(|| format!("{step} has no target"))?.parse()
-}
 
 /// Where clients reach each service, from the base URL of each.
 fn endpoints(url: impl Fn(ServiceName) -> String, token: Option<ServiceToken>) -> Endpoints {

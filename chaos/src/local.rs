@@ -1,7 +1,7 @@
 //! Services as local processes: the `--target local` of `lastmile chaos run`.
 
-use crate::step_service;
-use lastmile_harness::Target;
+use lastmile_harness::target::step_service;
+use lastmile_harness::{Target, TargetError};
 use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::http::{CallPolicy, HttpClient, Method};
 use lastmile_scenarios::faults::TimelineStep;
@@ -54,8 +54,16 @@ pub struct LocalTarget {
     token: ServiceToken,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+fn free_port() -> Result<u16, TargetError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| TargetError::Deployment(format!("no free port: {e}")))
+}
+
+/// A file or folder of the run out of reach.
+fn io_error(path: &std::path::Path, e: std::io::Error) -> TargetError {
+    TargetError::Deployment(format!("{}: {e}", path.display()))
 }
 
 fn signal(child: &Child, sig: libc::c_int) {
@@ -73,11 +81,14 @@ impl LocalTarget {
 
     /// Start every service with `replicas` each (services left out get 1), waiting until each
     /// replica is ready.
-    pub async fn start(options: LocalOptions, replicas: &BTreeMap<ServiceName, usize>) -> Result<LocalTarget, String> {
-        std::fs::create_dir_all(&options.work_dir).map_err(|e| format!("{}: {e}", options.work_dir.display()))?;
+    pub async fn start(
+        options: LocalOptions,
+        replicas: &BTreeMap<ServiceName, usize>,
+    ) -> Result<LocalTarget, TargetError> {
+        std::fs::create_dir_all(&options.work_dir).map_err(|e| io_error(&options.work_dir, e))?;
         let mut home_ports = BTreeMap::new();
         for s in ServiceName::ALL {
-            home_ports.insert(s, free_port().map_err(|e| format!("no free port: {e}"))?);
+            home_ports.insert(s, free_port()?);
         }
         let mut target = LocalTarget {
             options,
@@ -97,15 +108,16 @@ impl LocalTarget {
         format!("http://127.0.0.1:{port}")
     }
 
-    fn spawn(&self, service: ServiceName, port: u16) -> Result<Process, String> {
+    fn spawn(&self, service: ServiceName, port: u16) -> Result<Process, TargetError> {
         let dir = self.options.work_dir.join(service.as_str());
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+        let log_error = |e| TargetError::Deployment(format!("{service} log: {e}"));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join(format!("{port}.log")))
-            .map_err(|e| format!("{service} log: {e}"))?;
-        let err = log.try_clone().map_err(|e| format!("{service} log: {e}"))?;
+            .map_err(log_error)?;
+        let err = log.try_clone().map_err(log_error)?;
         let o = &self.options;
         let mut cmd = Command::new(&o.binary);
         cmd.arg("service")
@@ -133,11 +145,13 @@ impl LocalTarget {
         if o.naive_matching {
             cmd.arg("--naive-matching");
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start {service} ({}): {e}", o.binary.display()))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| TargetError::Deployment(format!("cannot start {service} ({}): {e}", o.binary.display())))?;
         Ok(Process { child, port })
     }
 
-    async fn wait_ready(service: ServiceName, port: u16) -> Result<(), String> {
+    async fn wait_ready(service: ServiceName, port: u16) -> Result<(), TargetError> {
         let probe = HttpClient::new("readiness", &Self::url(port), CallPolicy { attempts: 1, ..CallPolicy::default() });
         let deadline = lastmile_platform::clock::instant_now() + READY_TIMEOUT;
         loop {
@@ -145,14 +159,18 @@ impl LocalTarget {
                 return Ok(());
             }
             if lastmile_platform::clock::instant_now() > deadline {
-                return Err(format!("{service} on port {port} was not ready within {READY_TIMEOUT:?}"));
+                return Err(TargetError::TimedOut {
+                    what: format!("{service} ready on port {port}"),
+                    after: READY_TIMEOUT,
+                    last_error: None,
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
     /// Start a replica on `port` and wait until it is ready.
-    async fn start_on(&mut self, service: ServiceName, port: u16) -> Result<(), String> {
+    async fn start_on(&mut self, service: ServiceName, port: u16) -> Result<(), TargetError> {
         let process = self.spawn(service, port)?;
         self.running.entry(service).or_default().push(process);
         Self::wait_ready(service, port).await
@@ -177,12 +195,12 @@ impl LocalTarget {
 
     /// Set `service` to `n` replicas: the first one on the service's home port (its peers and
     /// clients use it), more on ports of their own.
-    pub async fn scale(&mut self, service: ServiceName, n: usize) -> Result<(), String> {
+    pub async fn scale(&mut self, service: ServiceName, n: usize) -> Result<(), TargetError> {
         while self.running.get(&service).map_or(0, Vec::len) < n {
             let home = self.home_ports[&service];
             let home_taken = self.running.get(&service).is_some_and(|r| r.iter().any(|p| p.port == home))
                 || self.killed.iter().any(|(s, p)| *s == service && *p == home);
-            let port = if home_taken { free_port().map_err(|e| format!("no free port: {e}"))? } else { home };
+            let port = if home_taken { free_port()? } else { home };
             self.start_on(service, port).await?;
         }
         while self.running.get(&service).map_or(0, Vec::len) > n {
@@ -236,13 +254,12 @@ impl Target for LocalTarget {
         })
     }
 
-    fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
-        let Ok(s) = service.parse::<ServiceName>() else { return Vec::new() };
+    fn replica_urls(&self, service: ServiceName) -> Vec<(String, String)> {
         self.running
-            .get(&s)
+            .get(&service)
             .into_iter()
             .flatten()
-            .map(|p| (format!("{}@{}", s.as_str(), p.port), Self::url(p.port)))
+            .map(|p| (format!("{service}@{}", p.port), Self::url(p.port)))
             .collect()
     }
 
@@ -250,24 +267,23 @@ impl Target for LocalTarget {
         LocalTarget::can(action)
     }
 
-    async fn running(&self, service: &str) -> Result<usize, String> {
-        let s: ServiceName = service.parse()?;
-        Ok(self.running.get(&s).map_or(0, Vec::len))
+    async fn running(&self, service: ServiceName) -> Result<usize, TargetError> {
+        Ok(self.running.get(&service).map_or(0, Vec::len))
     }
 
     fn progress(&self, line: &dyn Fn() -> String) {
         println!("  {}", line());
     }
 
-    async fn logs(&self, service: &str) -> Result<Vec<(String, String)>, String> {
-        let dir = self.options.work_dir.join(service);
-        let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    async fn logs(&self, service: ServiceName) -> Result<Vec<(String, String)>, TargetError> {
+        let dir = self.options.work_dir.join(service.as_str());
+        let entries = std::fs::read_dir(&dir).map_err(|e| io_error(&dir, e))?;
         let mut logs = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension().is_some_and(|x| x == "log") {
                 let port = path.file_stem().map(|p| p.to_string_lossy().to_string()).unwrap_or_default();
-                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
                 logs.push((format!("{service}@{port}"), text));
             }
         }
@@ -275,11 +291,11 @@ impl Target for LocalTarget {
         Ok(logs)
     }
 
-    async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
+    async fn apply(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         let s = step_service(step)?;
         match step.action {
             Action::Scale => {
-                let n = step.replicas.ok_or("scale without replicas")?;
+                let n = TargetError::required(step.replicas, "scale", "replicas")?;
                 self.scale(s, n).await?;
                 Ok(format!("{s} scaled to {n}"))
             }
@@ -312,11 +328,11 @@ impl Target for LocalTarget {
                 }
                 Ok(format!("paused {s}"))
             }
-            other => Err(format!("{other:?} is not supported by the local target")),
+            action => Err(TargetError::Unsupported { action, target: "local" }),
         }
     }
 
-    async fn undo(&mut self, step: &TimelineStep) -> Result<String, String> {
+    async fn undo(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         match step.action {
             Action::Kill => {
                 let s = step_service(step)?;
@@ -335,16 +351,15 @@ impl Target for LocalTarget {
         }
     }
 
-    async fn heal(&mut self, replicas: &BTreeMap<String, usize>) -> Result<String, String> {
+    async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
         self.resume_all();
         for (s, port) in std::mem::take(&mut self.killed) {
             self.start_on(s, port).await?;
         }
         let mut done = Vec::new();
-        for (name, n) in replicas {
-            let s: ServiceName = name.parse()?;
-            self.scale(s, *n).await?;
-            done.push(format!("{name}={n}"));
+        for (s, n) in replicas {
+            self.scale(*s, *n).await?;
+            done.push(format!("{s}={n}"));
         }
         Ok(format!("healed; replicas {}", done.join(" ")))
     }

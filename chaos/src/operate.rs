@@ -44,34 +44,28 @@ pub async fn scale(service: ServiceName, n: usize, kube: &KubeArgs) -> ExitCode 
             }
         }
     };
-    let result = tokio::select! {
+    let (why, status) = tokio::select! {
         biased;
-        _ = interrupted() => Err("interrupted".to_string()),
-        r = scaled => r,
+        _ = interrupted() => ("interrupted".to_string(), ExitCode::from(130)),
+        r = scaled => match r {
+            Ok(()) => {
+                println!("verdict: PASS — {service} runs {n} ready replicas ({:.0} s)", started.elapsed().as_secs_f64());
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => (e.to_string(), ExitCode::FAILURE),
+        },
         _ = ticker => unreachable!("the ticker never ends"),
     };
-    match result {
-        Ok(()) => {
-            println!("verdict: PASS — {service} runs {n} ready replicas ({:.0} s)", started.elapsed().as_secs_f64());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("  {e}; putting {service} back to {before}");
-            match cluster.scale(w, before).await {
-                Ok(()) => eprintln!("  {service} is back at {before} ready replicas"),
-                Err(r) => eprintln!(
-                    "  the rollback failed too: {r}\n  by hand: kubectl -n {} scale deployment/{service} --replicas={before}",
-                    options.namespace
-                ),
-            }
-            println!("verdict: FAIL — {service} did not reach {n} ready replicas");
-            if e == "interrupted" {
-                ExitCode::from(130)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+    eprintln!("  {why}; putting {service} back to {before}");
+    match cluster.scale(w, before).await {
+        Ok(()) => eprintln!("  {service} is back at {before} ready replicas"),
+        Err(r) => eprintln!(
+            "  the rollback failed too: {r}\n  by hand: kubectl -n {} scale deployment/{service} --replicas={before}",
+            options.namespace
+        ),
     }
+    println!("verdict: FAIL — {service} did not reach {n} ready replicas");
+    status
 }
 
 /// `port-forward`: a local port per service until Ctrl-C, with a line of traffic now and then.
@@ -92,7 +86,7 @@ pub async fn port_forward(base_port: u16, kube: &KubeArgs) -> ExitCode {
     };
     println!("lastmile port-forward (namespace {}); Ctrl-C to stop", options.namespace);
     for (service, addr) in forwarder.fronts() {
-        let pods: Vec<String> = forwarder.ready_pods(service).into_iter().map(|p| p.name).collect();
+        let pods: Vec<String> = forwarder.ready_pods(*service).into_iter().map(|p| p.name).collect();
         println!("  http://{addr}  {service}  ({} ready: {})", pods.len(), pods.join(", "));
     }
     let report = async {

@@ -182,7 +182,7 @@ async fn log_problems<T: Target>(target: &T, journal: &Journal) {
     }
     println!("  what the services logged (warnings and errors, last {PROBLEM_LINES} per replica):");
     for s in ServiceName::ALL {
-        match target.logs(s.as_str()).await {
+        match target.logs(s).await {
             Ok(logs) => {
                 for (replica, text) in logs {
                     let problems: Vec<&str> =
@@ -244,13 +244,13 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
     announce(label, scenario, &config, &target, KubeTarget::can, dir, run.time_scale);
     let client = match kubernetes::connect(&options).await {
         Ok(c) => c,
-        Err(e) => return Ended::Failed(e),
+        Err(e) => return Ended::Failed(e.to_string()),
     };
     let started = wall_clock();
     let cluster = Cluster::new(client, &options.namespace, options.ready_timeout);
     let recorded = match Recorded::read(&cluster).await {
         Ok(r) => r,
-        Err(e) => return Ended::Failed(e),
+        Err(e) => return Ended::Failed(e.to_string()),
     };
     let counts: Vec<String> = recorded.0.iter().map(|(w, n)| format!("{w}={n}")).collect();
     println!("  recorded replicas: {}", counts.join(" "));
@@ -275,7 +275,7 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
     };
     let mut target = match start {
         Ok(t) => t,
-        Err(e) => return Ended::Failed(e),
+        Err(e) => return Ended::Failed(e.to_string()),
     };
     println!("  ready after {:.0} s; running", started.elapsed().as_secs_f64());
     let evidence = tokio::select! {

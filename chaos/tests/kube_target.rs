@@ -6,7 +6,7 @@
 mod support;
 
 use lastmile_chaos::kubernetes::{Cluster, KubeTarget, Recorded, Workload, RESTARTED_AT};
-use lastmile_harness::Target;
+use lastmile_harness::{Target, TargetError};
 use lastmile_platform::http::{CallPolicy, HttpClient, Method};
 use lastmile_scenarios::faults::{Origin, TimelineStep};
 use lastmile_scenarios::Action;
@@ -80,6 +80,8 @@ async fn the_harness_presents_the_token_from_the_deployments_secret_and_a_missin
     let Err(e) = KubeTarget::start(cluster, recorded, "lastmile", &BTreeMap::new()).await else {
         panic!("a run started without the service token")
     };
+    assert!(matches!(e, TargetError::Deployment(_)), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("lastmile-service-token") && e.contains("k8s/make-secret.sh"), "{e}");
 }
 
@@ -89,6 +91,8 @@ async fn waiting_for_pods_that_never_get_ready_fails_by_its_deadline() {
     fake.never_ready("matching-service");
     let cluster = Cluster::new(fake.client(), "lastmile", Duration::from_secs(2));
     let err = cluster.scale(MATCHING, 2).await.unwrap_err();
+    assert!(matches!(&err, TargetError::TimedOut { after, .. } if *after == Duration::from_secs(2)), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("matching-service") && err.contains("not within"), "{err}");
 }
 
@@ -125,6 +129,8 @@ async fn a_failing_start_rolls_every_count_back() {
         Ok(_) => panic!("the start must fail"),
         Err(e) => e,
     };
+    assert!(matches!(err, TargetError::RollbackFailed { .. }), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("notification-service"), "{err}");
     assert!(err.contains("the rollback failed too"), "notification-service cannot be scaled back either: {err}");
     assert_eq!(fake.scale_patches("matching-service"), vec![4, 2]);
@@ -143,6 +149,11 @@ async fn a_start_that_never_gets_ready_rolls_back() {
         Ok(_) => panic!("the start must fail"),
         Err(e) => e,
     };
+    assert!(
+        matches!(&err, TargetError::RolledBack { cause, .. } if matches!(**cause, TargetError::TimedOut { .. })),
+        "{err:?}"
+    );
+    let err = err.to_string();
     assert!(err.contains("not within") && err.contains("rolled back"), "{err}");
     assert_eq!(fake.replicas("matching-service"), 1);
     assert_eq!(fake.scale_patches("matching-service"), vec![2, 1]);
@@ -182,7 +193,7 @@ async fn restart_rolls_every_pod_and_the_broker_restart_scales_rabbitmq_down_and
 
     // Faults the target cannot cause are declared, so the runner skips and records them.
     assert!(!target.supports(Action::Partition) && !target.supports(Action::Pause));
-    let logs = target.logs("matching-service").await.unwrap();
+    let logs = target.logs(ServiceName::Matching).await.unwrap();
     assert_eq!(logs.len(), 2);
     assert!(logs.iter().all(|(pod, text)| text.contains(pod.as_str())));
 }
@@ -193,7 +204,7 @@ async fn the_fronts_spread_connections_over_the_ready_pods_and_reach_each_pod_al
     let pods = fake.ready_pods("matching-service");
 
     // Per replica: each URL reaches its own pod.
-    let replicas = target.replica_urls("matching-service");
+    let replicas = target.replica_urls(ServiceName::Matching);
     assert_eq!(replicas.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), pods);
     for (pod, url) in &replicas {
         assert_eq!(&pod_answering(url).await, pod);
@@ -205,7 +216,7 @@ async fn the_fronts_spread_connections_over_the_ready_pods_and_reach_each_pod_al
 
     // A service front: round robin over the three pods.
     let front = lastmile_chaos::forward::Forwarder::start(fake_pods(&fake), None).await.unwrap();
-    let url = front.url("matching-service");
+    let url = front.url(ServiceName::Matching);
     let mut seen = BTreeMap::new();
     for _ in 0..6 {
         *seen.entry(pod_answering(&url).await).or_insert(0) += 1;
@@ -233,5 +244,7 @@ async fn an_unreachable_api_server_is_retried_until_the_deadline_and_named_in_th
     let config = kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap());
     let cluster = Cluster::new(kube::Client::try_from(config).unwrap(), "lastmile", Duration::from_secs(2));
     let err = cluster.wait_ready(MATCHING, 1).await.unwrap_err();
+    assert!(matches!(&err, TargetError::TimedOut { last_error: Some(_), .. }), "{err:?}");
+    let err = err.to_string();
     assert!(err.contains("not within") && err.contains("last API error"), "{err}");
 }

@@ -6,7 +6,8 @@
 //! simulated run and a real one.
 //!
 //! # Layout
-//! - [`target`]: what a scenario needs from a deployment (scale, kill, partition, heal, ...).
+//! - [`target`]: what a scenario needs from a deployment (scale, kill, partition, heal, ...),
+//!   services named by `ServiceName`, failures as a [`TargetError`].
 //! - [`runner`]: runs a scenario on a target: workload, probes, timeline, heal, settle, evidence.
 //! - [`metrics`]: per-phase numbers computed from the history.
 //! - [`docs`]: the commands the documentation quotes, for tests that hold the docs to the CLIs.
@@ -25,4 +26,4 @@ pub mod runner;
 pub mod target;
 
 pub use runner::{run, Evidence, RunConfig};
-pub use target::Target;
+pub use target::{Target, TargetError};

@@ -382,7 +382,12 @@ impl<'a, T: Target> Run<'a, T> {
                 "location-service" => urls.location,
                 "trip-service" => urls.trip,
                 "notification-service" => urls.notification,
-                _ => self.target.replica_urls(&probe.target).first().map(|r| r.1.clone()).unwrap_or_default(),
+                // A probe of a service without a single front (matching): its first replica.
+                other => other
+                    .parse::<ServiceName>()
+                    .ok()
+                    .and_then(|s| self.target.replica_urls(s).first().map(|r| r.1.clone()))
+                    .unwrap_or_default(),
             };
             let (api, probe, rx) = (self.api.clone(), probe.clone(), self.stage_rx.clone());
             self.probes.push(self.target.spawn_client(async move {
@@ -450,9 +455,10 @@ impl<'a, T: Target> Run<'a, T> {
     async fn heal(&mut self, t0: tokio::time::Instant) {
         let history = self.history.clone();
         self.stage.send(Stage::Settling);
-        let replicas: BTreeMap<String, usize> =
-            ServiceName::NAMES.iter().map(|s| (s.to_string(), self.scenario.final_replicas(s))).collect();
-        history.record(NEMESIS, "heal", OpPhase::Invoke, json!(replicas));
+        let replicas: BTreeMap<ServiceName, usize> =
+            ServiceName::ALL.into_iter().map(|s| (s, self.scenario.final_replicas(s.as_str()))).collect();
+        let by_name: BTreeMap<&str, usize> = replicas.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        history.record(NEMESIS, "heal", OpPhase::Invoke, json!(by_name));
         self.target.progress(&|| format!("{} heal: no new riders, faults undone, replicas restored", clock(&history)));
         match self.target.heal(&replicas).await {
             Ok(done) => {
@@ -461,7 +467,7 @@ impl<'a, T: Target> Run<'a, T> {
                 history.record(NEMESIS, "heal", OpPhase::Ok, json!(done))
             }
             Err(e) => {
-                history.record(NEMESIS, "heal", OpPhase::Fail, json!(e));
+                history.record(NEMESIS, "heal", OpPhase::Fail, json!(e.to_string()));
                 self.evidence.run_errors.push(format!("heal failed: {e}"));
             }
         }
@@ -523,7 +529,7 @@ impl<'a, T: Target> Run<'a, T> {
                 ("notification-service".into(), e.notification),
             ]
         };
-        ready_checks.extend(self.target.replica_urls("matching-service"));
+        ready_checks.extend(self.target.replica_urls(ServiceName::Matching));
         let final_read = {
             let (api, plan) = (self.api.clone(), self.evidence.plan.clone());
             self.target.spawn_client(async move {
@@ -600,7 +606,7 @@ async fn apply<T: Target>(
     match result {
         Ok(done) => history.record(NEMESIS, action, OpPhase::Ok, json!(done)),
         Err(e) => {
-            history.record(NEMESIS, action, OpPhase::Fail, json!(e));
+            history.record(NEMESIS, action, OpPhase::Fail, json!(e.to_string()));
             evidence.run_errors.push(format!("{action} {step}: {e}"));
         }
     }
@@ -608,14 +614,14 @@ async fn apply<T: Target>(
 
 /// The replicas running after the heal next to the counts it had to restore, for
 /// `check::replicas_restored`.
-async fn record_replicas<T: Target>(target: &T, history: &History, wanted: &BTreeMap<String, usize>) {
+async fn record_replicas<T: Target>(target: &T, history: &History, wanted: &BTreeMap<ServiceName, usize>) {
     let mut counts = serde_json::Map::new();
     for (service, want) in wanted {
-        let have = match target.running(service).await {
+        let have = match target.running(*service).await {
             Ok(n) => json!(n),
-            Err(e) => json!(e),
+            Err(e) => json!(e.to_string()),
         };
-        counts.insert(service.clone(), json!({ "want": want, "have": have }));
+        counts.insert(service.as_str().to_string(), json!({ "want": want, "have": have }));
     }
     history.record(NEMESIS, "replicas", OpPhase::Ok, serde_json::Value::Object(counts));
 }
@@ -632,7 +638,7 @@ struct StatsRead {
 impl StatsRead {
     fn start<T: Target>(target: &T, api: &LastMileClient, at_ms: u64) -> StatsRead {
         let reads = target
-            .replica_urls("matching-service")
+            .replica_urls(ServiceName::Matching)
             .into_iter()
             .map(|(name, url)| {
                 let api = api.clone();

@@ -50,13 +50,22 @@ impl std::fmt::Display for ServiceName {
     }
 }
 
+/// A name that is none of the five services (with or without the `-service` suffix).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown service {name:?}; expected one of user, location, trip, matching, notification")]
+pub struct UnknownService {
+    /// The name as given.
+    pub name: String,
+}
+
 impl std::str::FromStr for ServiceName {
-    type Err = String;
+    type Err = UnknownService;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let short = s.strip_suffix("-service").unwrap_or(s);
-        ServiceName::ALL.into_iter().find(|n| n.as_str().strip_suffix("-service") == Some(short)).ok_or_else(|| {
-            format!("unknown service {s:?}; expected one of user, location, trip, matching, notification")
-        })
+        ServiceName::ALL
+            .into_iter()
+            .find(|n| n.as_str().strip_suffix("-service") == Some(short))
+            .ok_or_else(|| UnknownService { name: s.to_string() })
     }
 }
 
@@ -87,7 +96,7 @@ impl ServiceName {
 
 #[cfg(test)]
 mod tests {
-    use super::ServiceName;
+    use super::{ServiceName, UnknownService};
 
     #[test]
     fn names_parse_back_with_or_without_the_suffix_and_nothing_else_does() {
@@ -95,8 +104,12 @@ mod tests {
             assert_eq!(s.as_str().parse::<ServiceName>(), Ok(s));
             assert_eq!(s.as_str().trim_end_matches("-service").parse::<ServiceName>(), Ok(s));
         }
-        assert!("matchng-service".parse::<ServiceName>().is_err());
-        assert!("".parse::<ServiceName>().is_err());
+        let e = "matchng-service".parse::<ServiceName>().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown service \"matchng-service\"; expected one of user, location, trip, matching, notification"
+        );
+        assert_eq!("".parse::<ServiceName>(), Err(UnknownService { name: String::new() }));
         assert_eq!(ServiceName::all_names().matches("-service").count(), 5);
     }
 }

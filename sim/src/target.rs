@@ -2,7 +2,8 @@
 //! operation on the nodes behind a service.
 
 use crate::cluster::{ClusterConfig, Replica, SimCluster};
-use lastmile_harness::{RunConfig, Target};
+use lastmile_harness::target::step_service;
+use lastmile_harness::{RunConfig, Target, TargetError};
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::{Action, CrashPoint, Scenario};
@@ -30,10 +31,6 @@ pub struct SimTarget {
     broker_down: bool,
     /// Crash points armed and not disarmed yet.
     armed: Vec<(ServiceName, CrashPoint)>,
-}
-
-fn service(step: &TimelineStep) -> Result<ServiceName, String> {
-    step.target.as_deref().ok_or_else(|| format!("{step} has no target"))?.parse()
 }
 
 impl SimTarget {
@@ -108,8 +105,7 @@ impl Target for SimTarget {
         })
     }
 
-    fn replica_urls(&self, service: &str) -> Vec<(String, String)> {
-        let Ok(service) = service.parse::<ServiceName>() else { return Vec::new() };
+    fn replica_urls(&self, service: ServiceName) -> Vec<(String, String)> {
         self.cluster
             .replicas(service)
             .iter()
@@ -140,21 +136,20 @@ impl Target for SimTarget {
         Some(self.cluster.coverage().counts())
     }
 
-    async fn running(&self, service: &str) -> Result<usize, String> {
-        let s: ServiceName = service.parse()?;
-        Ok(self.cluster.replicas(s).iter().filter(|r| !self.cluster.is_down(&r.node)).count())
+    async fn running(&self, service: ServiceName) -> Result<usize, TargetError> {
+        Ok(self.cluster.replicas(service).iter().filter(|r| !self.cluster.is_down(&r.node)).count())
     }
 
-    async fn apply(&mut self, step: &TimelineStep) -> Result<String, String> {
+    async fn apply(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         match step.action {
             Action::Scale => {
-                let s = service(step)?;
-                let n = step.replicas.ok_or("scale without replicas")?;
+                let s = step_service(step)?;
+                let n = TargetError::required(step.replicas, "scale", "replicas")?;
                 self.cluster.scale(s, n);
                 Ok(format!("{s} scaled to {n}"))
             }
             Action::Kill => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let replicas = self.replicas(s);
                 if replicas.is_empty() {
                     return Ok(format!("{s} has no replica to kill"));
@@ -166,7 +161,7 @@ impl Target for SimTarget {
                 Ok(format!("killed {s} at {}", victim.addr.ip()))
             }
             Action::Restart => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let replicas = self.replicas(s);
                 for r in &replicas {
                     self.cluster.restart(&r.node);
@@ -174,7 +169,7 @@ impl Target for SimTarget {
                 Ok(format!("restarted {s} ({})", names(&replicas)))
             }
             Action::Pause => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let replicas = chosen(self.replicas(s), step.replica);
                 for r in &replicas {
                     self.cluster.pause(&r.node);
@@ -183,12 +178,12 @@ impl Target for SimTarget {
                 Ok(format!("paused {s} ({})", names(&replicas)))
             }
             Action::Partition if step.peer.is_some() => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let peer = step.peer.as_deref().expect("checked");
                 let peers: Vec<madsim::runtime::NodeHandle> = if peer == "broker" {
                     vec![self.cluster.broker_node().clone()]
                 } else {
-                    self.replicas(peer.parse()?).into_iter().map(|r| r.node).collect()
+                    self.replicas(peer.parse::<ServiceName>()?).into_iter().map(|r| r.node).collect()
                 };
                 let replicas = chosen(self.replicas(s), step.replica);
                 for r in &replicas {
@@ -200,7 +195,7 @@ impl Target for SimTarget {
                 Ok(format!("cut the links of {s} ({}) to {peer}", names(&replicas)))
             }
             Action::Partition => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let replicas = chosen(self.replicas(s), step.replica);
                 for r in &replicas {
                     self.cluster.partition(&r.node);
@@ -225,8 +220,8 @@ impl Target for SimTarget {
                 Ok("broker killed".into())
             }
             Action::Crash => {
-                let s = service(step)?;
-                let point = step.point.ok_or("crash without a point")?;
+                let s = step_service(step)?;
+                let point = TargetError::required(step.point, "crash", "a point")?;
                 self.cluster.arm_crash(s, point);
                 self.armed.push((s, point));
                 Ok(format!("armed {point} of {s}"))
@@ -234,10 +229,10 @@ impl Target for SimTarget {
         }
     }
 
-    async fn undo(&mut self, step: &TimelineStep) -> Result<String, String> {
+    async fn undo(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         match step.action {
             Action::Kill => {
-                let s = service(step)?;
+                let s = step_service(step)?;
                 let current: Vec<_> = self.replicas(s).iter().map(|r| r.node.id()).collect();
                 let (back, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.killed)
                     .into_iter()
@@ -278,8 +273,8 @@ impl Target for SimTarget {
                 Ok("broker restarted".into())
             }
             Action::Crash => {
-                let s = service(step)?;
-                let point = step.point.ok_or("crash without a point")?;
+                let s = step_service(step)?;
+                let point = TargetError::required(step.point, "crash", "a point")?;
                 self.armed.retain(|a| *a != (s, point));
                 Ok(crash_outcome(s, point, self.cluster.disarm_crash(s, point)))
             }
@@ -287,7 +282,7 @@ impl Target for SimTarget {
         }
     }
 
-    async fn heal(&mut self, replicas: &BTreeMap<String, usize>) -> Result<String, String> {
+    async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
         for r in std::mem::take(&mut self.partitioned) {
             self.cluster.reconnect(&r.node);
         }
@@ -312,10 +307,9 @@ impl Target for SimTarget {
             }
         }
         self.cluster.restart_crashed();
-        for (name, n) in replicas {
-            let s: ServiceName = name.parse()?;
-            self.cluster.scale(s, *n);
-            done.push(format!("replicas {name}={n}"));
+        for (s, n) in replicas {
+            self.cluster.scale(*s, *n);
+            done.push(format!("replicas {s}={n}"));
         }
         Ok(format!("healed; {}", done.join(" ")))
     }
