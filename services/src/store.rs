@@ -302,6 +302,12 @@ impl<S: State> Store<S> {
     ///
     /// [`Config::outbox_capacity`]: crate::Config::outbox_capacity
     pub fn accepting(&self) -> Result<(), ApiError> {
+        if let Some(why) = self.journal.failure() {
+            return Err(ApiError::unavailable(
+                "storage",
+                format!("the journal failed ({why}); the service needs a restart"),
+            ));
+        }
         accepting(&self.outbox)
     }
 
