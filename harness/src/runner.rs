@@ -129,6 +129,20 @@ enum Due {
     Snapshot,
 }
 
+/// Why a run could not get going (recorded in the evidence's run errors, by its text).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RunError {
+    /// The services did not all report ready in time.
+    #[error("{0}")]
+    NotReady(String),
+    /// The workload's drivers and riders could not be registered.
+    #[error("registration failed: {0}")]
+    Registration(String),
+    /// A task on the client node ended without an answer (it panicked or was cancelled).
+    #[error("the readiness check failed: {0}")]
+    ClientTask(String),
+}
+
 /// What the runner needs from a kind of workload: start it once every service is ready, and
 /// say when the liveness phase may end early.
 #[allow(async_fn_in_trait)] // used through generics only
@@ -141,7 +155,7 @@ pub trait WorkloadRun {
         api: &LastMileClient,
         stage: watch::Receiver<Stage>,
         evidence: &mut Evidence,
-    ) -> Result<tokio::task::JoinHandle<Vec<String>>, String>;
+    ) -> Result<tokio::task::JoinHandle<Vec<String>>, RunError>;
 
     /// Whether the system has converged, so the liveness phase can end (`finished`: the
     /// workload task has returned).
@@ -163,7 +177,7 @@ impl WorkloadRun for LoadRun {
         api: &LastMileClient,
         stage: watch::Receiver<Stage>,
         evidence: &mut Evidence,
-    ) -> Result<tokio::task::JoinHandle<Vec<String>>, String> {
+    ) -> Result<tokio::task::JoinHandle<Vec<String>>, RunError> {
         let plan = Arc::new(load::plan(&self.spec, &self.network, self.seed));
         evidence.plan = Some((*plan).clone());
         self.plan = Some(plan.clone());
@@ -172,7 +186,7 @@ impl WorkloadRun for LoadRun {
             target.spawn_client(async move { load::register(&api, &plan, seats).await })
         };
         if let Ok(Err(e)) = registered.await {
-            return Err(format!("registration failed: {e}"));
+            return Err(RunError::Registration(e.to_string()));
         }
         let (api, net, spec) = (api.clone(), self.network.clone(), self.spec.clone());
         Ok(target.spawn_client(async move {
@@ -196,7 +210,7 @@ impl WorkloadRun for ScriptedRun {
         api: &LastMileClient,
         _stage: watch::Receiver<Stage>,
         _evidence: &mut Evidence,
-    ) -> Result<tokio::task::JoinHandle<Vec<String>>, String> {
+    ) -> Result<tokio::task::JoinHandle<Vec<String>>, RunError> {
         let api = api.clone();
         Ok(match self.0 {
             WorkloadKind::MultiStation => target.spawn_client(async move {
@@ -308,13 +322,13 @@ impl<'a, T: Target> Run<'a, T> {
 
     async fn go<W: WorkloadRun>(mut self, mut workload: W) -> Evidence {
         if let Err(e) = self.prepare().await {
-            self.evidence.run_errors.push(e);
+            self.evidence.run_errors.push(e.to_string());
             return finish(self.evidence, &self.history);
         }
         let task = match workload.start(&*self.target, &self.api, self.stage_rx.clone(), &mut self.evidence).await {
             Ok(task) => task,
             Err(e) => {
-                self.evidence.run_errors.push(e);
+                self.evidence.run_errors.push(e.to_string());
                 return finish(self.evidence, &self.history);
             }
         };
@@ -335,7 +349,7 @@ impl<'a, T: Target> Run<'a, T> {
     }
 
     /// Wait until every service is ready.
-    async fn prepare(&mut self) -> Result<(), String> {
+    async fn prepare(&mut self) -> Result<(), RunError> {
         let ready = {
             let api = self.api.clone();
             self.target.spawn_client(async move {
@@ -347,8 +361,8 @@ impl<'a, T: Target> Run<'a, T> {
         };
         match ready.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(e) => Err(format!("the readiness check failed: {e}")),
+            Ok(Err(e)) => Err(RunError::NotReady(e.to_string())),
+            Err(e) => Err(RunError::ClientTask(e.to_string())),
         }
     }
 
