@@ -460,7 +460,31 @@ struct ClientInner {
     coverage: crate::coverage::Coverage,
     /// Presented on every request, for the peer's internal endpoints.
     token: Option<crate::auth::ServiceToken>,
+    /// Idle keep-alive connections to the peer (real world only; see [`MAX_IDLE`]).
+    idle: Mutex<Vec<Sender>>,
 }
+
+/// How a send on a connection failed: before the request left (safe to send again
+/// elsewhere) or after (the peer may have it: the retry policy decides).
+enum Failed {
+    NotSent(CallError),
+    Sent(CallError),
+}
+
+impl Failed {
+    fn into_error(self) -> CallError {
+        match self {
+            Failed::NotSent(e) | Failed::Sent(e) => e,
+        }
+    }
+}
+
+/// One HTTP/1 connection's request side.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections a client keeps to its peer. Real world only: the simulation opens a
+/// connection per call, as it always did, so a seed's run does not change with pooling.
+pub const MAX_IDLE: usize = 16;
 
 impl HttpClient {
     /// A client for `peer` at `base_url` (`http://host:port` or `host:port`).
@@ -474,6 +498,7 @@ impl HttpClient {
                 breaker: Mutex::new(Breaker::default()),
                 coverage: crate::coverage::Coverage::default(),
                 token: None,
+                idle: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -564,15 +589,34 @@ impl HttpClient {
     }
 
     async fn once(&self, method: &Method, path: &str, body: Option<Vec<u8>>) -> Result<(u16, Bytes), CallError> {
+        let request = || self.request(method, path, body.clone());
+        // A pooled connection first; one the peer closed meanwhile (an idle timeout, a restart)
+        // fails before anything reaches the peer, so the request goes again on a fresh one.
+        if let Some(sender) = self.take_idle() {
+            match self.send(sender, request()?).await {
+                Ok(answer) => return Ok(answer),
+                Err(Failed::NotSent(_)) => {}
+                Err(Failed::Sent(e)) => return Err(e),
+            }
+        }
         let peer = &self.inner.peer;
         let unreachable = |reason: String| CallError::Unreachable { peer: peer.clone(), reason };
         let stream = TcpStream::connect(self.inner.authority.as_str()).await.map_err(|e| unreachable(e.to_string()))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
+        self.send(sender, request()?).await.map_err(Failed::into_error)
+    }
+
+    fn request(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Request<Full<Bytes>>, CallError> {
         let mut request = hyper::Request::builder()
             .method(method.clone())
             .uri(path)
@@ -583,13 +627,53 @@ impl HttpClient {
         if let Some(token) = &self.inner.token {
             request = request.header(header::AUTHORIZATION, token.header_value());
         }
-        let request = request
+        request
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| CallError::Request { peer: peer.clone(), reason: e.to_string() })?;
-        let response = sender.send_request(request).await.map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| CallError::Request { peer: self.inner.peer.clone(), reason: e.to_string() })
+    }
+
+    /// Send on `sender`, read the whole answer, and keep the connection for the next call.
+    async fn send(&self, mut sender: Sender, request: hyper::Request<Full<Bytes>>) -> Result<(u16, Bytes), Failed> {
+        let unreachable =
+            |e: hyper::Error| CallError::Unreachable { peer: self.inner.peer.clone(), reason: e.to_string() };
+        sender.ready().await.map_err(|e| Failed::NotSent(unreachable(e)))?;
+        let response = sender.send_request(request).await.map_err(|e| {
+            // Canceled: the connection was gone before the request went out.
+            if e.is_canceled() {
+                Failed::NotSent(unreachable(e))
+            } else {
+                Failed::Sent(unreachable(e))
+            }
+        })?;
         let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+        let bytes = response.into_body().collect().await.map_err(|e| Failed::Sent(unreachable(e)))?.to_bytes();
+        self.put_idle(sender);
         Ok((status, bytes))
+    }
+
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.inner.idle.lock().expect("idle connections");
+        while let Some(sender) = idle.pop() {
+            if !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, sender: Sender) {
+        if cfg!(madsim) || sender.is_closed() {
+            return;
+        }
+        let mut idle = self.inner.idle.lock().expect("idle connections");
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
+    }
+
+    /// Idle connections kept now.
+    pub fn idle_connections(&self) -> usize {
+        self.inner.idle.lock().expect("idle connections").len()
     }
 
     fn check_breaker(&self) -> Result<(), CallError> {
@@ -617,6 +701,66 @@ impl HttpClient {
             self.inner.coverage.hit(crate::coverage::RecoveryPath::CircuitOpened);
             breaker.consecutive_failures = 0;
         }
+    }
+}
+
+#[cfg(all(test, not(madsim)))]
+mod pool_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A relay to `backend` that counts the connections it accepts and can cut them all.
+    async fn counting_relay(
+        backend: std::net::SocketAddr,
+    ) -> (String, Arc<AtomicUsize>, Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (count, links) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+        let (c, l) = (count.clone(), links.clone());
+        tokio::spawn(async move {
+            loop {
+                let (mut inbound, _) = listener.accept().await.unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                l.lock().unwrap().push(tokio::spawn(async move {
+                    let mut outbound = TcpStream::connect(backend).await.unwrap();
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }));
+            }
+        });
+        (url, count, links)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn calls_reuse_a_pooled_connection_and_a_connection_the_peer_cut_is_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let backend = listener.local_addr().unwrap();
+        let router = Router::new().route("/n", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(serve(listener, router, std::future::pending()));
+        let (url, accepted, links) = counting_relay(backend).await;
+        let client = HttpClient::new("peer", &url, CallPolicy { attempts: 1, ..CallPolicy::default() });
+        for _ in 0..20 {
+            assert_eq!(client.call_raw(Method::GET, "/n", None).await.unwrap().0, 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "twenty calls, one connection");
+        assert_eq!(client.idle_connections(), 1);
+        // The peer side goes away (a restart, an idle timeout): the pooled connection is dead.
+        for link in links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(client.call_raw(Method::GET, "/n", None).await.unwrap().0, 200, "a fresh connection, no error");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Calls at once open what they need, and at most MAX_IDLE stay.
+        let calls: Vec<_> = (0..40)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { client.call_raw(Method::GET, "/n", None).await.unwrap().0 })
+            })
+            .collect();
+        for call in calls {
+            assert_eq!(call.await.unwrap(), 200);
+        }
+        assert!(client.idle_connections() <= MAX_IDLE);
     }
 }
 
