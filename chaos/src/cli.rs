@@ -194,7 +194,7 @@ pub struct RunArgs {
     /// Where journals and service logs go (default: a fresh folder under the temp dir).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Write the JSON journal here.
+    /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,
     #[command(flatten)]

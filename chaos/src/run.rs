@@ -5,7 +5,7 @@
 use crate::cli::{usage, RunArgs, TargetKind};
 use crate::kubernetes::{self, Cluster, KubeTarget, Recorded};
 use crate::local::{LocalOptions, LocalTarget};
-use lastmile_harness::report::{human, judge, Journal};
+use lastmile_harness::report::{human, judge, RunReport};
 use lastmile_harness::{RunConfig, Target};
 use lastmile_scenarios::faults::timeline;
 use lastmile_scenarios::{Action, Scenario};
@@ -26,7 +26,7 @@ pub(crate) async fn interrupted() {
 /// How one run ended.
 enum Ended {
     /// It ran and was judged.
-    Judged(Box<Journal>),
+    Judged(Box<RunReport>),
     /// It could not run (the message says why).
     Failed(String),
     /// Ctrl-C or SIGTERM.
@@ -54,20 +54,20 @@ pub async fn run_all(scenarios: Vec<(String, Scenario)>, run: &RunArgs) -> ExitC
             TargetKind::Kube => run_kube(&label, &scenario, run, &dir).await,
         };
         match ended {
-            Ended::Judged(journal) => {
-                print!("{}", human(&journal, None));
+            Ended::Judged(report) => {
+                print!("{}", human(&report, None));
                 if let Some(path) = &run.json {
                     let path = if many {
                         path.with_extension(format!("{}.json", scenario.scenario.name))
                     } else {
                         path.clone()
                     };
-                    let text = serde_json::to_string_pretty(&journal).expect("journals serialize");
+                    let text = serde_json::to_string_pretty(&report).expect("reports serialize");
                     if let Err(e) = std::fs::write(&path, text + "\n") {
                         eprintln!("cannot write {}: {e}", path.display());
                     }
                 }
-                verdicts.push((label, journal.passed()));
+                verdicts.push((label, report.passed()));
             }
             Ended::Failed(e) => {
                 eprintln!("{label}: cannot run: {e}");
@@ -167,17 +167,17 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
         }
         evidence = lastmile_harness::run(scenario, &config, &mut local) => evidence,
     };
-    let journal = judge(scenario, &evidence);
-    log_problems(&local, &journal).await;
+    let report = judge(scenario, &evidence);
+    log_problems(&local, &report).await;
     drop(local);
     println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
-    Ended::Judged(Box::new(journal))
+    Ended::Judged(Box::new(report))
 }
 
 /// On a failed run, the warnings and errors the services logged (last few per replica), so the
 /// first look needs no digging.
-async fn log_problems<T: Target>(target: &T, journal: &Journal) {
-    if journal.passed() {
+async fn log_problems<T: Target>(target: &T, report: &RunReport) {
+    if report.passed() {
         return;
     }
     println!("  what the services logged (warnings and errors, last {PROBLEM_LINES} per replica):");
@@ -285,15 +285,15 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
     };
     let _ = std::fs::create_dir_all(dir);
     save_logs(&target, dir).await;
-    let journal = evidence.map(|e| judge(scenario, &e));
-    if let Some(journal) = &journal {
-        log_problems(&target, journal).await;
+    let report = evidence.map(|e| judge(scenario, &e));
+    if let Some(report) = &report {
+        log_problems(&target, report).await;
     }
     restore(&mut target).await;
-    let Some(journal) = journal else {
+    let Some(report) = report else {
         eprintln!("interrupted: the run was stopped and the recorded replica counts put back");
         return Ended::Interrupted;
     };
     println!("  wall time {:.0} s", started.elapsed().as_secs_f64());
-    Ended::Judged(Box::new(journal))
+    Ended::Judged(Box::new(report))
 }

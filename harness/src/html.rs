@@ -5,7 +5,7 @@
 //! mark shows its details (SVG `<title>`).
 
 use crate::metrics::match_observations;
-use crate::report::Journal;
+use crate::report::RunReport;
 use crate::runner::Evidence;
 use lastmile_scenarios::faults::Origin;
 use lastmile_workload::history::Phase as OpPhase;
@@ -38,7 +38,7 @@ fn service_of(action: &str, client: &str) -> Option<&'static str> {
 }
 
 /// The page for one run.
-pub fn render(evidence: &Evidence, journal: &Journal) -> String {
+pub fn render(evidence: &Evidence, report: &RunReport) -> String {
     let end_ms = evidence.end_at_ms.max(1);
     let x = |ms: u64| LEFT + WIDTH * ms.min(end_ms) as f64 / end_ms as f64;
     let t = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
@@ -68,7 +68,7 @@ pub fn render(evidence: &Evidence, journal: &Journal) -> String {
     );
     // Phases.
     lane(&mut svg, y, "phases");
-    for (i, p) in journal.phases.iter().enumerate() {
+    for (i, p) in report.phases.iter().enumerate() {
         let (a, b) = (x((p.from_s * 1000.0) as u64), x((p.to_s * 1000.0) as u64));
         let _ = write!(
             svg,
@@ -161,7 +161,7 @@ pub fn render(evidence: &Evidence, journal: &Journal) -> String {
     y += LANE;
     // Violations where they happened (those without a time at the end).
     lane(&mut svg, y, "violations");
-    for v in journal.violations() {
+    for v in report.violations() {
         let at = v.at_ms.unwrap_or(evidence.end_at_ms);
         let _ = write!(
             svg,
@@ -185,18 +185,18 @@ table{{border-collapse:collapse;margin:8px 0 18px}} td,th{{border:1px solid #ddd
 <p>{ops} operations; {acc} rides accepted, {matched} matched, {expired} expired; {trips} trips. Healed at {heal:.1} s, ended at {end:.1} s. History digest {digest}.</p>
 <p>Lanes: phases; each step (scripted orange, random pink); per service the share of calls that succeeded in each 5 s (green, darker = slower; red = failures); matches as riders saw them; violations (red dots). Hover for details.</p>
 "#,
-        name = esc(&journal.scenario),
-        seed = journal.seed,
-        verdict = esc(&journal.verdict),
-        verdict_upper = esc(&journal.verdict.to_uppercase()),
-        ops = journal.totals.operations,
-        acc = journal.totals.rides_accepted,
-        matched = journal.totals.rides_matched,
-        expired = journal.totals.rides_expired,
-        trips = journal.totals.trips,
-        heal = journal.heal_at_s,
-        end = journal.end_at_s,
-        digest = esc(&journal.history_digest),
+        name = esc(&report.scenario),
+        seed = report.seed,
+        verdict = esc(&report.verdict),
+        verdict_upper = esc(&report.verdict.to_uppercase()),
+        ops = report.totals.operations,
+        acc = report.totals.rides_accepted,
+        matched = report.totals.rides_matched,
+        expired = report.totals.rides_expired,
+        trips = report.totals.trips,
+        heal = report.heal_at_s,
+        end = report.end_at_s,
+        digest = esc(&report.history_digest),
     );
     let _ = write!(
         page,
@@ -205,7 +205,7 @@ table{{border-collapse:collapse;margin:8px 0 18px}} td,th{{border:1px solid #ddd
         y
     );
     page.push_str("<h2>Rules</h2><table><tr><th>rule</th><th>verdict</th><th>violations</th></tr>");
-    for c in &journal.checks {
+    for c in &report.checks {
         let first: Vec<String> = c.violations.iter().take(3).map(|v| esc(&v.message)).collect();
         let _ = write!(
             page,
@@ -217,7 +217,7 @@ table{{border-collapse:collapse;margin:8px 0 18px}} td,th{{border:1px solid #ddd
         );
     }
     page.push_str("</table><h2>Expectations</h2><table><tr><th>phase</th><th>metric</th><th>bound</th><th>value</th><th>judged</th></tr>");
-    for x in &journal.expectations {
+    for x in &report.expectations {
         let metric = serde_json::to_value(x.metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let bound = format!(
             "{}{}",
@@ -237,12 +237,12 @@ table{{border-collapse:collapse;margin:8px 0 18px}} td,th{{border:1px solid #ddd
     page.push_str(
         "</table><h2>Work per matching replica</h2><table><tr><th>phase</th><th>events handled per replica</th></tr>",
     );
-    for p in &journal.phases {
+    for p in &report.phases {
         let work: Vec<String> = p.work_per_replica.iter().map(|(r, n)| format!("{} {n}", esc(r))).collect();
         let _ = write!(page, "<tr><td>{}</td><td>{}</td></tr>", esc(&p.name), work.join(", "));
     }
     page.push_str("</table>");
-    if let Some(coverage) = &journal.coverage {
+    if let Some(coverage) = &report.coverage {
         page.push_str("<h2>Recovery paths</h2><table><tr><th>path</th><th>times taken</th></tr>");
         for (path, n) in coverage {
             let _ = write!(

@@ -12,7 +12,7 @@
 //! - [`metrics`]: per-phase numbers computed from the history.
 //! - [`docs`]: the commands the documentation quotes, for tests that hold the docs to the CLIs.
 //! - [`check`]: the safety and liveness checkers and the scenario's expectations.
-//! - [`report`]: the verdict as a JSON journal (no wall-clock values), a human summary and
+//! - [`report`]: the verdict as a JSON report (no wall-clock values), a human summary and
 //!   JUnit XML.
 //! - [`html`]: a run as one self-contained HTML page: timeline, faults, per-service success,
 //!   matches, violations where they happened, work per replica, recovery paths.

@@ -1,7 +1,7 @@
-//! The verdict of a run: a JSON journal (in the spirit of Chaos Toolkit's) and a human summary.
+//! The verdict of a run: a JSON report (like Chaos Toolkit's journal) and a human summary.
 //!
-//! The journal holds no wall-clock values: the same scenario and seed give a byte-identical
-//! journal, including the history digest. Wall time belongs in the human summary only.
+//! The report holds no wall-clock values: the same scenario and seed give a byte-identical
+//! report, including the history digest. Wall time belongs in the human summary only.
 
 use crate::check::{self, ExpectationResult, Violation, RULES};
 use crate::metrics::{measure, work_in, Judged, Window};
@@ -58,9 +58,9 @@ pub struct Totals {
     pub notifications: u64,
 }
 
-/// The journal of a run.
+/// The judged report of a run (the `--json` file; its field names are the saved format).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Journal {
+pub struct RunReport {
     /// The scenario.
     pub scenario: String,
     /// The seed.
@@ -93,7 +93,7 @@ pub struct Journal {
     pub verdict: String,
 }
 
-impl Journal {
+impl RunReport {
     /// Whether every rule and expectation held.
     pub fn passed(&self) -> bool {
         self.verdict == "pass"
@@ -117,7 +117,7 @@ const ALL_METRICS: [Metric; 8] = [
 ];
 
 /// Judge `evidence` against `scenario`.
-pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
+pub fn judge(scenario: &Scenario, evidence: &Evidence) -> RunReport {
     let mut violations = check::all(evidence);
     let (expectations, broken) = check::expectations(evidence, scenario);
     violations.extend(broken);
@@ -164,7 +164,7 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
         notifications: evidence.inboxes.values().map(|i| i.notifications.len() as u64).sum(),
     };
     let passed = checks.iter().all(|c| c.ok);
-    Journal {
+    RunReport {
         scenario: evidence.scenario.clone(),
         seed: evidence.config.seed,
         random_faults: evidence.config.random_faults,
@@ -184,11 +184,11 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> Journal {
     }
 }
 
-/// A person's summary of the journal; `wall` (if known) adds the simulated/wall time ratio.
-pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
+/// A person's summary of the report; `wall` (if known) adds the simulated/wall time ratio.
+pub fn human(report: &RunReport, wall: Option<std::time::Duration>) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "scenario {} seed {}: {}", journal.scenario, journal.seed, journal.verdict.to_uppercase());
-    let t = &journal.totals;
+    let _ = writeln!(s, "scenario {} seed {}: {}", report.scenario, report.seed, report.verdict.to_uppercase());
+    let t = &report.totals;
     let _ = writeln!(
         s,
         "  {} operations; {} rides accepted, {} matched, {} expired; {} trips; {} notifications",
@@ -197,13 +197,13 @@ pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
     let _ = writeln!(
         s,
         "  healed at {:.1} s, ended at {:.1} s; history digest {}",
-        journal.heal_at_s, journal.end_at_s, journal.history_digest
+        report.heal_at_s, report.end_at_s, report.history_digest
     );
     if let Some(wall) = wall {
-        let ratio = journal.end_at_s / wall.as_secs_f64().max(1e-9);
+        let ratio = report.end_at_s / wall.as_secs_f64().max(1e-9);
         let _ = writeln!(s, "  wall time {:.2} s ({ratio:.0}x simulated/wall)", wall.as_secs_f64());
     }
-    for p in &journal.phases {
+    for p in &report.phases {
         let _ = write!(s, "  phase {:<14} {:>5.0}-{:<5.0}s", p.name, p.from_s, p.to_s);
         for (m, v) in &p.metrics {
             let name = serde_json::to_value(m).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
@@ -215,11 +215,11 @@ pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
         }
         let _ = writeln!(s);
     }
-    for x in journal.expectations.iter().filter(|x| x.note.is_some()) {
+    for x in report.expectations.iter().filter(|x| x.note.is_some()) {
         let metric = serde_json::to_value(x.metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
         let _ = writeln!(s, "  expectation {} {metric}: {}", x.phase, x.note.as_deref().unwrap_or_default());
     }
-    if let Some(coverage) = &journal.coverage {
+    if let Some(coverage) = &report.coverage {
         let taken: Vec<String> = coverage.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p}={n}")).collect();
         let never: Vec<&str> = coverage.iter().filter(|(_, n)| **n == 0).map(|(p, _)| p.as_str()).collect();
         let _ =
@@ -228,11 +228,11 @@ pub fn human(journal: &Journal, wall: Option<std::time::Duration>) -> String {
             let _ = writeln!(s, "  recovery paths never reached: {}", never.join(" "));
         }
     }
-    for c in &journal.checks {
+    for c in &report.checks {
         let _ = writeln!(s, "  {} {}", if c.ok { "ok  " } else { "FAIL" }, c.rule);
         for v in c.violations.iter().take(5) {
             let at = v.at_ms.map(|t| format!(" at {:.1} s", t as f64 / 1000.0)).unwrap_or_default();
-            let _ = writeln!(s, "       - {}{at} [{}] (seed {})", v.message, v.entities.join(", "), journal.seed);
+            let _ = writeln!(s, "       - {}{at} [{}] (seed {})", v.message, v.entities.join(", "), report.seed);
         }
         if c.violations.len() > 5 {
             let _ = writeln!(s, "       ... and {} more", c.violations.len() - 5);
@@ -247,24 +247,24 @@ fn xml(text: &str) -> String {
 
 /// JUnit XML for CI systems: one test suite per run, one test case per rule (and per
 /// expectation), a failure for each broken one with its violations and the replay command.
-pub fn junit(runs: &[(&Journal, String)]) -> String {
+pub fn junit(runs: &[(&RunReport, String)]) -> String {
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"lastmile-sim\">\n");
-    for (journal, replay) in runs {
-        let failures = journal.checks.iter().filter(|c| !c.ok).count();
+    for (report, replay) in runs {
+        let failures = report.checks.iter().filter(|c| !c.ok).count();
         let _ = writeln!(
             s,
             "  <testsuite name=\"{} seed {}\" tests=\"{}\" failures=\"{failures}\" time=\"{:.1}\">",
-            xml(&journal.scenario),
-            journal.seed,
-            journal.checks.len(),
-            journal.end_at_s
+            xml(&report.scenario),
+            report.seed,
+            report.checks.len(),
+            report.end_at_s
         );
-        for c in &journal.checks {
+        for c in &report.checks {
             let _ = write!(
                 s,
                 "    <testcase classname=\"{}.seed{}\" name=\"{}\"",
-                xml(&journal.scenario),
-                journal.seed,
+                xml(&report.scenario),
+                report.seed,
                 c.rule
             );
             if c.ok {
@@ -288,14 +288,14 @@ pub fn junit(runs: &[(&Journal, String)]) -> String {
 mod tests {
     use super::*;
 
-    fn journal(ok: bool) -> Journal {
+    fn report(ok: bool) -> RunReport {
         let violation = Violation {
             rule: "no_double_match".into(),
             entities: vec!["r1".into()],
             at_ms: None,
             message: "ride r1 is on 2 trips: <t1> & \"t2\"".into(),
         };
-        Journal {
+        RunReport {
             scenario: "s".into(),
             seed: 4,
             random_faults: true,
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn junit_has_a_case_per_rule_and_a_failure_per_broken_one_escaped() {
-        let (bad, good) = (journal(false), journal(true));
+        let (bad, good) = (report(false), report(true));
         let xml = junit(&[(&bad, "cargo sim run s.toml --seed 4".into()), (&good, String::new())]);
         assert_eq!(xml.matches("<testcase ").count(), 4);
         assert_eq!(xml.matches("<failure ").count(), 1);

@@ -701,13 +701,13 @@ fn the_html_report_marks_every_step_and_violation_and_escapes_what_it_shows() {
     e.scenario = "t<&>".into();
     e.timeline =
         vec![kill(12.0, 3.0, "trip-service", Origin::Random), kill(14.0, 1.0, "matching-service", Origin::Scenario)];
-    let journal = lastmile_harness::report::judge(&scenario, &e);
-    assert!(!journal.passed(), "prompt_match is broken in this evidence");
-    let page = lastmile_harness::html::render(&e, &journal);
+    let report = lastmile_harness::report::judge(&scenario, &e);
+    assert!(!report.passed(), "prompt_match is broken in this evidence");
+    let page = lastmile_harness::html::render(&e, &report);
     assert!(page.starts_with("<!doctype html>") && page.contains("<svg") && page.trim_end().ends_with("</html>"));
     assert_eq!(page.matches("class=\"fault random\"").count(), 1);
     assert_eq!(page.matches("class=\"fault scripted\"").count(), 1);
-    assert_eq!(page.matches("class=\"violation\"").count(), journal.violations().len());
+    assert_eq!(page.matches("class=\"violation\"").count(), report.violations().len());
     assert!(page.contains("t&lt;&amp;&gt;") && !page.contains("t<&>"), "names are escaped");
     assert!(page.contains("prompt_match"));
     assert!(

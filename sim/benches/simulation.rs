@@ -16,7 +16,7 @@ mod imp {
             let scenario = lastmile_scenarios::load(std::path::Path::new(&file)).expect("shipped scenarios are valid");
             let config = RunConfig { seed: 1, random_faults: true, naive_matching: false, planted_bug: false };
             // A run is deterministic: its simulated length is known before measuring.
-            let simulated = runs::run(&scenario, &config).journal.end_at_s;
+            let simulated = runs::run(&scenario, &config).report.end_at_s;
             group.throughput(Throughput::Elements(simulated.round() as u64));
             group.bench_with_input(BenchmarkId::new("scenario", name), &scenario, |b, scenario| {
                 b.iter(|| runs::run(scenario, &config))

@@ -6,7 +6,7 @@
 //! cargo sim run scenarios/matching-outage.toml --seed 7
 //! cargo sim run scenarios/scale-under-load.toml --seeds 1..50 --jobs 2
 //! cargo sim run scenarios/scale-under-load.toml --seed 3 --naive-matching
-//! cargo sim run scenarios/demo.toml --seed 1 --check-determinism --json journal.json
+//! cargo sim run scenarios/demo.toml --seed 1 --check-determinism --json report.json
 //! cargo sim run scenarios/matching-outage.toml --seed 7 --emit-scenario seed7.toml
 //! cargo simr explore --budget 10m --out explored/
 //! cargo sim shrink explored/explore-1-3.toml --seed 1013 --out minimal.toml
@@ -102,7 +102,7 @@ pub struct RunArgs {
     /// Run the original matching design (riders and seats in each replica's memory).
     #[arg(long)]
     pub naive_matching: bool,
-    /// Write the JSON journal of the run (of the first failing seed in a sweep) to this file.
+    /// Write the JSON report of the run (of the first failing seed in a sweep) to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Write the run as a self-contained HTML page (timeline, faults, violations) to this file.
@@ -114,9 +114,9 @@ pub struct RunArgs {
     /// Run the seed twice and report the first point where the histories diverge.
     #[arg(long)]
     pub check_determinism: bool,
-    /// Print only the journal as JSON (how a sweep runs each seed in a process of its own).
+    /// Print only the report as JSON (how a sweep runs each seed in a process of its own).
     #[arg(long, hide = true)]
-    pub journal_stdout: bool,
+    pub report_stdout: bool,
     /// Write the scenario with this seed's random faults as explicit steps to this file, then
     /// run as usual.
     #[arg(long)]

@@ -3,7 +3,7 @@
 
 use crate::cli::{budget, seed_range, ExploreArgs, RunArgs, ShrinkArgs};
 use crate::{replay_command, runs};
-use lastmile_harness::report::human;
+use lastmile_harness::report::{human, RunReport};
 use lastmile_harness::RunConfig;
 use lastmile_scenarios::faults::timeline;
 use lastmile_scenarios::Scenario;
@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// Run one seed in a child process and read its journal.
-fn run_child(exe: &std::path::Path, flags: &[String], seed: u64) -> Result<lastmile_harness::report::Journal, String> {
+/// Run one seed in a child process and read its report.
+fn run_child(exe: &std::path::Path, flags: &[String], seed: u64) -> Result<RunReport, String> {
     let out = std::process::Command::new(exe)
         .args(flags)
         .arg("--seed")
@@ -21,11 +21,11 @@ fn run_child(exe: &std::path::Path, flags: &[String], seed: u64) -> Result<lastm
         .output()
         .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    match stdout.lines().last().map(serde_json::from_str::<lastmile_harness::report::Journal>) {
-        Some(Ok(journal)) => Ok(journal),
+    match stdout.lines().last().map(serde_json::from_str::<RunReport>) {
+        Some(Ok(report)) => Ok(report),
         _ => {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let why = stderr.lines().find(|l| l.contains("panicked")).unwrap_or("no journal");
+            let why = stderr.lines().find(|l| l.contains("panicked")).unwrap_or("no report");
             Err(format!("the simulation crashed ({}): {why}", out.status))
         }
     }
@@ -159,10 +159,10 @@ fn config(args: &RunArgs, seed: u64) -> RunConfig {
 
 fn single(scenario: &Scenario, file: &str, args: &RunArgs) -> ExitCode {
     let cfg = config(args, args.seed);
-    if args.journal_stdout {
+    if args.report_stdout {
         let run = runs::run(scenario, &cfg);
-        println!("{}", serde_json::to_string(&run.journal).expect("journals serialize"));
-        return if run.journal.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+        println!("{}", serde_json::to_string(&run.report).expect("reports serialize"));
+        return if run.report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
     }
     println!("lastmile-sim: scenario {} ({file}) seed {}", scenario.scenario.name, cfg.seed);
     println!(
@@ -201,30 +201,30 @@ fn single(scenario: &Scenario, file: &str, args: &RunArgs) -> ExitCode {
         }
     };
     let wall = started.elapsed() / if args.check_determinism { 2 } else { 1 };
-    print!("{}", human(&run.journal, Some(wall)));
+    print!("{}", human(&run.report, Some(wall)));
     if let Some(path) = &args.html {
-        if let Err(e) = std::fs::write(path, lastmile_harness::html::render(&run.evidence, &run.journal)) {
+        if let Err(e) = std::fs::write(path, lastmile_harness::html::render(&run.evidence, &run.report)) {
             eprintln!("cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
-        println!("report written to {}", path.display());
+        println!("HTML report written to {}", path.display());
     }
     if let Some(path) = &args.junit {
         let replay = replay_command(file, cfg.seed, cfg.random_faults, cfg.naive_matching);
-        if let Err(e) = std::fs::write(path, lastmile_harness::report::junit(&[(&run.journal, replay)])) {
+        if let Err(e) = std::fs::write(path, lastmile_harness::report::junit(&[(&run.report, replay)])) {
             eprintln!("cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
     }
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&run.journal).expect("journals serialize");
+        let json = serde_json::to_string_pretty(&run.report).expect("reports serialize");
         if let Err(e) = std::fs::write(path, json + "\n") {
             eprintln!("cannot write {}: {e}", path.display());
             return ExitCode::from(2);
         }
-        println!("journal written to {}", path.display());
+        println!("JSON report written to {}", path.display());
     }
-    let mut ok = run.journal.passed();
+    let mut ok = run.report.passed();
     match divergence {
         Some(None) => println!(
             "determinism: the seed ran twice with identical histories ({} operations)",
@@ -261,7 +261,7 @@ fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &Ru
     let exe = std::env::current_exe().expect("the running binary has a path");
     for _ in 0..args.jobs.max(1) {
         let (next, tx, end, exe) = (next.clone(), tx.clone(), seeds.end, exe.clone());
-        let mut flags = vec!["run".to_string(), file.to_string(), "--journal-stdout".into()];
+        let mut flags = vec!["run".to_string(), file.to_string(), "--report-stdout".into()];
         if args.no_random_faults {
             flags.push("--no-random-faults".into());
         }
@@ -288,32 +288,32 @@ fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &Ru
     let mut times: Vec<(Duration, u64)> = Vec::new();
     let mut done = 0;
     let mut first_failure = None;
-    let mut journals = Vec::new();
+    let mut reports = Vec::new();
     // Seeds in which each recovery path ran at least once.
     let mut reached: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
     for (seed, run, wall) in rx {
         done += 1;
         times.push((wall, seed));
         match run {
-            Ok(journal) => {
-                for (path, n) in journal.coverage.iter().flatten() {
+            Ok(report) => {
+                for (path, n) in report.coverage.iter().flatten() {
                     *reached.entry(path.clone()).or_default() += u64::from(*n > 0);
                 }
-                let verdict = if journal.passed() { "pass" } else { "FAIL" };
+                let verdict = if report.passed() { "pass" } else { "FAIL" };
                 eprintln!(
                     "[{done:>3}/{total}] seed {seed:>5}: {verdict} ({:.1} s wall, {:.0} s simulated)",
                     wall.as_secs_f64(),
-                    journal.end_at_s
+                    report.end_at_s
                 );
-                if !journal.passed() {
-                    let first = journal.violations().first().map(|v| v.message.clone()).unwrap_or_default();
+                if !report.passed() {
+                    let first = report.violations().first().map(|v| v.message.clone()).unwrap_or_default();
                     failed.push((seed, first));
                     if first_failure.is_none() {
-                        first_failure = Some(journal.clone());
+                        first_failure = Some(report.clone());
                     }
                 }
                 if args.junit.is_some() {
-                    journals.push(journal);
+                    reports.push(report);
                 }
             }
             Err(crash) => {
@@ -346,17 +346,17 @@ fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &Ru
         println!("  recovery paths NEVER reached in this sweep: {}", never.join(", "));
     }
     if let Some(path) = &args.junit {
-        journals.sort_by_key(|j| j.seed);
-        let runs: Vec<_> = journals
+        reports.sort_by_key(|r| r.seed);
+        let runs: Vec<_> = reports
             .iter()
-            .map(|j| (j, replay_command(file, j.seed, !args.no_random_faults, args.naive_matching)))
+            .map(|r| (r, replay_command(file, r.seed, !args.no_random_faults, args.naive_matching)))
             .collect();
         if let Err(e) = std::fs::write(path, lastmile_harness::report::junit(&runs)) {
             eprintln!("cannot write {}: {e}", path.display());
         }
     }
-    if let (Some(path), Some(journal)) = (&args.json, first_failure) {
-        let json = serde_json::to_string_pretty(&journal).expect("journals serialize");
+    if let (Some(path), Some(report)) = (&args.json, first_failure) {
+        let json = serde_json::to_string_pretty(&report).expect("reports serialize");
         let _ = std::fs::write(path, json + "\n");
     }
     if failed.is_empty() && missing == 0 {

@@ -204,8 +204,8 @@ pub fn explore(
             let run_config =
                 RunConfig { seed, random_faults: true, naive_matching: false, planted_bug: config.planted_bug };
             let run = runs::run(&scenario, &run_config);
-            if !run.journal.passed() {
-                let mut rules: Vec<String> = run.journal.violations().iter().map(|v| v.rule.clone()).collect();
+            if !run.report.passed() {
+                let mut rules: Vec<String> = run.report.violations().iter().map(|v| v.rule.clone()).collect();
                 rules.dedup();
                 failure = Some(Found { toml: toml.clone(), scenario: scenario.clone(), seed, rules });
                 break;

@@ -1,8 +1,8 @@
 //! The deterministic world: LastMile's five services, a simulated RabbitMQ-like broker and the
 //! clients, all as nodes of one madsim simulation driven by a seed.
 //!
-//! A run is `(scenario, seed) → journal`, a pure function: the same seed gives the same history,
-//! byte for byte (the journal carries its digest, and `--check-determinism` compares two runs
+//! A run is `(scenario, seed) → report`, a pure function: the same seed gives the same history,
+//! byte for byte (the report carries its digest, and `--check-determinism` compares two runs
 //! operation by operation). Only meaningful in the madsim build flavour (`cargo sim ...`,
 //! `cargo simtest`); in the normal flavour this crate holds only [`replay_command`].
 //!

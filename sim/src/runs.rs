@@ -1,7 +1,7 @@
-//! Whole simulated runs: `(scenario, seed) → journal`, sweeps, and the determinism check.
+//! Whole simulated runs: `(scenario, seed) → report`, sweeps, and the determinism check.
 
 use crate::target::SimTarget;
-use lastmile_harness::report::{self, Journal};
+use lastmile_harness::report::{self, RunReport};
 use lastmile_harness::{Evidence, RunConfig};
 use lastmile_scenarios::Scenario;
 use madsim::runtime::Runtime;
@@ -16,7 +16,7 @@ pub struct ScenarioRun {
     /// What the run left behind.
     pub evidence: Evidence,
     /// The verdict.
-    pub journal: Journal,
+    pub report: RunReport,
 }
 
 /// Run `scenario` in a fresh simulation seeded with `config.seed`.
@@ -43,8 +43,8 @@ fn run_here(scenario: &Scenario, config: &RunConfig) -> ScenarioRun {
         let mut target = SimTarget::start(&s, &c);
         lastmile_harness::run(&s, &c, &mut target).await
     });
-    let journal = report::judge(scenario, &evidence);
-    ScenarioRun { evidence, journal }
+    let report = report::judge(scenario, &evidence);
+    ScenarioRun { evidence, report }
 }
 
 /// Where two runs of the same seed first differ.

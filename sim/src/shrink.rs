@@ -57,7 +57,7 @@ pub enum ShrinkError {
 fn broken_rules(scenario: &Scenario, config: &ShrinkConfig, random: bool) -> Vec<String> {
     let run_config =
         RunConfig { seed: config.seed, random_faults: random, naive_matching: false, planted_bug: config.planted_bug };
-    runs::run(scenario, &run_config).journal.violations().iter().map(|v| v.rule.clone()).collect()
+    runs::run(scenario, &run_config).report.violations().iter().map(|v| v.rule.clone()).collect()
 }
 
 /// Every one-edit smaller version of `s`.

@@ -34,8 +34,8 @@ fn the_documented_scenarios_pass_every_seed() {
                     let config = RunConfig { seed, random_faults: true, naive_matching: false, planted_bug: false };
                     let run = std::panic::catch_unwind(|| runs::run(&scenario, &config));
                     let verdict = match run {
-                        Ok(run) if run.journal.passed() => continue,
-                        Ok(run) => lastmile_harness::report::human(&run.journal, None),
+                        Ok(run) if run.report.passed() => continue,
+                        Ok(run) => lastmile_harness::report::human(&run.report, None),
                         Err(_) => "the simulation panicked".to_string(),
                     };
                     if !failed.swap(true, Ordering::SeqCst) {

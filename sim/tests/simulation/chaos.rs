@@ -15,10 +15,10 @@ fn sweep(name: &str) {
     let (mut trips, mut random_faults) = (0, 0);
     for seed in SEEDS {
         let r = run(name, seed, true, false);
-        trips += r.journal.totals.trips;
-        random_faults += r.journal.timeline.iter().filter(|s| s.origin == Origin::Random).count();
-        if !r.journal.passed() {
-            let why: Vec<String> = r.journal.violations().iter().map(|v| v.message.clone()).collect();
+        trips += r.report.totals.trips;
+        random_faults += r.report.timeline.iter().filter(|s| s.origin == Origin::Random).count();
+        if !r.report.passed() {
+            let why: Vec<String> = r.report.violations().iter().map(|v| v.message.clone()).collect();
             failures.push(format!(
                 "seed {seed}: {}\n  replay: {}",
                 why.join("; "),
@@ -64,8 +64,8 @@ fn the_naive_design_is_caught_under_scale() {
     let caught = ["no_double_match", "no_over_capacity", "every_servable_ride_matched"];
     for seed in 1..4 {
         let r = run("scale-under-load", seed, true, true);
-        assert!(!r.journal.passed(), "seed {seed}: the naive design passed: the checkers have no teeth");
-        let broken: Vec<&str> = r.journal.violations().iter().map(|v| v.rule.as_str()).collect();
+        assert!(!r.report.passed(), "seed {seed}: the naive design passed: the checkers have no teeth");
+        let broken: Vec<&str> = r.report.violations().iter().map(|v| v.rule.as_str()).collect();
         assert!(broken.iter().any(|rule| caught.contains(rule)), "seed {seed}: caught only by {broken:?}");
         // Replicas that each match from their own memory pass riders over for later ones.
         assert!(broken.contains(&"matching_rule"), "seed {seed}: the naive trips kept the matching rule: {broken:?}");
@@ -80,18 +80,18 @@ fn the_naive_design_is_caught_under_scale() {
 fn replaying_a_failing_seed_reproduces_the_same_violations() {
     let first = run("scale-under-load", 2, true, true);
     let replay = run("scale-under-load", 2, true, true);
-    assert!(!first.journal.passed(), "seed 2 of the naive design should fail");
-    assert_eq!(first.journal.violations(), replay.journal.violations());
-    assert_eq!(first.journal.history_digest, replay.journal.history_digest);
+    assert!(!first.report.passed(), "seed 2 of the naive design should fail");
+    assert_eq!(first.report.violations(), replay.report.violations());
+    assert_eq!(first.report.history_digest, replay.report.history_digest);
 }
 
 #[test]
 fn a_faulted_run_is_deterministic_to_the_byte() {
     let (a, b) = (run("matching-outage", 3, true, false), run("matching-outage", 3, true, false));
-    assert!(a.journal.timeline.len() > 2, "seed 3 draws random faults");
+    assert!(a.report.timeline.len() > 2, "seed 3 draws random faults");
     assert_eq!(a.evidence.history, b.evidence.history);
-    let (ja, jb) = (serde_json::to_string(&a.journal).unwrap(), serde_json::to_string(&b.journal).unwrap());
-    assert_eq!(ja, jb, "the journal holds no wall-clock value");
+    let (json_a, json_b) = (serde_json::to_string(&a.report).unwrap(), serde_json::to_string(&b.report).unwrap());
+    assert_eq!(json_a, json_b, "the report holds no wall-clock value");
 }
 
 /// A pause lasts what the scenario says. The harness reads every matching replica's counters

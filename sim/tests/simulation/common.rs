@@ -21,14 +21,14 @@ pub fn run(name: &str, seed: u64, random_faults: bool, naive_matching: bool) -> 
 
 /// Fail with every violation and the replay command unless the run passed.
 pub fn assert_passed(name: &str, run: &ScenarioRun) {
-    if run.journal.passed() {
+    if run.report.passed() {
         return;
     }
     let (_, file) = scenario(name);
     let c = &run.evidence.config;
     panic!(
         "{}\nreplay: {}",
-        lastmile_harness::report::human(&run.journal, None),
+        lastmile_harness::report::human(&run.report, None),
         replay_command(&file, c.seed, c.random_faults, c.naive_matching)
     );
 }

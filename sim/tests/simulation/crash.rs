@@ -42,15 +42,15 @@ fn crashed_and_recovered(service: &str, point: &str) -> ScenarioRun {
     let run =
         runs::run(&scenario, &RunConfig { seed, random_faults: false, naive_matching: false, planted_bug: false });
     assert!(
-        run.journal.passed(),
+        run.report.passed(),
         "the system did not absorb the crash:\n{}",
-        lastmile_harness::report::human(&run.journal, None)
+        lastmile_harness::report::human(&run.report, None)
     );
     let fired = run.evidence.history.iter().any(|op| {
         op.client == "nemesis" && op.detail.as_str().is_some_and(|d| d.contains(&format!("{point} of {service} fired")))
     });
     assert!(fired, "{point} of {service} was armed for 120 s but never reached: the test proves nothing");
-    assert!(run.journal.totals.trips > 0, "no trips: the test proves nothing");
+    assert!(run.report.totals.trips > 0, "no trips: the test proves nothing");
     run
 }
 

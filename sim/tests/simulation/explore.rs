@@ -28,7 +28,7 @@ fn explore_finds_the_planted_bug_and_shrink_leaves_a_smaller_scenario_that_still
     // The shrunk file fails the same rule with the bug, and passes without it: the bug's, not the file's.
     let with_bug = RunConfig { seed: found.seed, random_faults: false, naive_matching: false, planted_bug: true };
     let run = runs::run(&shrunk.scenario, &with_bug);
-    assert!(run.journal.violations().iter().any(|v| v.rule == shrunk.rule), "the shrunk file still fails");
+    assert!(run.report.violations().iter().any(|v| v.rule == shrunk.rule), "the shrunk file still fails");
     let run = runs::run(&shrunk.scenario, &RunConfig { planted_bug: false, ..with_bug });
-    assert!(run.journal.passed(), "without the planted bug the shrunk scenario passes: {:?}", run.journal.violations());
+    assert!(run.report.passed(), "without the planted bug the shrunk scenario passes: {:?}", run.report.violations());
 }
