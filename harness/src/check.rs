@@ -9,7 +9,7 @@ use lastmile_scenarios::Scenario;
 use lastmile_scenarios::{Action, Metric};
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
 use lastmile_services::trip::Change;
-use lastmile_workload::history::{Op, Phase as OpPhase};
+use lastmile_workload::history::{Op, OpPhase};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

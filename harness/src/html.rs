@@ -8,7 +8,7 @@ use crate::metrics::match_observations;
 use crate::report::RunReport;
 use crate::runner::Evidence;
 use lastmile_scenarios::faults::Origin;
-use lastmile_workload::history::Phase as OpPhase;
+use lastmile_workload::history::OpPhase;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 

@@ -5,7 +5,7 @@
 
 use crate::runner::Evidence;
 use lastmile_scenarios::Metric;
-use lastmile_workload::history::{Op, Phase as OpPhase};
+use lastmile_workload::history::{Op, OpPhase};
 use serde_json::Value;
 use std::collections::BTreeMap;
 

@@ -23,7 +23,7 @@ use lastmile_services::matching::MatchingStats;
 use lastmile_services::notification::Inbox;
 use lastmile_services::trip::Export;
 use lastmile_services::ServiceName;
-use lastmile_workload::history::{History, Op, Phase as OpPhase};
+use lastmile_workload::history::{History, Op, OpPhase};
 use lastmile_workload::load::{self, LoadPlan, LoadSpec, Stage};
 use lastmile_workload::wait::wait_until;
 use lastmile_workload::{demo, multi_station, LastMileClient};

@@ -7,7 +7,7 @@ use lastmile_scenarios::faults::TimelineStep;
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
 use lastmile_services::notification::{Inbox, Notification};
 use lastmile_services::trip::{Change, Export};
-use lastmile_workload::history::{Op, Phase};
+use lastmile_workload::history::{Op, OpPhase};
 use lastmile_workload::load::{Arrival, LoadPlan};
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -41,7 +41,7 @@ fn trip(id: &str, rides: &[&str], status: TripStatus, created: u64, closed: Opti
     }
 }
 
-fn op(at_ms: u64, client: &str, action: &str, phase: Phase, detail: serde_json::Value) -> Op {
+fn op(at_ms: u64, client: &str, action: &str, phase: OpPhase, detail: serde_json::Value) -> Op {
     Op { at_ms, client: client.into(), action: action.into(), phase, detail }
 }
 
@@ -102,11 +102,17 @@ fn healthy() -> Evidence {
         config: RunConfig { seed: 1, random_faults: false, naive_matching: false, planted_bug: false },
         timeline: vec![],
         history: vec![
-            op(1_000, "rider-r1", "request_ride", Phase::Invoke, json!({"ride_id": "r1"})),
-            op(1_100, "rider-r1", "request_ride", Phase::Ok, json!({"ride_id": "r1", "status": {"state": "waiting"}})),
-            op(3_000, "d1", "get_trip", Phase::Ok, json!({"trip_id": "t1", "status": "scheduled"})),
-            op(4_000, "d1", "pickup", Phase::Ok, json!({"trip_id": "t1", "status": "picked_up"})),
-            op(9_000, "d1", "complete", Phase::Ok, json!({"trip_id": "t1", "status": "completed"})),
+            op(1_000, "rider-r1", "request_ride", OpPhase::Invoke, json!({"ride_id": "r1"})),
+            op(
+                1_100,
+                "rider-r1",
+                "request_ride",
+                OpPhase::Ok,
+                json!({"ride_id": "r1", "status": {"state": "waiting"}}),
+            ),
+            op(3_000, "d1", "get_trip", OpPhase::Ok, json!({"trip_id": "t1", "status": "scheduled"})),
+            op(4_000, "d1", "pickup", OpPhase::Ok, json!({"trip_id": "t1", "status": "picked_up"})),
+            op(9_000, "d1", "complete", OpPhase::Ok, json!({"trip_id": "t1", "status": "completed"})),
         ],
         t0_ms: 0,
         heal_at_ms: 10_000,
@@ -164,7 +170,7 @@ fn more_riders_than_seats_at_one_moment_is_over_capacity() {
 #[test]
 fn a_trip_seen_going_back_breaks_forward_only_states() {
     let mut e = healthy();
-    e.history.push(op(9_500, "probe", "get_trip", Phase::Ok, json!({"trip_id": "t1", "status": "scheduled"})));
+    e.history.push(op(9_500, "probe", "get_trip", OpPhase::Ok, json!({"trip_id": "t1", "status": "scheduled"})));
     let v = check::trip_states_forward(&e);
     assert_eq!(rules(&v), ["trip_states_forward"]);
     assert_eq!(v[0].at_ms, Some(9_500));
@@ -173,7 +179,7 @@ fn a_trip_seen_going_back_breaks_forward_only_states() {
 #[test]
 fn an_accepted_request_missing_or_stuck_is_lost() {
     let mut e = healthy();
-    e.history.push(op(5_000, "rider-r9", "request_ride", Phase::Ok, json!({"ride_id": "r9"})));
+    e.history.push(op(5_000, "rider-r9", "request_ride", OpPhase::Ok, json!({"ride_id": "r9"})));
     let v = check::no_lost_request(&e);
     assert_eq!(rules(&v), ["no_lost_request"]);
     assert!(v[0].message.contains("not in the record"));
@@ -218,9 +224,9 @@ fn a_participant_never_told_about_a_match_breaks_delivery() {
 #[test]
 fn a_service_not_ready_after_the_heal_breaks_liveness() {
     let mut e = healthy();
-    e.history.push(op(19_000, "final:user-service", "final_ready", Phase::Ok, json!({"ready": true})));
+    e.history.push(op(19_000, "final:user-service", "final_ready", OpPhase::Ok, json!({"ready": true})));
     assert!(check::services_ready_after_heal(&e).is_empty());
-    e.history.push(op(19_500, "final:notification-service", "final_ready", Phase::Fail, json!("HTTP 503")));
+    e.history.push(op(19_500, "final:notification-service", "final_ready", OpPhase::Fail, json!("HTTP 503")));
     let v = check::services_ready_after_heal(&e);
     assert_eq!(rules(&v), ["services_ready_after_heal"]);
     assert_eq!(v[0].entities, ["notification-service"]);
@@ -235,14 +241,14 @@ fn a_service_left_with_the_wrong_replica_count_after_the_heal_breaks_the_rollbac
             "matching-service": {"want": 1, "have": matching},
         })
     };
-    e.history.push(op(11_000, "nemesis", "replicas", Phase::Ok, counts(json!(1))));
+    e.history.push(op(11_000, "nemesis", "replicas", OpPhase::Ok, counts(json!(1))));
     assert!(check::replicas_restored(&e).is_empty());
-    e.history.push(op(12_000, "nemesis", "replicas", Phase::Ok, counts(json!(0))));
+    e.history.push(op(12_000, "nemesis", "replicas", OpPhase::Ok, counts(json!(0))));
     let v = check::replicas_restored(&e);
     assert_eq!(rules(&v), ["replicas_restored"]);
     assert_eq!(v[0].entities, ["matching-service"]);
     // A count the target could not read is not a restored one either.
-    e.history.push(op(13_000, "nemesis", "replicas", Phase::Ok, counts(json!("cannot list pods"))));
+    e.history.push(op(13_000, "nemesis", "replicas", OpPhase::Ok, counts(json!("cannot list pods"))));
     assert!(check::replicas_restored(&e)[0].message.contains("cannot list pods"));
 }
 
@@ -290,7 +296,7 @@ min = 0.99
         6_000,
         "rider-r1",
         "get_ride",
-        Phase::Ok,
+        OpPhase::Ok,
         json!({"ride_id": "r1", "status": {"state": "matched", "trip_id": "t1"}}),
     ));
     let (results, v) = check::expectations(&e, &scenario);
@@ -322,8 +328,8 @@ min = 0.99
     let mut e = healthy();
     for (i, at) in (40_000..50_000).step_by(2_000).enumerate() {
         let id = format!("lost-{i}");
-        e.history.push(op(at, "rider-x", "request_ride", Phase::Invoke, json!({"ride_id": id})));
-        e.history.push(op(at + 100, "rider-x", "request_ride", Phase::Fail, json!({"ride_id": id})));
+        e.history.push(op(at, "rider-x", "request_ride", OpPhase::Invoke, json!({"ride_id": id})));
+        e.history.push(op(at + 100, "rider-x", "request_ride", OpPhase::Fail, json!({"ride_id": id})));
     }
     (scenario, e)
 }
@@ -384,18 +390,18 @@ fn a_fault_undone_late_is_excused_for_as_long_as_it_really_lasted() {
     let planned = check::disturbed(&e, &["trip-service"]);
     assert_eq!((planned[0].from_ms, planned[0].to_ms), (100_000, 120_000), "5 s + 15 s to recover");
 
-    e.history.push(op(100_000, "nemesis", "apply", Phase::Invoke, json!({"step": "kill", "index": 0})));
-    e.history.push(op(100_010, "nemesis", "apply", Phase::Ok, json!("killed")));
-    e.history.push(op(100_500, "rider-x", "request_ride", Phase::Invoke, json!({})));
-    e.history.push(op(150_000, "nemesis", "undo", Phase::Invoke, json!({"step": "kill", "index": 0})));
-    e.history.push(op(151_000, "nemesis", "undo", Phase::Ok, json!("restarted")));
+    e.history.push(op(100_000, "nemesis", "apply", OpPhase::Invoke, json!({"step": "kill", "index": 0})));
+    e.history.push(op(100_010, "nemesis", "apply", OpPhase::Ok, json!("killed")));
+    e.history.push(op(100_500, "rider-x", "request_ride", OpPhase::Invoke, json!({})));
+    e.history.push(op(150_000, "nemesis", "undo", OpPhase::Invoke, json!({"step": "kill", "index": 0})));
+    e.history.push(op(151_000, "nemesis", "undo", OpPhase::Ok, json!("restarted")));
     let real = check::disturbed(&e, &["trip-service"]);
     assert_eq!((real[0].from_ms, real[0].to_ms), (100_000, 166_000), "undone at 151 s, + 15 s");
 
     // Undone early (never happens, but never shortens the excuse either).
     e.history.retain(|op| op.action != "undo");
-    e.history.push(op(101_000, "nemesis", "undo", Phase::Invoke, json!({"step": "kill", "index": 0})));
-    e.history.push(op(101_000, "nemesis", "undo", Phase::Ok, json!("restarted")));
+    e.history.push(op(101_000, "nemesis", "undo", OpPhase::Invoke, json!({"step": "kill", "index": 0})));
+    e.history.push(op(101_000, "nemesis", "undo", OpPhase::Ok, json!("restarted")));
     assert_eq!(check::disturbed(&e, &["trip-service"])[0].to_ms, 120_000);
 }
 
@@ -407,17 +413,17 @@ fn hostile_input_must_get_a_4xx_json_answer_and_its_poison_must_be_dead_lettered
             5_000,
             "hostile",
             "hostile_http",
-            Phase::Ok,
+            OpPhase::Ok,
             json!({"path": "/users/x%3Fevil", "status": status, "json_error": json}),
         )
     };
     e.history.push(http(422, true));
-    e.history.push(op(5_000, "hostile", "hostile_http", Phase::Fail, json!({"path": "/users/a", "error": "down"})));
+    e.history.push(op(5_000, "hostile", "hostile_http", OpPhase::Fail, json!({"path": "/users/a", "error": "down"})));
     e.history.push(op(
         6_000,
         "hostile",
         "hostile_message",
-        Phase::Ok,
+        OpPhase::Ok,
         json!({"message_id": "hostile-7", "routing_key": "ride.requested"}),
     ));
     e.dead_letters = Some(BTreeMap::from([(
@@ -642,7 +648,7 @@ fn driver_at_the_station(commit_ms: u64) -> Evidence {
             ms,
             "d1",
             "location",
-            Phase::Ok,
+            OpPhase::Ok,
             json!({"driver_id": "d1", "near_station": station, "updated_at_ms": EPOCH + ms}),
         )
     };
@@ -681,7 +687,7 @@ fn a_driver_at_a_station_with_seats_while_a_rider_waits_unmatched_breaks_prompt_
         500,
         "d1",
         "location",
-        Phase::Ok,
+        OpPhase::Ok,
         json!({"driver_id": "d1", "near_station": "ST101", "updated_at_ms": EPOCH + 500}),
     ));
     let v = check::prompt_match(&requested);

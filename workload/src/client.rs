@@ -3,7 +3,7 @@
 //! Every call names `who` makes it (a rider, a driver, the harness's probes), so the history
 //! reads like the log of many independent clients.
 
-use crate::history::{History, Phase};
+use crate::history::{History, OpPhase};
 use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::http::{path_segment, CallError, CallPolicy, HttpClient, Method};
 use lastmile_services::domain::{Ride, Station, Trip, User};
@@ -84,14 +84,14 @@ impl LastMileClient {
         args: Value,
         call: impl Future<Output = Result<T, CallError>>,
     ) -> Result<T, CallError> {
-        self.history.record(who, action, Phase::Invoke, args);
+        self.history.record(who, action, OpPhase::Invoke, args);
         let result = call.await;
         match &result {
-            Ok(value) => self.history.record(who, action, Phase::Ok, serde_json::to_value(value).unwrap_or_default()),
+            Ok(value) => self.history.record(who, action, OpPhase::Ok, serde_json::to_value(value).unwrap_or_default()),
             Err(e @ CallError::Timeout { .. }) => {
-                self.history.record(who, action, Phase::Timeout, e.to_string().into())
+                self.history.record(who, action, OpPhase::Timeout, e.to_string().into())
             }
-            Err(e) => self.history.record(who, action, Phase::Fail, e.to_string().into()),
+            Err(e) => self.history.record(who, action, OpPhase::Fail, e.to_string().into()),
         }
         result
     }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 /// How an operation ended (or that it started).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Phase {
+pub enum OpPhase {
     /// The client sent it.
     Invoke,
     /// It succeeded.
@@ -32,7 +32,7 @@ pub struct Op {
     /// What it did (`request_ride`, `location`, ...).
     pub action: String,
     /// Invoke or the outcome.
-    pub phase: Phase,
+    pub phase: OpPhase,
     /// Arguments on invoke, the result (or the error as a string) on completion.
     pub detail: serde_json::Value,
 }
@@ -56,7 +56,7 @@ impl History {
     }
 
     /// Append an entry stamped now.
-    pub fn record(&self, client: &str, action: &str, phase: Phase, detail: serde_json::Value) {
+    pub fn record(&self, client: &str, action: &str, phase: OpPhase, detail: serde_json::Value) {
         let op = Op { at_ms: self.now_ms(), client: client.to_string(), action: action.to_string(), phase, detail };
         self.ops.lock().expect("history").push(op);
     }
@@ -104,7 +104,7 @@ mod tests {
             at_ms: 1,
             client: "r1".into(),
             action: "x".into(),
-            phase: Phase::Ok,
+            phase: OpPhase::Ok,
             detail: serde_json::Value::Null,
         }];
         let mut b = a.clone();

@@ -8,7 +8,7 @@
 //! and routing key once the broker confirmed it. The checker `hostile_input` then expects a
 //! 4xx JSON answer to every request, and every confirmed message in a dead-letter queue.
 
-use crate::history::{History, Phase};
+use crate::history::{History, OpPhase};
 use crate::Endpoints;
 use lastmile_platform::broker::{Broker, Message};
 use lastmile_platform::clock::random_u64;
@@ -130,7 +130,7 @@ async fn request(clients: &[HttpClient; 4], history: &History) {
     let path = template.replace("{}", &path_segment(id));
     let body = body.map(|b| b.replace("\"{}\"", &serde_json::to_string(id).expect("a string serializes")));
     let client = &clients[svc as usize];
-    history.record(CLIENT, "hostile_http", Phase::Invoke, json!({ "method": method, "path": path, "body": body }));
+    history.record(CLIENT, "hostile_http", OpPhase::Invoke, json!({ "method": method, "path": path, "body": body }));
     let method: Method = method.parse().expect("a known method");
     match client.call_raw(method, &path, body.map(String::into_bytes)).await {
         Ok((status, bytes)) => {
@@ -138,11 +138,13 @@ async fn request(clients: &[HttpClient; 4], history: &History) {
             history.record(
                 CLIENT,
                 "hostile_http",
-                Phase::Ok,
+                OpPhase::Ok,
                 json!({ "path": path, "status": status, "json_error": json }),
             );
         }
-        Err(e) => history.record(CLIENT, "hostile_http", Phase::Fail, json!({ "path": path, "error": e.to_string() })),
+        Err(e) => {
+            history.record(CLIENT, "hostile_http", OpPhase::Fail, json!({ "path": path, "error": e.to_string() }))
+        }
     }
 }
 
@@ -162,13 +164,13 @@ async fn publish(broker: &Broker, exchange: &str, n: u64, history: &History) {
         Ok(()) => history.record(
             CLIENT,
             "hostile_message",
-            Phase::Ok,
+            OpPhase::Ok,
             json!({ "message_id": message_id, "routing_key": routing_key }),
         ),
         Err(e) => history.record(
             CLIENT,
             "hostile_message",
-            Phase::Fail,
+            OpPhase::Fail,
             json!({ "message_id": message_id, "error": e.to_string() }),
         ),
     }

@@ -19,4 +19,4 @@ pub mod multi_station;
 pub mod wait;
 
 pub use client::{Endpoints, LastMileClient};
-pub use history::{History, Op, Phase};
+pub use history::{History, Op, OpPhase};

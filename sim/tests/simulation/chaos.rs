@@ -4,7 +4,7 @@
 use crate::common::{assert_passed, run, scenario};
 use lastmile_scenarios::faults::Origin;
 use lastmile_sim::replay_command;
-use lastmile_workload::history::Phase;
+use lastmile_workload::history::OpPhase;
 
 /// Seeds every scenario is swept over in the test suite (`cargo sim run --seeds` goes further).
 const SEEDS: std::ops::Range<u64> = 1..21;
@@ -107,7 +107,7 @@ fn a_pause_lasts_what_the_scenario_says_and_is_not_blamed_on_the_service() {
     let undone = e
         .history
         .iter()
-        .find(|op| op.client == "nemesis" && op.action == "undo" && op.phase == Phase::Ok)
+        .find(|op| op.client == "nemesis" && op.action == "undo" && op.phase == OpPhase::Ok)
         .expect("the pause was undone");
     let at_ms = undone.at_ms - e.t0_ms;
     assert!((130_500..131_500).contains(&at_ms), "planned at 130.5 s, undone at {at_ms} ms");
