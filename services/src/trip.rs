@@ -20,6 +20,7 @@ use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::clock::{new_id, now_ms};
 use lastmile_platform::coverage::{Coverage, RecoveryPath};
 use lastmile_platform::http::{ApiError, ApiJson, ApiQuery, PathId};
+use lastmile_platform::shutdown::Shutdown;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -31,9 +32,10 @@ pub const MAX_SEATS: u32 = 8;
 /// How often waiting rides are checked against their deadline.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
-/// The record: shifts, rides, trips and the indexes matching needs.
+/// trip-service's whole record: shifts, rides, trips, the indexes matching needs and every change
+/// applied.
 #[derive(Debug, Default)]
-pub struct Trips {
+pub struct TripRecord {
     shifts: BTreeMap<String, Shift>,
     rides: BTreeMap<String, Ride>,
     /// The waiting rides, indexed by station and destination in arrival order, so picking a
@@ -95,7 +97,7 @@ pub enum Change {
     },
 }
 
-impl Trips {
+impl TripRecord {
     fn set_ride(&mut self, ride_id: &str, status: RideStatus) {
         self.waiting.remove(ride_id);
         if let Some(ride) = self.rides.get_mut(ride_id) {
@@ -141,7 +143,7 @@ impl Trips {
     }
 }
 
-impl State for Trips {
+impl State for TripRecord {
     type Change = Change;
 
     fn apply(&mut self, change: &Change) {
@@ -331,7 +333,7 @@ pub struct Export {
 
 #[derive(Clone)]
 struct AppState {
-    store: SharedStore<Trips>,
+    store: SharedStore<TripRecord>,
     directory: Arc<Directory>,
     network: Arc<Network>,
     /// Whether the original design's unchecked commits are accepted (demonstrations only).
@@ -342,7 +344,7 @@ struct AppState {
 
 pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<tokio::task::JoinHandle<()>>)> {
     let path = ctx.config.data_dir.join("trip-service.journal");
-    let store: SharedStore<Trips> = Store::open(&path, ctx).await?;
+    let store: SharedStore<TripRecord> = Store::open(&path, ctx).await?;
     let store_handle = store.lock().await.journal_handle();
     ctx.ready_flag().store(true, Ordering::SeqCst);
     let directory = Directory::open(
@@ -453,7 +455,7 @@ async fn set_shift(
     view.map(Json)
 }
 
-fn driver_view(state: &Trips, driver_id: &str) -> Result<DriverView, ApiError> {
+fn driver_view(state: &TripRecord, driver_id: &str) -> Result<DriverView, ApiError> {
     let shift = state.shift(driver_id)?;
     let active_trips = state
         .trips
@@ -649,7 +651,7 @@ async fn export(AxState(app): AxState<AppState>) -> Json<Export> {
 }
 
 /// The compare-and-set: the trip a proposal would create, or why it is stale.
-pub fn check_proposal(state: &Trips, proposal: &Proposal, trip_id: String) -> Result<Trip, ApiError> {
+pub fn check_proposal(state: &TripRecord, proposal: &Proposal, trip_id: String) -> Result<Trip, ApiError> {
     let stale = |why: String| ApiError::conflict("stale_proposal", why);
     let shift = state.shift(&proposal.driver_id)?;
     if proposal.ride_ids.is_empty() {
@@ -764,7 +766,7 @@ fn wait_ms(ride: &Ride, ttl: Duration) -> u64 {
     ride.max_wait_ms.unwrap_or(ttl.as_millis() as u64)
 }
 
-async fn expire_rides(store: SharedStore<Trips>, ttl: Duration, mut shutdown: lastmile_platform::shutdown::Shutdown) {
+async fn expire_rides(store: SharedStore<TripRecord>, ttl: Duration, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(EXPIRY_INTERVAL);
     loop {
         tokio::select! {
@@ -818,8 +820,8 @@ mod tests {
         assert_eq!(wait_ms(&asked, Duration::from_secs(300)), 30_000);
     }
 
-    fn record() -> Trips {
-        let mut t = Trips::default();
+    fn record() -> TripRecord {
+        let mut t = TripRecord::default();
         let shift = Shift { route: vec!["ST101".into(), "ST102".into()], destination: "Whitefield".into(), seats: 2 };
         t.apply(&Change::ShiftSet { driver_id: "d1".into(), shift });
         for (i, id) in ["r1", "r2", "r3"].iter().enumerate() {
