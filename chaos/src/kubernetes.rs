@@ -75,33 +75,33 @@ fn cluster_error(message: String) -> TargetError {
     TargetError::Deployment(message)
 }
 
-/// What a workload is: a Deployment (a service) or the broker's StatefulSet.
+/// What a run scales on Kubernetes: a service's Deployment or the broker's StatefulSet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Workload {
+pub enum KubeWorkload {
     /// A LastMile service's Deployment.
     Service(ServiceName),
     /// RabbitMQ's StatefulSet.
     Broker,
 }
 
-impl Workload {
+impl KubeWorkload {
     /// Its name (Deployment or StatefulSet, and the pods' name label).
     pub fn name(self) -> &'static str {
         match self {
-            Workload::Service(s) => s.as_str(),
-            Workload::Broker => BROKER,
+            KubeWorkload::Service(s) => s.as_str(),
+            KubeWorkload::Broker => BROKER,
         }
     }
 
     /// Every workload a run may change.
-    pub fn all() -> Vec<Workload> {
-        let mut all: Vec<Workload> = ServiceName::ALL.into_iter().map(Workload::Service).collect();
-        all.push(Workload::Broker);
+    pub fn all() -> Vec<KubeWorkload> {
+        let mut all: Vec<KubeWorkload> = ServiceName::ALL.into_iter().map(KubeWorkload::Service).collect();
+        all.push(KubeWorkload::Broker);
         all
     }
 }
 
-impl std::fmt::Display for Workload {
+impl std::fmt::Display for KubeWorkload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -270,35 +270,35 @@ impl Cluster {
         &self.pods
     }
 
-    fn selector(w: Workload) -> ListParams {
+    fn selector(w: KubeWorkload) -> ListParams {
         ListParams::default().labels(&format!("{NAME_LABEL}={}", w.name()))
     }
 
     /// The replica count a workload is set to (its scale subresource).
-    pub async fn replicas(&self, w: Workload) -> Result<i32, TargetError> {
+    pub async fn replicas(&self, w: KubeWorkload) -> Result<i32, TargetError> {
         let scale = match w {
-            Workload::Service(_) => self.deployments.get_scale(w.name()).await,
-            Workload::Broker => self.statefulsets.get_scale(w.name()).await,
+            KubeWorkload::Service(_) => self.deployments.get_scale(w.name()).await,
+            KubeWorkload::Broker => self.statefulsets.get_scale(w.name()).await,
         };
         let scale = scale.map_err(|e| cluster_error(format!("cannot read the scale of {w}: {e}")))?;
         Ok(scale.spec.and_then(|s| s.replicas).unwrap_or(0))
     }
 
     /// Set a workload's replica count through its scale subresource (no waiting).
-    pub async fn set_replicas(&self, w: Workload, n: i32) -> Result<(), TargetError> {
+    pub async fn set_replicas(&self, w: KubeWorkload, n: i32) -> Result<(), TargetError> {
         let patch = Patch::Merge(json!({ "spec": { "replicas": n } }));
         let params = PatchParams::default();
         let result = match w {
-            Workload::Service(_) => self.deployments.patch_scale(w.name(), &params, &patch).await.map(drop),
-            Workload::Broker => self.statefulsets.patch_scale(w.name(), &params, &patch).await.map(drop),
+            KubeWorkload::Service(_) => self.deployments.patch_scale(w.name(), &params, &patch).await.map(drop),
+            KubeWorkload::Broker => self.statefulsets.patch_scale(w.name(), &params, &patch).await.map(drop),
         };
         result.map_err(|e| cluster_error(format!("cannot scale {w} to {n}: {e}")))
     }
 
     /// Wait until `w` runs exactly `n` ready pods and no other (a Deployment must also have
     /// observed its latest spec, so a rollout counts only once it is complete).
-    pub async fn wait_ready(&self, w: Workload, n: i32) -> Result<(), TargetError> {
-        if let Workload::Service(_) = w {
+    pub async fn wait_ready(&self, w: KubeWorkload, n: i32) -> Result<(), TargetError> {
+        if let KubeWorkload::Service(_) = w {
             let by_name = ListParams::default().fields(&format!("metadata.name={}", w.name()));
             wait_for(
                 &self.deployments,
@@ -316,13 +316,13 @@ impl Cluster {
     }
 
     /// Scale and wait until the new count is ready.
-    pub async fn scale(&self, w: Workload, n: i32) -> Result<(), TargetError> {
+    pub async fn scale(&self, w: KubeWorkload, n: i32) -> Result<(), TargetError> {
         self.set_replicas(w, n).await?;
         self.wait_ready(w, n).await
     }
 
     /// The pods of a workload, oldest first.
-    pub async fn list_pods(&self, w: Workload) -> Result<Vec<Pod>, TargetError> {
+    pub async fn list_pods(&self, w: KubeWorkload) -> Result<Vec<Pod>, TargetError> {
         let mut pods = self
             .pods
             .list(&Self::selector(w))
@@ -338,7 +338,7 @@ impl Cluster {
 
     /// Delete one ready pod at once (no grace period): `replica` counts from the oldest, modulo
     /// the pods; without it, the newest. Answers the pod's name, or `None` when there is none.
-    pub async fn kill(&self, w: Workload, replica: Option<usize>) -> Result<Option<String>, TargetError> {
+    pub async fn kill(&self, w: KubeWorkload, replica: Option<usize>) -> Result<Option<String>, TargetError> {
         let ready: Vec<Pod> = self.list_pods(w).await?.into_iter().filter(pod_ready).collect();
         let chosen = match (ready.len(), replica) {
             (0, _) => return Ok(None),
@@ -354,7 +354,7 @@ impl Cluster {
     /// Roll every pod of a service (a new template annotation) and wait until the rollout is
     /// complete. `stamp` tells this rollout apart from earlier ones.
     pub async fn restart(&self, s: ServiceName, stamp: &str) -> Result<(), TargetError> {
-        let w = Workload::Service(s);
+        let w = KubeWorkload::Service(s);
         let n = self.replicas(w).await?;
         let patch = Patch::Merge(json!({
             "spec": { "template": { "metadata": { "annotations": { RESTARTED_AT: stamp } } } }
@@ -367,7 +367,7 @@ impl Cluster {
     }
 
     /// The logs of every pod of a workload: (pod, text).
-    pub async fn logs(&self, w: Workload) -> Result<Vec<(String, String)>, TargetError> {
+    pub async fn logs(&self, w: KubeWorkload) -> Result<Vec<(String, String)>, TargetError> {
         let mut out = Vec::new();
         for pod in self.list_pods(w).await? {
             let name = pod.name_any();
@@ -384,13 +384,13 @@ impl Cluster {
 
 /// Replica counts recorded before a run changed them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Recorded(pub BTreeMap<Workload, i32>);
+pub struct Recorded(pub BTreeMap<KubeWorkload, i32>);
 
 impl Recorded {
     /// Read the replica count of every workload. Fails, naming it, when one is missing.
     pub async fn read(cluster: &Cluster) -> Result<Recorded, TargetError> {
         let mut counts = BTreeMap::new();
-        for w in Workload::all() {
+        for w in KubeWorkload::all() {
             let n = cluster.replicas(w).await.map_err(|e| {
                 cluster_error(format!("{e}\n(is LastMile deployed? `kubectl apply -k k8s/`, see docs/real-world.md)"))
             })?;
@@ -409,8 +409,8 @@ impl Recorded {
             }
         }
         // The broker first: the services' readiness depends on it.
-        let mut order: Vec<(&Workload, &i32)> = self.0.iter().collect();
-        order.sort_by_key(|(w, _)| **w != Workload::Broker);
+        let mut order: Vec<(&KubeWorkload, &i32)> = self.0.iter().collect();
+        order.sort_by_key(|(w, _)| **w != KubeWorkload::Broker);
         for (w, n) in order {
             if let Err(e) = cluster.wait_ready(*w, *n).await {
                 failures.push(e);
@@ -429,7 +429,7 @@ impl Recorded {
         self.0
             .iter()
             .map(|(w, n)| {
-                let kind = if *w == Workload::Broker { "statefulset" } else { "deployment" };
+                let kind = if *w == KubeWorkload::Broker { "statefulset" } else { "deployment" };
                 format!("kubectl -n {namespace} scale {kind}/{w} --replicas={n}")
             })
             .collect()
@@ -499,14 +499,14 @@ impl KubeTarget {
     async fn set_services(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<(), TargetError> {
         for s in ServiceName::ALL {
             let n = replicas.get(&s).copied().unwrap_or(1) as i32;
-            self.cluster.set_replicas(Workload::Service(s), n).await?;
+            self.cluster.set_replicas(KubeWorkload::Service(s), n).await?;
         }
-        if self.cluster.replicas(Workload::Broker).await? == 0 {
-            self.cluster.set_replicas(Workload::Broker, 1).await?;
+        if self.cluster.replicas(KubeWorkload::Broker).await? == 0 {
+            self.cluster.set_replicas(KubeWorkload::Broker, 1).await?;
         }
         for s in ServiceName::ALL {
             let n = replicas.get(&s).copied().unwrap_or(1) as i32;
-            self.cluster.wait_ready(Workload::Service(s), n).await?;
+            self.cluster.wait_ready(KubeWorkload::Service(s), n).await?;
         }
         self.forwarder.refresh().await
     }
@@ -521,7 +521,7 @@ impl KubeTarget {
     /// The logs of every pod of every workload: (pod, text).
     pub async fn all_logs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        for w in Workload::all() {
+        for w in KubeWorkload::all() {
             match self.cluster.logs(w).await {
                 Ok(logs) => out.extend(logs),
                 Err(e) => out.push((w.to_string(), e.to_string())),
@@ -553,7 +553,7 @@ impl Target for KubeTarget {
     }
 
     async fn running(&self, service: ServiceName) -> Result<usize, TargetError> {
-        let pods = self.cluster.list_pods(Workload::Service(service)).await?;
+        let pods = self.cluster.list_pods(KubeWorkload::Service(service)).await?;
         Ok(pods.iter().filter(|p| pod_ready(p)).count())
     }
 
@@ -566,12 +566,12 @@ impl Target for KubeTarget {
             Action::Scale => {
                 let s = step_service(step)?;
                 let n = TargetError::required(step.replicas, "scale", "replicas")?;
-                self.cluster.scale(Workload::Service(s), n as i32).await?;
+                self.cluster.scale(KubeWorkload::Service(s), n as i32).await?;
                 format!("{s} scaled to {n}, all ready")
             }
             Action::Kill => {
                 let s = step_service(step)?;
-                match self.cluster.kill(Workload::Service(s), step.replica).await? {
+                match self.cluster.kill(KubeWorkload::Service(s), step.replica).await? {
                     Some(pod) => format!("deleted pod {pod} of {s}"),
                     None => format!("{s} has no ready pod to kill"),
                 }
@@ -584,7 +584,7 @@ impl Target for KubeTarget {
                 format!("{s} rolled out again, all ready")
             }
             Action::BrokerRestart => {
-                self.cluster.scale(Workload::Broker, 0).await?;
+                self.cluster.scale(KubeWorkload::Broker, 0).await?;
                 self.broker_down = true;
                 "broker scaled to 0".to_string()
             }
@@ -599,13 +599,13 @@ impl Target for KubeTarget {
             Action::Kill => {
                 // The Deployment has already replaced the pod; wait until the replacement is ready.
                 let s = step_service(step)?;
-                let n = self.cluster.replicas(Workload::Service(s)).await?;
-                self.cluster.wait_ready(Workload::Service(s), n).await?;
+                let n = self.cluster.replicas(KubeWorkload::Service(s)).await?;
+                self.cluster.wait_ready(KubeWorkload::Service(s), n).await?;
                 format!("{s} back to {n} ready pods")
             }
             Action::BrokerRestart => {
-                let n = self.recorded.0.get(&Workload::Broker).copied().unwrap_or(1).max(1);
-                self.cluster.scale(Workload::Broker, n).await?;
+                let n = self.recorded.0.get(&KubeWorkload::Broker).copied().unwrap_or(1).max(1);
+                self.cluster.scale(KubeWorkload::Broker, n).await?;
                 self.broker_down = false;
                 format!("broker back to {n}")
             }
@@ -617,8 +617,8 @@ impl Target for KubeTarget {
 
     async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
         if self.broker_down {
-            let n = self.recorded.0.get(&Workload::Broker).copied().unwrap_or(1).max(1);
-            self.cluster.scale(Workload::Broker, n).await?;
+            let n = self.recorded.0.get(&KubeWorkload::Broker).copied().unwrap_or(1).max(1);
+            self.cluster.scale(KubeWorkload::Broker, n).await?;
             self.broker_down = false;
         }
         self.set_services(replicas).await?;
@@ -627,6 +627,6 @@ impl Target for KubeTarget {
     }
 
     async fn logs(&self, service: ServiceName) -> Result<Vec<(String, String)>, TargetError> {
-        self.cluster.logs(Workload::Service(service)).await
+        self.cluster.logs(KubeWorkload::Service(service)).await
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::cli::{usage, KubeArgs};
 use crate::forward::Forwarder;
-use crate::kubernetes::{self, Cluster, Workload};
+use crate::kubernetes::{self, Cluster, KubeWorkload};
 use crate::run::{interrupted, wall_clock};
 use lastmile_services::ServiceName;
 use std::process::ExitCode;
@@ -17,7 +17,7 @@ pub async fn scale(service: ServiceName, n: usize, kube: &KubeArgs) -> ExitCode 
         Err(e) => return usage(e),
     };
     let cluster = Cluster::new(client, &options.namespace, options.ready_timeout);
-    let w = Workload::Service(service);
+    let w = KubeWorkload::Service(service);
     let before = match cluster.replicas(w).await {
         Ok(b) => b,
         Err(e) => {

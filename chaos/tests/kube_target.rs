@@ -5,7 +5,7 @@
 
 mod support;
 
-use lastmile_chaos::kubernetes::{Cluster, KubeTarget, Recorded, Workload, RESTARTED_AT};
+use lastmile_chaos::kubernetes::{Cluster, KubeTarget, KubeWorkload, Recorded, RESTARTED_AT};
 use lastmile_harness::{Target, TargetError};
 use lastmile_platform::http::{CallPolicy, HttpClient, Method};
 use lastmile_scenarios::faults::{Origin, TimelineStep};
@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use support::fake_kube::{FakeKube, FAKE_SERVICE_TOKEN};
 
-const MATCHING: Workload = Workload::Service(ServiceName::Matching);
+const MATCHING: KubeWorkload = KubeWorkload::Service(ServiceName::Matching);
 
 fn cluster(fake: &FakeKube) -> Cluster {
     Cluster::new(fake.client(), "lastmile", Duration::from_secs(10))
@@ -102,7 +102,7 @@ async fn a_run_records_the_replica_counts_and_restores_them() {
     let cluster = cluster(&fake);
     let recorded = Recorded::read(&cluster).await.unwrap();
     assert_eq!(recorded.0[&MATCHING], 3);
-    assert_eq!(recorded.0[&Workload::Broker], 1);
+    assert_eq!(recorded.0[&KubeWorkload::Broker], 1);
     let wanted = BTreeMap::from([(ServiceName::Matching, 1)]);
     let mut target = KubeTarget::start(cluster, recorded, "lastmile", &wanted).await.unwrap();
     assert_eq!(fake.replicas("matching-service"), 1, "the scenario's count");
