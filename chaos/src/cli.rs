@@ -80,6 +80,11 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Measure the services on this machine: open-loop ride requests at a constant rate
+    /// (latency from each request's due time), request -> match with drivers waiting, and the
+    /// disk's fdatasync rate and RabbitMQ's publish -> confirm round trip in the same run.
+    /// Starts its own local deployment (release build recommended: `cargo lastmile-release`).
+    Load(LoadArgs),
     /// Run one of the two demo workloads against a deployment.
     Demo {
         /// Which demo.
@@ -168,6 +173,30 @@ impl KubeArgs {
             ready_timeout: Duration::from_secs(self.ready_timeout_s),
         }
     }
+}
+
+/// `lastmile load`'s arguments.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Ride requests per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Seconds of ride requests.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_s: f64,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 256)]
+    pub max_in_flight: usize,
+    /// Rides in the request -> match phase (10 a second).
+    #[arg(long, default_value_t = 100)]
+    pub match_rides: usize,
+    /// RabbitMQ for the services.
+    #[arg(long, env = "LASTMILE_AMQP_URL", hide_env_values = true, default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
+    pub amqp_url: String,
+    /// Where journals and service logs go (default: a fresh folder under the temp dir); its disk
+    /// is the one measured.
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
 }
 
 /// How a scenario is run.
@@ -287,6 +316,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Command::PortForward { base_port, kube } => runtime.block_on(operate::port_forward(base_port, &kube)),
+        Command::Load(args) => runtime.block_on(load(args)),
     }
 }
 
@@ -312,5 +342,50 @@ fn check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
+    }
+}
+
+/// `load`: a local deployment of its own, measured.
+async fn load(args: LoadArgs) -> ExitCode {
+    if !(args.rate > 0.0 && args.duration_s > 0.0) {
+        return usage("--rate and --duration-s must be positive");
+    }
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => return usage(format!("cannot find the lastmile binary to run services with: {e}")),
+    };
+    let id = lastmile_platform::clock::new_id();
+    let work_dir =
+        args.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("lastmile-load-{}", &id[..12])));
+    let local = crate::local::LocalOptions {
+        binary,
+        amqp_url: args.amqp_url.clone(),
+        prefix: format!("lm-load-{}", &id[..12]),
+        work_dir: work_dir.clone(),
+        naive_matching: false,
+    };
+    let options = crate::load::LoadOptions {
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration_s),
+        max_in_flight: args.max_in_flight,
+        match_rides: args.match_rides,
+    };
+    println!(
+        "lastmile load: {} ride requests/s for {} s (at most {} in flight), then {} rides to waiting drivers; data in {}",
+        args.rate,
+        args.duration_s,
+        args.max_in_flight,
+        args.match_rides,
+        work_dir.display()
+    );
+    match crate::load::run_local(&options, local).await {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("lastmile load: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -26,6 +26,7 @@ pub mod dlq;
 pub mod forward;
 pub mod jobs;
 pub mod kubernetes;
+pub mod load;
 pub mod local;
 pub mod operate;
 pub mod run;
