@@ -371,7 +371,7 @@ async fn load(args: LoadArgs) -> ExitCode {
         match_rides: args.match_rides,
     };
     println!(
-        "lastmile load: {} ride requests/s for {} s (at most {} in flight), then {} rides to waiting drivers; data in {}",
+        "lastmile load: {3} rides to waiting drivers, then {0} ride requests/s for {1} s (at most {2} in flight); data in {4}",
         args.rate,
         args.duration_s,
         args.max_in_flight,

@@ -84,6 +84,8 @@ pub struct LoadReport {
     pub accepted: u64,
     /// Answers by status (`0`: no answer).
     pub statuses: BTreeMap<u16, u64>,
+    /// Why requests got no answer, by the start of the error (at most a few kinds).
+    pub failures: BTreeMap<String, u64>,
     /// Accepted requests per second of the phase.
     pub accepted_per_s: f64,
     /// Ride request latency from the moment each was due.
@@ -102,6 +104,9 @@ impl std::fmt::Display for LoadReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "ride requests: {} sent, {} accepted ({:.0}/s)", self.sent, self.accepted, self.accepted_per_s)?;
         writeln!(f, "  answers by status: {:?}", self.statuses)?;
+        for (why, n) in &self.failures {
+            writeln!(f, "  no answer ({n}): {why}")?;
+        }
         writeln!(f, "  latency from due time: {}", self.ride_request)?;
         writeln!(f, "request -> match (driver waiting): {}", self.request_to_match)?;
         if self.unmatched > 0 {
@@ -173,8 +178,17 @@ pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<Loa
     let target = LocalTarget::start(local, &replicas).await.map_err(|e| e.to_string())?;
     let endpoints = target.endpoints();
     let api = LastMileClient::new(&endpoints, CallPolicy::default(), History::new());
-    let policy = CallPolicy { attempts: 1, timeout: Duration::from_secs(10), ..CallPolicy::default() };
-    let trips = HttpClient::new("trip-service", &endpoints.trip, policy).with_token(endpoints.token.clone());
+    // One attempt, no breaker: every request is measured as the server answers it.
+    let policy = CallPolicy {
+        attempts: 1,
+        timeout: Duration::from_secs(10),
+        breaker_threshold: u32::MAX,
+        ..CallPolicy::default()
+    };
+    // As many pooled connections as calls in flight: no connection is opened per request.
+    let trips = HttpClient::new("trip-service", &endpoints.trip, policy)
+        .with_token(endpoints.token.clone())
+        .with_pool(options.max_in_flight.max(1));
 
     // Riders, and drivers waiting at ST101 with room for every rider of the match phase.
     let riders: Vec<String> = (0..20).map(|i| format!("load-rider-{i}")).collect();
@@ -200,41 +214,8 @@ pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<Loa
     let fdatasyncs_per_s = fdatasync_rate(&dir, Duration::from_secs(2)).map_err(|e| format!("fdatasync probe: {e}"))?;
     let broker_confirm = broker_confirms(&amqp_url, &events, Duration::from_secs(2)).await?;
 
-    // Throughput: open loop at ST110 (no driver there: the rides just wait).
-    let mut h = histogram();
-    let statuses: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
-    let latencies = Arc::new(Mutex::new(histogram()));
-    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1)));
-    let total = (options.rate * options.duration.as_secs_f64()).round() as u64;
-    let gap = Duration::from_secs_f64(1.0 / options.rate.max(0.001));
-    let start = now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let due = start + gap * i as u32;
-        tokio::time::sleep_until(due).await;
-        let slot = slots.clone().acquire_owned().await.expect("never closed");
-        let body = serde_json::json!({
-            "ride_id": format!("load-{i}"), "rider_id": riders[i as usize % riders.len()],
-            "station_id": "ST110", "destination": "ST104"
-        });
-        let (trips, statuses, latencies) = (trips.clone(), statuses.clone(), latencies.clone());
-        tasks.push(tokio::spawn(async move {
-            let answer = trips.call_raw(Method::POST, "/rides", Some(body.to_string().into_bytes())).await;
-            let status = answer.map(|(s, _)| s).unwrap_or(0);
-            latencies.lock().expect("histogram").saturating_record(due.elapsed().as_micros() as u64);
-            *statuses.lock().expect("statuses").entry(status).or_default() += 1;
-            drop(slot);
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    h.add(&*latencies.lock().expect("histogram")).expect("same bounds");
-    let statuses = statuses.lock().expect("statuses").clone();
-    let accepted = statuses.get(&201).copied().unwrap_or(0);
-
-    // Request -> match: 10 rides a second at ST101, where drivers wait.
+    // Request -> match first, on an idle deployment: 10 rides a second at ST101, where drivers
+    // wait. (After the throughput phase matching-service still works through its backlog.)
     let mut matched = histogram();
     let mut unmatched = 0;
     let mut sent = Vec::new();
@@ -256,11 +237,56 @@ pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<Loa
             None => unmatched += 1,
         }
     }
+    // Throughput: open loop at ST110 (no driver there: the rides just wait).
+    let mut h = histogram();
+    let statuses: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
+    let failures: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
+    let latencies = Arc::new(Mutex::new(histogram()));
+    let slots = Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1)));
+    let total = (options.rate * options.duration.as_secs_f64()).round() as u64;
+    let gap = Duration::from_secs_f64(1.0 / options.rate.max(0.001));
+    let start = now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + gap * i as u32;
+        tokio::time::sleep_until(due).await;
+        let slot = slots.clone().acquire_owned().await.expect("never closed");
+        let body = serde_json::json!({
+            "ride_id": format!("load-{i}"), "rider_id": riders[i as usize % riders.len()],
+            "station_id": "ST110", "destination": "ST104"
+        });
+        let (trips, statuses, failures, latencies) =
+            (trips.clone(), statuses.clone(), failures.clone(), latencies.clone());
+        tasks.push(tokio::spawn(async move {
+            let answer = trips.call_raw(Method::POST, "/rides", Some(body.to_string().into_bytes())).await;
+            let status = match answer {
+                Ok((status, _)) => status,
+                Err(e) => {
+                    let why: String = e.to_string().chars().take(80).collect();
+                    *failures.lock().expect("failures").entry(why).or_default() += 1;
+                    0
+                }
+            };
+            latencies.lock().expect("histogram").saturating_record(due.elapsed().as_micros() as u64);
+            *statuses.lock().expect("statuses").entry(status).or_default() += 1;
+            drop(slot);
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    h.add(&*latencies.lock().expect("histogram")).expect("same bounds");
+    let statuses = statuses.lock().expect("statuses").clone();
+    let failures = failures.lock().expect("failures").clone();
+    let accepted = statuses.get(&201).copied().unwrap_or(0);
+
     drop(target);
     Ok(LoadReport {
         sent: total,
         accepted,
         statuses,
+        failures,
         accepted_per_s: accepted as f64 / elapsed,
         ride_request: Percentiles::of(&h),
         request_to_match: Percentiles::of(&matched),

@@ -166,14 +166,15 @@ async fn port_forward_serves_a_local_port_per_service_until_interrupted() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let matching = matching.unwrap_or_else(|| panic!("no matching-service front printed: {:?}", lines.lock().unwrap()));
-    // matching-service's two pods answer in turn.
-    let client = lastmile_platform::http::HttpClient::new(
-        "test",
-        &matching,
-        lastmile_platform::http::CallPolicy { attempts: 1, ..Default::default() },
-    );
+    // matching-service's two pods answer in turn, a connection each (a client per call: one
+    // client would keep its connection, and with it its pod).
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..2 {
+        let client = lastmile_platform::http::HttpClient::new(
+            "test",
+            &matching,
+            lastmile_platform::http::CallPolicy { attempts: 1, ..Default::default() },
+        );
         let (status, body) = client.call_raw(lastmile_platform::http::Method::GET, "/whoami", None).await.unwrap();
         assert_eq!(status, 200);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

@@ -460,8 +460,10 @@ struct ClientInner {
     coverage: crate::coverage::Coverage,
     /// Presented on every request, for the peer's internal endpoints.
     token: Option<crate::auth::ServiceToken>,
-    /// Idle keep-alive connections to the peer (real world only; see [`MAX_IDLE`]).
+    /// Idle keep-alive connections to the peer (real world only; at most `max_idle`).
     idle: Mutex<Vec<Sender>>,
+    /// Idle connections kept at most ([`MAX_IDLE`] unless [`HttpClient::with_pool`] says).
+    max_idle: usize,
 }
 
 /// How a send on a connection failed: before the request left (safe to send again
@@ -499,6 +501,7 @@ impl HttpClient {
                 coverage: crate::coverage::Coverage::default(),
                 token: None,
                 idle: Mutex::new(Vec::new()),
+                max_idle: MAX_IDLE,
             }),
         }
     }
@@ -518,6 +521,13 @@ impl HttpClient {
     /// The same client presenting `token` (if any) on every request. Call before cloning.
     pub fn with_token(mut self, token: Option<crate::auth::ServiceToken>) -> HttpClient {
         Arc::get_mut(&mut self.inner).expect("a new client is not shared").token = token;
+        self
+    }
+
+    /// The same client keeping up to `max_idle` idle connections (a load generator keeps as
+    /// many as it has calls in flight). Call before cloning.
+    pub fn with_pool(mut self, max_idle: usize) -> HttpClient {
+        Arc::get_mut(&mut self.inner).expect("a new client is not shared").max_idle = max_idle;
         self
     }
 
@@ -666,7 +676,7 @@ impl HttpClient {
             return;
         }
         let mut idle = self.inner.idle.lock().expect("idle connections");
-        if idle.len() < MAX_IDLE {
+        if idle.len() < self.inner.max_idle {
             idle.push(sender);
         }
     }

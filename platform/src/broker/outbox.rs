@@ -1,7 +1,9 @@
 //! Retry-until-confirmed publishing.
 //!
 //! Services hand events to an [`Outbox`] and carry on; one background task publishes them in
-//! order, retrying with jittered backoff until the broker confirms each one. Owners of durable
+//! order, a window of up to [`WINDOW`] at a time whose confirms it awaits together, retrying a
+//! publish that was not confirmed with jittered backoff until the broker confirms it (a retried
+//! message may then arrive after later ones: consumers never rely on the order of events). Owners of durable
 //! state (trip-service, user-service) also journal their events and re-enqueue the ones that were
 //! never confirmed after a restart, which makes delivery at-least-once end to end; consumers
 //! deduplicate by event id.
@@ -15,6 +17,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// Messages published at once, their confirms awaited together.
+pub const WINDOW: usize = 64;
 
 /// A queue of messages that a background task publishes until confirmed.
 #[derive(Clone, Debug)]
@@ -46,30 +51,43 @@ impl Outbox {
         let pending = Arc::new(AtomicUsize::new(0));
         let counter = pending.clone();
         tokio::spawn(async move {
-            while let Some(message) = tokio::select! {
+            while let Some(first) = tokio::select! {
                 biased;
                 m = rx.recv() => m,
                 _ = shutdown.wait() => None,
             } {
-                let mut backoff = Duration::from_millis(50);
-                loop {
-                    match broker.publish(&exchange, message.clone()).await {
-                        Ok(()) => break,
-                        Err(e) => {
+                // Everything waiting, up to a window, goes out at once: the broker confirms the
+                // window's publishes together instead of one round trip each.
+                let mut window = vec![first];
+                while window.len() < WINDOW {
+                    match rx.try_recv() {
+                        Ok(message) => window.push(message),
+                        Err(_) => break,
+                    }
+                }
+                let sent =
+                    futures_util::future::join_all(window.iter().map(|m| broker.publish(&exchange, m.clone()))).await;
+                for (message, result) in window.into_iter().zip(sent) {
+                    if result.is_err() {
+                        let mut backoff = Duration::from_millis(50);
+                        loop {
                             coverage.hit(RecoveryPath::PublishRetried);
-                            tracing::debug!(error = %e, id = %message.message_id, "publish not confirmed; retrying");
+                            tracing::debug!(id = %message.message_id, "publish not confirmed; retrying");
                             if shutdown.is_triggered() {
                                 return;
                             }
                             tokio::time::sleep(backoff + jitter(backoff)).await;
                             backoff = (backoff * 2).min(Duration::from_secs(2));
+                            if broker.publish(&exchange, message.clone()).await.is_ok() {
+                                break;
+                            }
                         }
                     }
-                }
-                counter.fetch_sub(1, Ordering::SeqCst);
-                if let Some(confirmed) = &confirmed {
-                    faults.crash_point(CrashPoint::BeforeConfirmRecorded).await;
-                    let _ = confirmed.send(message.message_id.clone());
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                    if let Some(confirmed) = &confirmed {
+                        faults.crash_point(CrashPoint::BeforeConfirmRecorded).await;
+                        let _ = confirmed.send(message.message_id.clone());
+                    }
                 }
             }
         });
