@@ -139,6 +139,8 @@ impl LocalTarget {
             .arg(&dir)
             .arg("--queue-expires-secs")
             .arg("600")
+            // The harness reads /export, /summary and /stats.
+            .arg("--harness-routes")
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);

@@ -57,6 +57,9 @@ pub struct ServiceArgs {
     /// Delete this service's queues after this many seconds unused (isolated test topologies).
     #[arg(long, env = "LASTMILE_QUEUE_EXPIRES_SECS")]
     pub queue_expires_secs: Option<u64>,
+    /// Serve the harness's routes (`/export`, `/summary`, `/stats`): for chaos runs.
+    #[arg(long, env = "LASTMILE_HARNESS_ROUTES")]
+    pub harness_routes: bool,
     /// The original LastMile matching design, for demonstrations only.
     #[arg(long, env = "LASTMILE_NAIVE_MATCHING")]
     pub naive_matching: bool,
@@ -98,6 +101,7 @@ impl ServiceArgs {
             near_radius_m: self.near_radius_m,
             queue_expires: self.queue_expires_secs.map(Duration::from_secs),
             naive_matching: self.naive_matching,
+            harness_routes: self.harness_routes,
             outbox_capacity: self.outbox_capacity,
             compact_after: self.compact_after,
             ..Config::default()

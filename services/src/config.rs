@@ -14,6 +14,7 @@
 //! | events waiting for the broker before 503 | `--outbox-capacity` / `LASTMILE_OUTBOX_CAPACITY` | 10 000 |
 //! | journal records between compactions | `--compact-after` / `LASTMILE_COMPACT_AFTER` | 10 000 |
 //! | service token of internal endpoints | `--service-token-file` / `LASTMILE_SERVICE_TOKEN_FILE`, or `LASTMILE_SERVICE_TOKEN` | none (open) |
+//! | the harness's routes (`/export`, `/summary`, `/stats`) | `--harness-routes` / `LASTMILE_HARNESS_ROUTES` | off |
 //! | original matching design | `--naive-matching` / `LASTMILE_NAIVE_MATCHING` | off |
 
 use crate::domain::Network;
@@ -67,6 +68,11 @@ pub struct Config {
     /// Journal records written since the last snapshot after which a durable service compacts
     /// its journal (a restart then replays at most the snapshot and this many records).
     pub compact_after: usize,
+    /// Serve the harness's own routes: trip-service's `/export` (the whole record, for the
+    /// checkers) and `/summary`, matching-service's `/stats`. Off in a production deployment;
+    /// every harness world turns it on (the simulation, the local target, the Kubernetes
+    /// manifests used for chaos runs).
+    pub harness_routes: bool,
     /// The shared secret internal endpoints require and peer calls present (`None`: internal
     /// endpoints are open, a development setup; the service warns at start).
     pub service_token: Option<ServiceToken>,
@@ -104,6 +110,7 @@ impl Default for Config {
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
             compact_after: DEFAULT_COMPACT_AFTER,
             service_token: None,
+            harness_routes: false,
             naive_matching: false,
             faults: Faults::default(),
             coverage: Coverage::default(),

@@ -95,7 +95,12 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
             }
         })
     };
-    let router = ctx.internal(Router::new().route("/stats", get(stats))).with_state(matcher);
+    // The harness's: where a harness reads it.
+    let router = if ctx.config.harness_routes {
+        ctx.internal(Router::new().route("/stats", get(stats))).with_state(matcher)
+    } else {
+        Router::new()
+    };
     Ok((router, vec![worker]))
 }
 

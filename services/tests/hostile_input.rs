@@ -43,6 +43,10 @@ struct Services {
 }
 
 async fn start() -> Services {
+    start_with(|_| {}).await
+}
+
+async fn start_with(configure: impl FnOnce(&mut Config)) -> Services {
     let data_dir = std::env::temp_dir().join(format!("lastmile-hostile-{}", lastmile_platform::clock::new_id()));
     let mut listeners = BTreeMap::new();
     let mut urls = BTreeMap::new();
@@ -59,8 +63,11 @@ async fn start() -> Services {
         trip_url: urls[&ServiceName::Trip].clone(),
         data_dir: data_dir.clone(),
         service_token: Some(ServiceToken::new(TOKEN).unwrap()),
+        harness_routes: true,
         ..Config::default()
     };
+    let mut config = config;
+    configure(&mut config);
     let (mut triggers, mut runs) = (BTreeMap::new(), BTreeMap::new());
     for (name, listener) in listeners {
         let (trigger, signal) = shutdown::channel();
@@ -166,6 +173,22 @@ async fn raw(url: &str, request: &[u8]) -> (u16, String) {
     let status = answer.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let body = answer.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
+}
+
+/// The harness's routes and the naive design's commit exist only where they are turned on: a
+/// production deployment answers them 404, whoever asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_only_routes_are_absent_unless_turned_on() {
+    let s = start_with(|c| c.harness_routes = false).await;
+    let trip = &s.clients[&ServiceName::Trip];
+    for (method, path) in [(Method::GET, "/export"), (Method::GET, "/summary"), (Method::POST, "/matches/unchecked")] {
+        refused_with(trip, method, path, Some("{}".into()), (404, "no_such_route"), path).await;
+    }
+    refused_with(&s.clients[&ServiceName::Matching], Method::GET, "/stats", None, (404, "no_such_route"), "/stats")
+        .await;
+    let on = start().await;
+    let (status, _) = on.clients[&ServiceName::Trip].call_raw(Method::GET, "/export", None).await.unwrap();
+    assert_eq!(status, 200, "turned on, the harness reads the record");
 }
 
 /// Too many or too large request headers: a JSON 431 naming the limits.

@@ -185,6 +185,7 @@ impl SimCluster {
             naive_matching: cluster.naive_matching,
             planted_bug: cluster.planted_bug,
             compact_after: SIM_COMPACT_AFTER,
+            harness_routes: true,
             service_token: Some(ServiceToken::new(SIM_SERVICE_TOKEN).expect("a valid token")),
             ..Config::default()
         };

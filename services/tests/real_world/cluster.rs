@@ -83,6 +83,7 @@ impl Cluster {
             ride_ttl,
             queue_expires: Some(Duration::from_secs(120)),
             service_token: Some(ServiceToken::random()),
+            harness_routes: true,
             ..Config::default()
         };
         configure(&mut config);
