@@ -378,10 +378,22 @@ async fn load(args: LoadArgs) -> ExitCode {
         args.match_rides,
         work_dir.display()
     );
-    match crate::load::run_local(&options, local).await {
+    let result = crate::load::run_local(&options, local).await;
+    if args.work_dir.is_none() {
+        // A folder of its own under the temp dir: nothing in it is wanted after the figures.
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    match result {
         Ok(report) => {
             println!("{report}");
-            ExitCode::SUCCESS
+            let kept_up = report.accepted == report.sent && report.unmatched == 0;
+            if kept_up {
+                println!("verdict: PASS — every ride request accepted, every ride to a waiting driver matched");
+                ExitCode::SUCCESS
+            } else {
+                println!("verdict: FAIL — the deployment did not keep up (see the answers above)");
+                ExitCode::FAILURE
+            }
         }
         Err(e) => {
             eprintln!("lastmile load: {e}");

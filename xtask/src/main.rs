@@ -2,12 +2,13 @@
 //!
 //! - `cargo xtask test`: every test of both build flavours. Starts a locally installed RabbitMQ
 //!   if none answers (the real-world tests need one), then runs `cargo test` (normal flavour)
-//!   and `cargo simtest` (madsim flavour).
+//!   and `cargo simtest` (madsim flavour), then README.md's main job as written
+//!   (`cargo sim run scenarios/matching-outage.toml --seed 1`).
 //!   Then the three documented scenarios run for real (`cargo xtask chaos`).
 //! - `cargo xtask chaos`: the three documented scenarios against local service processes and
 //!   the real RabbitMQ, at half their simulated length, judged by the simulation's checkers;
 //!   then `lastmile resilience matching-service` and `lastmile demo simulation`, so the scripts'
-//!   jobs run too.
+//!   jobs run too, and a short `lastmile load`.
 //! - `cargo xtask report`: a failing simulated run (the naive design under scale) written as an
 //!   HTML report and rendered by headless Chromium (Debian's `chromium`) to a PNG; fails when
 //!   Chromium is missing or draws nothing. Part of `cargo xtask test`.
@@ -28,7 +29,8 @@ fn main() -> ExitCode {
     let task = std::env::args().nth(1).unwrap_or_default();
     let result = match task.as_str() {
         "test" => ensure_rabbitmq()
-            .and_then(|()| run_all(&[&["test"], &["simtest"]]))
+            // The README's main job too, exactly as a newcomer types it.
+            .and_then(|()| run_all(&[&["test"], &["simtest"], &README_MAIN_JOB]))
             .and_then(|()| report())
             .and_then(|()| chaos()),
         "report" => report(),
@@ -50,6 +52,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// README.md's main job: a simulated chaos scenario, no external services.
+const README_MAIN_JOB: [&str; 5] = ["sim", "run", "scenarios/matching-outage.toml", "--seed", "1"];
+
 /// The documented scenarios, run for real (`--target local`) at this share of their length.
 const REAL_WORLD_SCENARIOS: [&str; 3] =
     ["scenarios/matching-outage.toml", "scenarios/scale-under-load.toml", "scenarios/non-critical-outage.toml"];
@@ -63,6 +68,8 @@ fn chaos() -> Result<(), String> {
     run_all(&[
         &["lastmile", "resilience", "matching-service", "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE],
         &["lastmile", "demo", "simulation", "--target", "local"],
+        // The load generator, briefly (its figures come from the release build: BENCHMARKS.md).
+        &["lastmile", "load", "--rate", "200", "--duration-s", "2", "--match-rides", "10"],
     ])
 }
 
