@@ -56,11 +56,20 @@ pub struct Matcher {
     trips: HttpClient,
     locations: HttpClient,
     counters: Counters,
-    /// `Some` only in the original design (demonstrations): this replica's private memory.
-    naive: Option<tokio::sync::Mutex<NaiveMemory>>,
+    /// How this replica matches, chosen once at start.
+    strategy: Strategy,
     /// The harness's planted bug is on (test builds only).
     #[cfg_attr(not(feature = "planted-bugs"), allow(dead_code))]
     planted_bug: bool,
+}
+
+/// How a replica matches.
+enum Strategy {
+    /// The real design: stateless; trip-service's candidates, proposals under a compare-and-set.
+    Engine,
+    /// The original design, for demonstrations only: this replica's private memory, commits
+    /// without a compare-and-set (what the checkers catch).
+    Naive(tokio::sync::Mutex<NaiveMemory>),
 }
 
 /// What the original LastMile kept in each matching replica: the waiting riders it happened to
@@ -79,7 +88,12 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
         trips: ctx.client(ServiceName::Trip),
         locations: ctx.client(ServiceName::Location),
         counters: Counters::default(),
-        naive: ctx.config.naive_matching.then(|| tokio::sync::Mutex::new(NaiveMemory::default())),
+        strategy: if ctx.config.naive_matching {
+            tracing::warn!("matching with the original design (demonstrations only): no compare-and-set");
+            Strategy::Naive(tokio::sync::Mutex::new(NaiveMemory::default()))
+        } else {
+            Strategy::Engine
+        },
         planted_bug: ctx.config.planted_bug,
     });
     let worker = {
@@ -126,11 +140,16 @@ fn retry(e: CallError) -> Outcome {
 }
 
 impl Matcher {
-    /// Process one event; `Retry` when a peer is unavailable.
+    /// Process one event with the replica's strategy; `Retry` when a peer is unavailable.
     pub async fn handle(&self, event: &Event) -> Outcome {
-        if let Some(memory) = &self.naive {
-            return self.handle_naive(&mut *memory.lock().await, event).await;
+        match &self.strategy {
+            Strategy::Engine => self.handle_engine(event).await,
+            Strategy::Naive(memory) => self.handle_naive(&mut *memory.lock().await, event).await,
         }
+    }
+
+    /// The real design: read what trip-service's rule picks, propose it, let trip-service decide.
+    async fn handle_engine(&self, event: &Event) -> Outcome {
         match &event.body {
             EventBody::DriverNearStation { driver_id, station_id } => {
                 #[cfg(feature = "planted-bugs")]
