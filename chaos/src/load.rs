@@ -118,6 +118,28 @@ impl std::fmt::Display for LoadReport {
     }
 }
 
+/// Why a load run could not measure.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The local deployment did not start.
+    #[error("cannot start the services: {0}")]
+    Start(#[from] lastmile_harness::target::TargetError),
+    /// Registering riders and drivers, or putting drivers at the station, failed.
+    #[error("setting up {what}: {source}")]
+    Setup { what: String, source: lastmile_platform::http::CallError },
+    /// The disk probe failed.
+    #[error("the fdatasync probe: {0}")]
+    Disk(#[from] std::io::Error),
+    /// RabbitMQ did not confirm a probe publish.
+    #[error("the RabbitMQ probe: {0}")]
+    Broker(#[from] lastmile_platform::broker::BrokerError),
+}
+
+fn setup(what: impl Into<String>) -> impl FnOnce(lastmile_platform::http::CallError) -> LoadError {
+    let what = what.into();
+    move |source| LoadError::Setup { what, source }
+}
+
 fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
@@ -148,7 +170,7 @@ pub fn fdatasync_rate(dir: &Path, for_how_long: Duration) -> std::io::Result<f64
 
 /// Sequential persistent publishes to `exchange` (declared by the services), each waiting for its
 /// confirm, for `for_how_long`.
-async fn broker_confirms(amqp_url: &str, exchange: &str, for_how_long: Duration) -> Result<Percentiles, String> {
+async fn broker_confirms(amqp_url: &str, exchange: &str, for_how_long: Duration) -> Result<Percentiles, LoadError> {
     let broker = Broker::new(amqp_url.to_string());
     let mut h = histogram();
     let start = now();
@@ -161,7 +183,7 @@ async fn broker_confirms(amqp_url: &str, exchange: &str, for_how_long: Duration)
             persistent: true,
         };
         let sent = now();
-        broker.publish(exchange, message).await.map_err(|e| e.to_string())?;
+        broker.publish(exchange, message).await?;
         h.saturating_record(sent.elapsed().as_micros() as u64);
         i += 1;
     }
@@ -170,12 +192,12 @@ async fn broker_confirms(amqp_url: &str, exchange: &str, for_how_long: Duration)
 }
 
 /// Run the load against a local deployment started for it (every service once).
-pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<LoadReport, String> {
+pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<LoadReport, LoadError> {
     let dir = local.work_dir.clone();
     let events = lastmile_platform::broker::Names::new(local.prefix.clone()).events_exchange();
     let amqp_url = local.amqp_url.clone();
     let replicas = ServiceName::ALL.into_iter().map(|s| (s, 1)).collect();
-    let target = LocalTarget::start(local, &replicas).await.map_err(|e| e.to_string())?;
+    let target = LocalTarget::start(local, &replicas).await?;
     let endpoints = target.endpoints();
     let api = LastMileClient::new(&endpoints, CallPolicy::default(), History::new());
     // One attempt, no breaker: every request is measured as the server answers it.
@@ -193,10 +215,10 @@ pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<Loa
     // Riders, and drivers waiting at ST101 with room for every rider of the match phase.
     let riders: Vec<String> = (0..20).map(|i| format!("load-rider-{i}")).collect();
     for r in &riders {
-        api.register_rider(r, "Load Rider", "+91 90000 00000").await.map_err(|e| format!("register {r}: {e}"))?;
+        api.register_rider(r, "Load Rider", "+91 90000 00000").await.map_err(setup(format!("rider {r}")))?;
     }
     let network = lastmile_services::domain::Network::default_network();
-    let station = network.get("ST101").ok_or("no station ST101")?.clone();
+    let station = network.get("ST101").expect("the default network has ST101").clone();
     let shift = lastmile_services::trip::ShiftRequest {
         route: vec!["ST101".into(), "ST102".into()],
         destination: "ST104".into(),
@@ -205,13 +227,15 @@ pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<Loa
     let drivers = options.match_rides / lastmile_services::trip::MAX_SEATS as usize + 2;
     for d in 0..drivers {
         let id = format!("load-driver-{d}");
-        api.register_driver(&id, "Load Driver", "+91 90000 00001", "KA-01").await.map_err(|e| format!("{id}: {e}"))?;
-        api.start_shift(&id, &shift).await.map_err(|e| format!("{id} shift: {e}"))?;
-        api.arrive_at(&id, &station).await.map_err(|e| format!("{id} arrival: {e}"))?;
+        api.register_driver(&id, "Load Driver", "+91 90000 00001", "KA-01")
+            .await
+            .map_err(setup(format!("driver {id}")))?;
+        api.start_shift(&id, &shift).await.map_err(setup(format!("{id}'s shift")))?;
+        api.arrive_at(&id, &station).await.map_err(setup(format!("{id}'s arrival")))?;
     }
 
     // The limits first, on a quiet machine.
-    let fdatasyncs_per_s = fdatasync_rate(&dir, Duration::from_secs(2)).map_err(|e| format!("fdatasync probe: {e}"))?;
+    let fdatasyncs_per_s = fdatasync_rate(&dir, Duration::from_secs(2))?;
     let broker_confirm = broker_confirms(&amqp_url, &events, Duration::from_secs(2)).await?;
 
     // Request -> match first, on an idle deployment: 10 rides a second at ST101, where drivers
