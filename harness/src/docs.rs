@@ -99,6 +99,37 @@ pub fn documented_commands(root: &Path, programs: &[&str]) -> Vec<DocCommand> {
     all
 }
 
+/// Hold the documentation of the repository at `root` to a command line: every command of
+/// `programs` it quotes must satisfy `parses` (the real CLI's parser, its error on failure) and
+/// name only scenario files that exist. Panics listing every wrong command; answers how many
+/// were checked.
+pub fn assert_documented_commands(
+    root: &Path,
+    programs: &[&str],
+    parses: impl Fn(&[String]) -> Result<(), String>,
+) -> usize {
+    let commands = documented_commands(root, programs);
+    assert!(commands.len() >= 10, "only {} commands found: is the extraction broken?", commands.len());
+    let mut problems = Vec::new();
+    for command in &commands {
+        let quoted = format!("`{} {}`", command.program, command.args.join(" "));
+        if let Err(e) = parses(&command.args) {
+            problems.push(format!("{}: {quoted}: {e}", command.at));
+        }
+        for file in missing_scenarios(root, command) {
+            problems.push(format!("{}: {quoted} names {file}, which does not exist", command.at));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{} of {} documented commands are wrong:\n{}",
+        problems.len(),
+        commands.len(),
+        problems.join("\n")
+    );
+    commands.len()
+}
+
 /// The scenario files (`*.toml` under `scenarios/`) `command` reads that do not exist under
 /// `root`. Files it writes (after `--out`, `--emit-scenario`) are not its inputs.
 pub fn missing_scenarios(root: &Path, command: &DocCommand) -> Vec<String> {

@@ -203,7 +203,7 @@ mod commands {
 mod tests {
     use super::*;
     use clap::error::ErrorKind;
-    use lastmile_harness::docs::{documented_commands, missing_scenarios};
+    use lastmile_harness::docs::assert_documented_commands;
 
     /// Every `cargo sim …` / `cargo simr …` command the documentation quotes parses, and the
     /// scenario files it reads exist.
@@ -220,24 +220,6 @@ mod tests {
         let words = |s: &str| s.split_whitespace().map(String::from).collect::<Vec<_>>();
         assert!(parses(&words("run scenarios/demo.toml --seedz 1")).is_err(), "the check can fail");
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let commands = documented_commands(&root, &["cargo sim", "cargo simr", "lastmile-sim"]);
-        assert!(commands.len() >= 10, "only {} commands found: is the extraction broken?", commands.len());
-        let mut problems = Vec::new();
-        for command in &commands {
-            let quoted = format!("`{} {}`", command.program, command.args.join(" "));
-            if let Err(e) = parses(&command.args) {
-                problems.push(format!("{}: {quoted}: {e}", command.at));
-            }
-            for file in missing_scenarios(&root, command) {
-                problems.push(format!("{}: {quoted} names {file}, which does not exist", command.at));
-            }
-        }
-        assert!(
-            problems.is_empty(),
-            "{} of {} documented commands are wrong:\n{}",
-            problems.len(),
-            commands.len(),
-            problems.join("\n")
-        );
+        assert_documented_commands(&root, &["cargo sim", "cargo simr", "lastmile-sim"], parses);
     }
 }
