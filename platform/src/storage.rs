@@ -49,6 +49,8 @@ pub struct Journal {
 
 /// The log file and the group commit's state, shared by [`Journal`] and [`JournalHandle`]s.
 struct Shared {
+    /// Where the log lives, for error messages.
+    path: PathBuf,
     file: imp::File,
     state: Mutex<SyncState>,
     /// Wakes the waiters of [`JournalHandle::durable`] when a sync ends.
@@ -171,6 +173,7 @@ impl Journal {
         // cut before its header was synced).
         let log_epoch = header.unwrap_or(if log.is_empty() { snapshot_epoch.saturating_sub(1) } else { 0 });
         let shared = Shared {
+            path: path.clone(),
             file,
             state: Mutex::new(SyncState { len: complete as u64, ..SyncState::default() }),
             synced: tokio::sync::Notify::new(),
@@ -233,10 +236,7 @@ impl Journal {
     /// Put every written record on disk and wait until it is durable.
     pub async fn sync(&mut self) -> io::Result<()> {
         let ticket = Ticket(self.shared.state.lock().expect("journal state").written);
-        self.handle()
-            .durable(ticket)
-            .await
-            .map_err(|e| io::Error::new(e.kind(), format!("journal {}: {e}", self.path.display())))
+        self.handle().durable(ticket).await
     }
 
     /// Write one record and wait until it is durable.
@@ -361,7 +361,7 @@ impl JournalHandle {
             let lead = {
                 let mut state = shared.state.lock().expect("journal state");
                 if let Some(why) = &state.failed {
-                    return Err(io::Error::other(format!("failed earlier ({why}); restart to replay it from disk")));
+                    return Err(failed(&shared.path, why));
                 }
                 if state.synced >= ticket.0 {
                     return Ok(());
@@ -389,7 +389,7 @@ impl JournalHandle {
                 }
             }
             shared.synced.notify_waiters();
-            result?;
+            result.map_err(|e| io::Error::new(e.kind(), format!("journal {}: {e}", shared.path.display())))?;
         }
     }
 }

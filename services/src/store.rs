@@ -357,6 +357,11 @@ pub async fn settled(
     }
 }
 
+/// The answer when the journal cannot be written or synced: 503, the work not accepted.
+pub fn storage_error(e: std::io::Error) -> ApiError {
+    ApiError::unavailable("storage", format!("the record could not be written: {e}"))
+}
+
 /// Seconds a client is told to wait when an outbox is full.
 pub const BACKLOG_RETRY_AFTER_S: u64 = 5;
 

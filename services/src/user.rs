@@ -4,7 +4,7 @@
 use crate::api::Context;
 use crate::domain::{Role, User};
 use crate::events::{Event, EventBody};
-use crate::store::{SharedStore, State, Store};
+use crate::store::{storage_error, SharedStore, State, Store};
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -115,10 +115,9 @@ async fn register(store: SharedStore<Users>, user: User) -> Result<(StatusCode, 
     }
     store.accepting()?;
     let event = Event::new(EventBody::UserRegistered(user.clone()));
-    let storage = |e: std::io::Error| ApiError::unavailable("storage", e.to_string());
-    let pending = store.commit(vec![Registered(user.clone())], vec![event]).await.map_err(storage)?;
+    let pending = store.commit(vec![Registered(user.clone())], vec![event]).await.map_err(storage_error)?;
     drop(store);
-    pending.durable().await.map_err(storage)?;
+    pending.durable().await.map_err(storage_error)?;
     Ok((StatusCode::CREATED, Json(user)))
 }
 

@@ -4,7 +4,7 @@ use crate::api::Context;
 use crate::directory::Directory;
 use crate::domain::{Network, Ride, RideStatus, Role, Shift, Trip, TripStatus};
 use crate::events::{Event, EventBody};
-use crate::store::SharedStore;
+use crate::store::{storage_error, SharedStore};
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -153,10 +153,6 @@ pub(super) struct AppState {
     pub(super) coverage: Coverage,
 }
 
-fn storage(e: std::io::Error) -> ApiError {
-    ApiError::unavailable("storage", format!("the trip record could not be written: {e}"))
-}
-
 fn check_station(network: &Network, station: &str) -> Result<(), ApiError> {
     match network.get(station) {
         Some(_) => Ok(()),
@@ -200,7 +196,7 @@ async fn set_shift(
             store
                 .commit(vec![Change::ShiftSet { driver_id: driver_id.clone(), shift }], vec![])
                 .await
-                .map_err(storage)?,
+                .map_err(storage_error)?,
         )
     } else {
         None
@@ -208,7 +204,7 @@ async fn set_shift(
     let view = driver_view(store.state(), &driver_id);
     drop(store);
     if let Some(pending) = pending {
-        pending.durable().await.map_err(storage)?;
+        pending.durable().await.map_err(storage_error)?;
     }
     view.map(Json)
 }
@@ -274,9 +270,9 @@ async fn request_ride(
     };
     let event = Event::new(EventBody::RideRequested(ride.clone()));
     let pending =
-        store.commit(vec![Change::RideAccepted { ride: ride.clone() }], vec![event]).await.map_err(storage)?;
+        store.commit(vec![Change::RideAccepted { ride: ride.clone() }], vec![event]).await.map_err(storage_error)?;
     drop(store);
-    pending.durable().await.map_err(storage)?;
+    pending.durable().await.map_err(storage_error)?;
     Ok((StatusCode::CREATED, Json(ride)))
 }
 
@@ -304,7 +300,7 @@ async fn cancel_ride(AxState(app): AxState<AppState>, PathId(ride_id): PathId) -
         RideStatus::Waiting => {
             let reason = "cancelled by the rider".to_string();
             let change = Change::RideCancelled { ride_id: ride_id.clone(), reason, at_ms: now_ms() };
-            Some(store.commit(vec![change], vec![]).await.map_err(storage)?)
+            Some(store.commit(vec![change], vec![]).await.map_err(storage_error)?)
         }
         RideStatus::Cancelled { .. } => None,
         other => {
@@ -317,7 +313,7 @@ async fn cancel_ride(AxState(app): AxState<AppState>, PathId(ride_id): PathId) -
     let reply = store.state().rides[&ride_id].clone();
     drop(store);
     if let Some(pending) = pending {
-        pending.durable().await.map_err(storage)?;
+        pending.durable().await.map_err(storage_error)?;
     }
     Ok(Json(reply))
 }
@@ -354,9 +350,9 @@ async fn commit_match(
     trip.created_at_ms = now_ms();
     let event = Event::new(EventBody::MatchFound(trip.clone()));
     let pending =
-        store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+        store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage_error)?;
     drop(store);
-    pending.durable().await.map_err(storage)?;
+    pending.durable().await.map_err(storage_error)?;
     Ok((StatusCode::CREATED, Json(trip)))
 }
 
@@ -391,9 +387,9 @@ async fn commit_unchecked(
     };
     let event = Event::new(EventBody::MatchFound(trip.clone()));
     let pending =
-        store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage)?;
+        store.commit(vec![Change::TripCommitted { trip: trip.clone() }], vec![event]).await.map_err(storage_error)?;
     drop(store);
-    pending.durable().await.map_err(storage)?;
+    pending.durable().await.map_err(storage_error)?;
     Ok((StatusCode::CREATED, Json(trip)))
 }
 
@@ -425,10 +421,12 @@ async fn move_trip(app: AppState, trip_id: String, to: TripStatus) -> Result<Jso
     let closed_at_ms = if to.is_active() { None } else { Some(at_ms) };
     let moved = Trip { status: to, closed_at_ms, ..trip };
     let event = Event::new(EventBody::TripUpdated(moved.clone()));
-    let pending =
-        store.commit(vec![Change::TripMoved { trip_id, status: to, at_ms }], vec![event]).await.map_err(storage)?;
+    let pending = store
+        .commit(vec![Change::TripMoved { trip_id, status: to, at_ms }], vec![event])
+        .await
+        .map_err(storage_error)?;
     drop(store);
-    pending.durable().await.map_err(storage)?;
+    pending.durable().await.map_err(storage_error)?;
     Ok(Json(moved))
 }
 
