@@ -23,17 +23,10 @@ fn cluster(fake: &FakeKube) -> Cluster {
 
 fn step(action: Action, target: Option<&str>, replicas: Option<usize>) -> TimelineStep {
     TimelineStep {
-        at_s: 1.0,
-        action,
         target: target.map(String::from),
         replicas,
-        replica: None,
-        peer: None,
         for_s: Some(5.0),
-        latency_ms: None,
-        loss: None,
-        point: None,
-        origin: Origin::Scenario,
+        ..TimelineStep::new(1.0, action, Origin::Scenario)
     }
 }
 

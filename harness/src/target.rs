@@ -175,19 +175,7 @@ mod tests {
     use std::time::Duration;
 
     fn step(target: Option<&str>) -> TimelineStep {
-        TimelineStep {
-            at_s: 5.0,
-            action: Action::Kill,
-            target: target.map(String::from),
-            replicas: None,
-            replica: None,
-            peer: None,
-            for_s: None,
-            latency_ms: None,
-            loss: None,
-            point: None,
-            origin: Origin::Scenario,
-        }
+        TimelineStep { target: target.map(String::from), ..TimelineStep::new(5.0, Action::Kill, Origin::Scenario) }
     }
 
     #[test]

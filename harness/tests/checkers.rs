@@ -336,17 +336,9 @@ min = 0.99
 
 fn kill(at_s: f64, for_s: f64, target: &str, origin: lastmile_scenarios::faults::Origin) -> TimelineStep {
     TimelineStep {
-        at_s,
-        action: lastmile_scenarios::Action::Kill,
         target: Some(target.into()),
-        replicas: None,
-        replica: None,
-        peer: None,
         for_s: Some(for_s),
-        latency_ms: None,
-        loss: None,
-        point: None,
-        origin,
+        ..TimelineStep::new(at_s, lastmile_scenarios::Action::Kill, origin)
     }
 }
 

@@ -47,6 +47,23 @@ pub struct TimelineStep {
 }
 
 impl TimelineStep {
+    /// `action` at `at_s`, every parameter still empty (set the ones it needs with struct update).
+    pub fn new(at_s: f64, action: Action, origin: Origin) -> TimelineStep {
+        TimelineStep {
+            at_s,
+            action,
+            target: None,
+            replicas: None,
+            replica: None,
+            peer: None,
+            for_s: None,
+            latency_ms: None,
+            loss: None,
+            point: None,
+            origin,
+        }
+    }
+
     /// The action as scenario files name it, with its target (`kill trip-service`).
     pub fn action_name(&self) -> String {
         let action = serde_json::to_value(self.action).ok().and_then(|v| v.as_str().map(String::from));
@@ -95,19 +112,7 @@ impl std::fmt::Display for TimelineStep {
 
 /// A step drawn from the seed at `at_s`, every parameter still empty.
 fn random_step(at_s: f64) -> TimelineStep {
-    TimelineStep {
-        at_s,
-        action: Action::Scale,
-        target: None,
-        replicas: None,
-        replica: None,
-        peer: None,
-        for_s: None,
-        latency_ms: None,
-        loss: None,
-        point: None,
-        origin: Origin::Random,
-    }
+    TimelineStep::new(at_s, Action::Scale, Origin::Random)
 }
 
 /// Windows (seconds, with 5 s margins) in which the scenario keeps some service at 0 replicas:
