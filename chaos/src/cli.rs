@@ -316,7 +316,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             }
         }
         Command::PortForward { base_port, kube } => runtime.block_on(operate::port_forward(base_port, &kube)),
-        Command::Load(args) => runtime.block_on(load(args)),
+        Command::Load(args) => runtime.block_on(crate::load::command(&args)),
     }
 }
 
@@ -342,62 +342,5 @@ fn check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
-    }
-}
-
-/// `load`: a local deployment of its own, measured.
-async fn load(args: LoadArgs) -> ExitCode {
-    if !(args.rate > 0.0 && args.duration_s > 0.0) {
-        return usage("--rate and --duration-s must be positive");
-    }
-    let binary = match std::env::current_exe() {
-        Ok(b) => b,
-        Err(e) => return usage(format!("cannot find the lastmile binary to run services with: {e}")),
-    };
-    let id = lastmile_platform::clock::new_id();
-    let work_dir =
-        args.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("lastmile-load-{}", &id[..12])));
-    let local = crate::local::LocalOptions {
-        binary,
-        amqp_url: args.amqp_url.clone(),
-        prefix: format!("lm-load-{}", &id[..12]),
-        work_dir: work_dir.clone(),
-        naive_matching: false,
-    };
-    let options = crate::load::LoadOptions {
-        rate: args.rate,
-        duration: Duration::from_secs_f64(args.duration_s),
-        max_in_flight: args.max_in_flight,
-        match_rides: args.match_rides,
-    };
-    println!(
-        "lastmile load: {3} rides to waiting drivers, then {0} ride requests/s for {1} s (at most {2} in flight); data in {4}",
-        args.rate,
-        args.duration_s,
-        args.max_in_flight,
-        args.match_rides,
-        work_dir.display()
-    );
-    let result = crate::load::run_local(&options, local).await;
-    if args.work_dir.is_none() {
-        // A folder of its own under the temp dir: nothing in it is wanted after the figures.
-        let _ = std::fs::remove_dir_all(&work_dir);
-    }
-    match result {
-        Ok(report) => {
-            println!("{report}");
-            let kept_up = report.accepted == report.sent && report.unmatched == 0;
-            if kept_up {
-                println!("verdict: PASS — every ride request accepted, every ride to a waiting driver matched");
-                ExitCode::SUCCESS
-            } else {
-                println!("verdict: FAIL — the deployment did not keep up (see the answers above)");
-                ExitCode::FAILURE
-            }
-        }
-        Err(e) => {
-            eprintln!("lastmile load: {e}");
-            ExitCode::FAILURE
-        }
     }
 }

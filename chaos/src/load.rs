@@ -10,6 +10,7 @@
 //! - **The limits, in the same run**: `write` + `fdatasync` per second on the data folder's disk,
 //!   and RabbitMQ's publish → confirm round trip.
 
+use crate::cli::LoadArgs;
 use crate::local::{LocalOptions, LocalTarget};
 use hdrhistogram::Histogram;
 use lastmile_harness::Target;
@@ -20,6 +21,7 @@ use lastmile_services::ServiceName;
 use lastmile_workload::{History, LastMileClient};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -332,4 +334,61 @@ async fn matched_at(trips: &HttpClient, ride_id: &str) -> Option<Trip> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     None
+}
+
+/// `lastmile load`: a local deployment of its own, measured, with a verdict.
+pub async fn command(args: &LoadArgs) -> ExitCode {
+    if !(args.rate > 0.0 && args.duration_s > 0.0) {
+        return crate::cli::usage("--rate and --duration-s must be positive");
+    }
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => return crate::cli::usage(format!("cannot find the lastmile binary to run services with: {e}")),
+    };
+    let id = lastmile_platform::clock::new_id();
+    let work_dir =
+        args.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("lastmile-load-{}", &id[..12])));
+    let local = LocalOptions {
+        binary,
+        amqp_url: args.amqp_url.clone(),
+        prefix: format!("lm-load-{}", &id[..12]),
+        work_dir: work_dir.clone(),
+        naive_matching: false,
+    };
+    let options = LoadOptions {
+        rate: args.rate,
+        duration: Duration::from_secs_f64(args.duration_s),
+        max_in_flight: args.max_in_flight,
+        match_rides: args.match_rides,
+    };
+    println!(
+        "lastmile load: {3} rides to waiting drivers, then {0} ride requests/s for {1} s (at most {2} in flight); data in {4}",
+        args.rate,
+        args.duration_s,
+        args.max_in_flight,
+        args.match_rides,
+        work_dir.display()
+    );
+    let result = run_local(&options, local).await;
+    if args.work_dir.is_none() {
+        // A folder of its own under the temp dir: nothing in it is wanted after the figures.
+        let _ = std::fs::remove_dir_all(&work_dir);
+    }
+    match result {
+        Ok(report) => {
+            println!("{report}");
+            let kept_up = report.accepted == report.sent && report.unmatched == 0;
+            if kept_up {
+                println!("verdict: PASS — every ride request accepted, every ride to a waiting driver matched");
+                ExitCode::SUCCESS
+            } else {
+                println!("verdict: FAIL — the deployment did not keep up (see the answers above)");
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("lastmile load: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
