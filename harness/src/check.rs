@@ -1001,7 +1001,8 @@ pub fn disturbed(e: &Evidence, deps: &[&str]) -> Vec<Window> {
                         s.target.as_deref().is_some_and(|t| deps.contains(&t))
                     }
                     Action::BrokerRestart => deps.contains(&"broker"),
-                    Action::Scale | Action::Latency | Action::Loss => false,
+                    // A rollout keeps every ready replica until its successor is ready: judged.
+                    Action::Scale | Action::Rollout | Action::Latency | Action::Loss => false,
                 }
         })
         .map(|i| in_force(e, i))

@@ -219,6 +219,7 @@ impl Target for SimTarget {
                 self.broker_down = true;
                 Ok("broker killed".into())
             }
+            Action::Rollout => Err(TargetError::Unsupported { action: Action::Rollout, target: "simulation" }),
             Action::Crash => {
                 let s = step_service(step)?;
                 let point = TargetError::required(step.point, "crash", "a point")?;
@@ -278,7 +279,7 @@ impl Target for SimTarget {
                 self.armed.retain(|a| *a != (s, point));
                 Ok(crash_outcome(s, point, self.cluster.disarm_crash(s, point)))
             }
-            Action::Scale | Action::Restart => Ok("nothing to undo".into()),
+            Action::Scale | Action::Restart | Action::Rollout => Ok("nothing to undo".into()),
         }
     }
 

@@ -196,8 +196,10 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
         let to = rf.to_s.unwrap_or(scenario.duration_s());
         for _ in 0..count {
             let action = rf.actions[rng.below(rf.actions.len() as u64) as usize];
-            let needs_target =
-                matches!(action, Action::Kill | Action::Restart | Action::Crash | Action::Pause | Action::Partition);
+            let needs_target = matches!(
+                action,
+                Action::Kill | Action::Restart | Action::Rollout | Action::Crash | Action::Pause | Action::Partition
+            );
             if needs_target && rf.targets.is_empty() {
                 continue;
             }

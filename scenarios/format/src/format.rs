@@ -145,6 +145,10 @@ pub enum Action {
     Kill,
     /// Restart every replica of a service (graceful stop, then start).
     Restart,
+    /// A rolling update: replace every replica of a service one at a time — a new replica
+    /// started and ready first, then an old one stopped gracefully — so the service never has
+    /// fewer ready replicas than before.
+    Rollout,
     /// Freeze a service's replicas (or only `replica`) for `for_s`: a stop-the-world pause.
     Pause,
     /// Cut a service's replicas (or only `replica`) off the network for `for_s` — or, with

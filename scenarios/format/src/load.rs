@@ -162,7 +162,13 @@ impl Validator<'_> {
             }
             let needs_target = matches!(
                 step.action,
-                Action::Scale | Action::Kill | Action::Restart | Action::Pause | Action::Partition | Action::Crash
+                Action::Scale
+                    | Action::Kill
+                    | Action::Restart
+                    | Action::Rollout
+                    | Action::Pause
+                    | Action::Partition
+                    | Action::Crash
             );
             match (&step.target, needs_target) {
                 (Some(t), true) => self.service(t.span(), &format!("step[{i}].target"), t.get_ref()),
