@@ -14,6 +14,8 @@
 //! - [`check`]: the safety and liveness checkers and the scenario's expectations.
 //! - [`report`]: the verdict as a JSON report (no wall-clock values), a human summary and
 //!   JUnit XML.
+//! - [`sweep`]: a sweep's results as JSON lines (a declared seed range, a verdict per seed) and
+//!   their merge from any runs: passed, failed with replay commands, missing seeds.
 //! - [`html`]: a run as one self-contained HTML page: timeline, faults, per-service success,
 //!   matches, violations where they happened, work per replica, recovery paths.
 
@@ -23,6 +25,7 @@ pub mod html;
 pub mod metrics;
 pub mod report;
 pub mod runner;
+pub mod sweep;
 pub mod target;
 
 pub use runner::{run, Evidence, RunConfig};
