@@ -10,6 +10,8 @@
 //! cargo sim run scenarios/matching-outage.toml --seed 7 --emit-scenario seed7.toml
 //! cargo simr explore --budget 10m --out explored/
 //! cargo sim shrink explored/explore-1-3.toml --seed 1013 --out minimal.toml
+//! cargo sim run scenarios/demo.toml --seeds 1..20 --summary-lines > a.jsonl
+//! cargo sim merge a.jsonl b.jsonl
 //! ```
 //!
 //! A run prints its seed and every derived fault first, then a summary per phase and a verdict
@@ -47,6 +49,14 @@ pub enum Command {
     /// Reduce a failing (scenario, seed) to the smallest scenario file that still fails the
     /// same rule.
     Shrink(ShrinkArgs),
+    /// Merge the summary lines of any sweeps (`run --seeds A..B --summary-lines`, the pods of
+    /// `lastmile sweep --kube`) into one summary: seeds run, passed, failed with their replay
+    /// commands, and the seeds of the declared ranges no line reports.
+    Merge {
+        /// Files of summary lines (other lines are skipped); `-` reads standard input.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// `explore`'s arguments.
@@ -121,6 +131,15 @@ pub struct RunArgs {
     /// run as usual.
     #[arg(long)]
     pub emit_scenario: Option<PathBuf>,
+    /// Print the seeds as JSON lines on stdout (the range first, then each seed's verdict as it
+    /// ends; progress goes to stderr), for a pod's log and `merge`. The exit status is then
+    /// non-zero only when a seed gave no verdict: failing seeds are results, not errors.
+    #[arg(long)]
+    pub summary_lines: bool,
+    /// The scenario path replay commands name (default: the file as given) — for a file that
+    /// sits elsewhere while it runs, e.g. mounted into a pod.
+    #[arg(long)]
+    pub replay_file: Option<String>,
 }
 
 /// Parse `90s`, `10m`, `1h` (or plain seconds).
@@ -154,6 +173,39 @@ pub fn dispatch(args: Args) -> ExitCode {
         Command::Run(args) => commands::run(args),
         Command::Explore(args) => commands::explore(args),
         Command::Shrink(args) => commands::shrink(args),
+        Command::Merge { files } => merge(&files),
+    }
+}
+
+/// `merge`: one summary of every file's summary lines; non-zero when a seed failed or is missing.
+fn merge(files: &[PathBuf]) -> ExitCode {
+    let mut text = String::new();
+    for file in files {
+        let read = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(file)
+        };
+        match read {
+            Ok(t) => {
+                text.push_str(&t);
+                text.push('\n');
+            }
+            Err(e) => {
+                eprintln!("cannot read {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let summary = lastmile_harness::sweep::merge(text.lines(), &[]);
+    print!("{}", summary.human());
+    if summary.other_lines > 0 {
+        println!("  ({} lines that are not summary lines skipped)", summary.other_lines);
+    }
+    if summary.all_passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

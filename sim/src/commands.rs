@@ -4,9 +4,11 @@
 use crate::cli::{budget, seed_range, ExploreArgs, RunArgs, ShrinkArgs};
 use crate::{replay_command, runs};
 use lastmile_harness::report::{human, RunReport};
+use lastmile_harness::sweep::{SeedRange, SeedSummary, SummaryLine};
 use lastmile_harness::RunConfig;
 use lastmile_scenarios::faults::timeline;
 use lastmile_scenarios::Scenario;
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -149,8 +151,33 @@ pub fn run(args: RunArgs) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        // Summary lines come from the sweep's loop: one seed is a sweep of one.
+        None if args.summary_lines => sweep(&scenario, &file, args.seed..args.seed + 1, &args),
         None => single(&scenario, &file, &args),
     }
+}
+
+/// The summary line of one seed's outcome (a report, or why the simulation crashed).
+fn seed_line(scenario: &Scenario, seed: u64, run: &Result<RunReport, String>, replay: String) -> SummaryLine {
+    let scenario = scenario.scenario.name.clone();
+    SummaryLine::Seed(match run {
+        Ok(report) => SeedSummary {
+            scenario,
+            seed,
+            passed: report.passed(),
+            failed_checks: report.checks.iter().filter(|c| !c.ok).map(|c| c.rule.clone()).collect(),
+            first_violation: report.violations().first().map(|v| v.message.clone()),
+            replay,
+        },
+        Err(crash) => SeedSummary {
+            scenario,
+            seed,
+            passed: false,
+            failed_checks: vec!["crashed".into()],
+            first_violation: Some(crash.clone()),
+            replay,
+        },
+    })
 }
 
 fn config(args: &RunArgs, seed: u64) -> RunConfig {
@@ -159,6 +186,7 @@ fn config(args: &RunArgs, seed: u64) -> RunConfig {
 
 fn single(scenario: &Scenario, file: &str, args: &RunArgs) -> ExitCode {
     let cfg = config(args, args.seed);
+    let file = args.replay_file.as_deref().unwrap_or(file);
     if args.report_stdout {
         let run = runs::run(scenario, &cfg);
         println!("{}", serde_json::to_string(&run.report).expect("reports serialize"));
@@ -248,13 +276,23 @@ fn single(scenario: &Scenario, file: &str, args: &RunArgs) -> ExitCode {
 
 fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &RunArgs) -> ExitCode {
     let total = seeds.end - seeds.start;
-    println!(
+    let replay_file = args.replay_file.as_deref().unwrap_or(file);
+    // With --summary-lines stdout carries only the JSON lines; everything for a reader goes to
+    // stderr.
+    let mut out: Box<dyn Write> =
+        if args.summary_lines { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout()) };
+    let _ = writeln!(
+        out,
         "lastmile-sim: scenario {} ({file}) seeds {}..{} on {} jobs",
         scenario.scenario.name,
         seeds.start,
         seeds.end,
         args.jobs.max(1)
     );
+    if args.summary_lines {
+        let declared = SeedRange { start: seeds.start, end: seeds.end };
+        println!("{}", SummaryLine::Range { scenario: scenario.scenario.name.clone(), seeds: declared }.to_line());
+    }
     let next = Arc::new(AtomicU64::new(seeds.start));
     let (tx, rx) = mpsc::channel();
     let mut workers = Vec::new();
@@ -294,6 +332,10 @@ fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &Ru
     for (seed, run, wall) in rx {
         done += 1;
         times.push((wall, seed));
+        if args.summary_lines {
+            let replay = replay_command(replay_file, seed, !args.no_random_faults, args.naive_matching);
+            println!("{}", seed_line(scenario, seed, &run, replay).to_line());
+        }
         match run {
             Ok(report) => {
                 for (path, n) in report.coverage.iter().flatten() {
@@ -328,28 +370,30 @@ fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &Ru
     failed.sort();
     times.sort();
     let missing = total as usize - done;
-    println!("summary: {} passed, {} failed of {total}", done - failed.len(), failed.len() + missing);
+    let _ = writeln!(out, "summary: {} passed, {} failed of {total}", done - failed.len(), failed.len() + missing);
     if missing > 0 {
-        println!("  {missing} seeds did not report (a worker died)");
+        let _ = writeln!(out, "  {missing} seeds did not report (a worker died)");
     }
     for (seed, why) in &failed {
-        println!("  seed {seed}: {why}");
-        println!("    replay: {}", replay_command(file, *seed, !args.no_random_faults, args.naive_matching));
+        let _ = writeln!(out, "  seed {seed}: {why}");
+        let replay = replay_command(replay_file, *seed, !args.no_random_faults, args.naive_matching);
+        let _ = writeln!(out, "    replay: {replay}");
     }
     let slowest: Vec<String> =
         times.iter().rev().take(3).map(|(w, s)| format!("seed {s} {:.1} s", w.as_secs_f64())).collect();
-    println!("  slowest: {}", slowest.join(", "));
+    let _ = writeln!(out, "  slowest: {}", slowest.join(", "));
     let taken: Vec<String> = reached.iter().filter(|(_, n)| **n > 0).map(|(p, n)| format!("{p} ({n} seeds)")).collect();
     let never: Vec<&str> = reached.iter().filter(|(_, n)| **n == 0).map(|(p, _)| p.as_str()).collect();
-    println!("  recovery paths reached: {}", if taken.is_empty() { "none".into() } else { taken.join(", ") });
+    let _ =
+        writeln!(out, "  recovery paths reached: {}", if taken.is_empty() { "none".into() } else { taken.join(", ") });
     if !never.is_empty() {
-        println!("  recovery paths NEVER reached in this sweep: {}", never.join(", "));
+        let _ = writeln!(out, "  recovery paths NEVER reached in this sweep: {}", never.join(", "));
     }
     if let Some(path) = &args.junit {
         reports.sort_by_key(|r| r.seed);
         let runs: Vec<_> = reports
             .iter()
-            .map(|r| (r, replay_command(file, r.seed, !args.no_random_faults, args.naive_matching)))
+            .map(|r| (r, replay_command(replay_file, r.seed, !args.no_random_faults, args.naive_matching)))
             .collect();
         if let Err(e) = std::fs::write(path, lastmile_harness::report::junit(&runs)) {
             eprintln!("cannot write {}: {e}", path.display());
@@ -359,7 +403,9 @@ fn sweep(scenario: &Scenario, file: &str, seeds: std::ops::Range<u64>, args: &Ru
         let json = serde_json::to_string_pretty(&report).expect("reports serialize");
         let _ = std::fs::write(path, json + "\n");
     }
-    if failed.is_empty() && missing == 0 {
+    // Summary lines report failing seeds as results; only a seed without a verdict is an error
+    // (what a Kubernetes Job should retry).
+    if (failed.is_empty() || args.summary_lines) && missing == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
