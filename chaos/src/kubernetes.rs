@@ -5,16 +5,22 @@
 //! - scale: the Deployment's `scale` subresource, then wait — by watching, never by sleeping —
 //!   until the Deployment has observed it and exactly N pods are ready and none is terminating;
 //! - kill: delete one pod with no grace period (the Deployment replaces it, as after a crash);
-//! - restart: a rollout (a new pod-template annotation, like `kubectl rollout restart`);
+//! - restart and rollout: a rollout (a new pod-template annotation, like `kubectl rollout
+//!   restart`), carried out by the Deployment controller and waited for until complete;
 //! - broker restart: the RabbitMQ StatefulSet scaled to 0 and back;
 //! - logs: every pod of a service;
 //! - the workload and probes reach the services through [`Forwarder`] (port-forwarding).
 //!
 //! Like a scale attack of a chaos platform, the target records every replica count before it
 //! changes anything and [`KubeTarget::restore`] puts them back — the CLI calls it when a run ends,
-//! fails or is interrupted. Network faults and pauses need a network-chaos operator in the cluster
-//! and are skipped (and recorded as skipped).
+//! fails or is interrupted.
+//!
+//! Pauses and network faults (partition, latency, loss) are Chaos Mesh objects
+//! ([`crate::chaos_mesh`]): created when the step is applied, deleted when it is undone, and every
+//! object of the run deleted at the heal and by [`KubeTarget::restore`]. A run whose timeline
+//! needs them fails before changing anything when Chaos Mesh is not installed.
 
+use crate::chaos_mesh::{self, ChaosMesh, ChaosObject, Pods};
 use crate::forward::Forwarder;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -223,6 +229,8 @@ where
 /// The cluster operations a scenario needs, on one namespace.
 #[derive(Clone)]
 pub struct Cluster {
+    /// The client itself, for what is not one of the typed APIs below (Chaos Mesh's objects).
+    client: Client,
     deployments: Api<Deployment>,
     statefulsets: Api<StatefulSet>,
     pods: Api<Pod>,
@@ -239,6 +247,7 @@ impl Cluster {
     /// The operations on `namespace` through `client`.
     pub fn new(client: Client, namespace: &str, ready_timeout: Duration) -> Cluster {
         Cluster {
+            client: client.clone(),
             deployments: Api::namespaced(client.clone(), namespace),
             statefulsets: Api::namespaced(client.clone(), namespace),
             pods: Api::namespaced(client.clone(), namespace),
@@ -263,6 +272,16 @@ impl Cluster {
         let text = String::from_utf8(bytes.0)
             .map_err(|_| cluster_error(format!("{SERVICE_TOKEN_SECRET}: the token is not text")))?;
         ServiceToken::new(&text).map_err(|e| cluster_error(format!("{SERVICE_TOKEN_SECRET}: {e}")))
+    }
+
+    /// The client the operations go through.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// How long a scale, rollout or fault may take to settle.
+    pub fn ready_timeout(&self) -> Duration {
+        self.ready_timeout
     }
 
     /// The pods API of the namespace.
@@ -436,6 +455,32 @@ impl Recorded {
     }
 }
 
+/// The run a [`KubeTarget`] serves, known before it changes anything.
+#[derive(Debug, Clone)]
+pub struct KubeRun {
+    /// The run's id: names and labels every Chaos Mesh object it creates.
+    pub id: String,
+    /// Whether its timeline has pause or network-fault steps (Chaos Mesh must then be installed).
+    pub needs_chaos_mesh: bool,
+}
+
+impl KubeRun {
+    /// A new run (a fresh id) of `timeline`.
+    pub fn new(timeline: &[TimelineStep]) -> KubeRun {
+        KubeRun {
+            id: lastmile_platform::clock::new_id(),
+            needs_chaos_mesh: timeline.iter().any(|s| chaos_mesh::needs_chaos_mesh(s.action)),
+        }
+    }
+}
+
+/// A Chaos Mesh object in force, and the step it carries out (its undo deletes it).
+#[derive(Debug, Clone)]
+struct ActiveChaos {
+    step: TimelineStep,
+    object: ChaosObject,
+}
+
 /// LastMile on a Kubernetes cluster, as a scenario target.
 pub struct KubeTarget {
     cluster: Cluster,
@@ -448,23 +493,38 @@ pub struct KubeTarget {
     restarts: u64,
     /// The deployment's service token, for the harness's reads of internal endpoints.
     token: ServiceToken,
+    /// The run: its id labels the Chaos Mesh objects, so the cleanup finds every one.
+    run: KubeRun,
+    /// Chaos Mesh's objects in the namespace.
+    chaos: ChaosMesh,
+    /// Objects created and not deleted yet, oldest first.
+    active_chaos: Vec<ActiveChaos>,
+    /// Steps applied so far: the next step's index, in its object's name.
+    steps_applied: usize,
 }
 
 impl KubeTarget {
-    /// What the API server alone can do: pauses and network faults need a chaos operator.
+    /// What the target can do: everything but crash points (no hook inside a process); pauses
+    /// and network faults through Chaos Mesh.
     pub fn can(action: Action) -> bool {
-        matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::BrokerRestart)
+        !matches!(action, Action::Crash)
     }
 
     /// Set each service to `replicas` (left out: 1), wait until all are ready and start the
     /// port-forwards. `recorded` holds the counts read before (see [`Recorded::read`]); when
-    /// anything fails, they are put back before the error is returned.
+    /// anything fails, they are put back before the error is returned. When `run` needs Chaos
+    /// Mesh and the cluster lacks it, fails first, having changed nothing.
     pub async fn start(
         cluster: Cluster,
         recorded: Recorded,
         namespace: &str,
         replicas: &BTreeMap<ServiceName, usize>,
+        run: KubeRun,
     ) -> Result<KubeTarget, TargetError> {
+        let chaos = ChaosMesh::new(cluster.client().clone(), namespace, cluster.ready_timeout());
+        if run.needs_chaos_mesh {
+            chaos.require_installed().await?;
+        }
         let token = cluster.service_token().await?;
         let forwarder = Forwarder::start(cluster.pods().clone(), None).await?;
         let mut target = KubeTarget {
@@ -475,6 +535,10 @@ impl KubeTarget {
             forwarder,
             broker_down: false,
             restarts: 0,
+            run,
+            chaos,
+            active_chaos: Vec::new(),
+            steps_applied: 0,
         };
         if let Err(e) = target.set_services(replicas).await {
             let restored = target.restore().await;
@@ -511,10 +575,91 @@ impl KubeTarget {
         self.forwarder.refresh().await
     }
 
-    /// Put every recorded replica count back and wait until each is ready.
+    /// The run's id (its Chaos Mesh objects carry it in their `lastmile.run` label).
+    pub fn run_id(&self) -> &str {
+        &self.run.id
+    }
+
+    /// Delete every Chaos Mesh object of the run, then put every recorded replica count back
+    /// and wait until each is ready. Goes on past a failure; the error names every one.
     pub async fn restore(&mut self) -> Result<String, TargetError> {
-        let done = self.recorded.restore(&self.cluster).await?;
+        let cleared = self.clear_chaos().await;
+        let restored = self.recorded.restore(&self.cluster).await;
         self.broker_down = false;
+        match (cleared, restored) {
+            (Ok(cleared), Ok(restored)) => {
+                Ok([cleared, Some(restored)].into_iter().flatten().collect::<Vec<_>>().join("; "))
+            }
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(c), Err(r)) => Err(TargetError::Several(vec![c, r])),
+        }
+    }
+
+    /// Delete every Chaos Mesh object of the run (listed by its label, so also one whose
+    /// creation was interrupted). Answers what was deleted, `None` when the run needs none.
+    async fn clear_chaos(&mut self) -> Result<Option<String>, TargetError> {
+        if !self.run.needs_chaos_mesh && self.active_chaos.is_empty() {
+            return Ok(None);
+        }
+        let deleted = self.chaos.delete_run(&self.run.id).await?;
+        self.active_chaos.clear();
+        Ok(Some(if deleted.is_empty() {
+            "no Chaos Mesh object left".to_string()
+        } else {
+            format!("deleted {}", deleted.join(" "))
+        }))
+    }
+
+    /// `kubectl` commands that undo the run by hand: delete its Chaos Mesh objects, put the
+    /// replica counts back.
+    pub fn manual_commands(&self) -> Vec<String> {
+        let mut commands = Vec::new();
+        if self.run.needs_chaos_mesh {
+            commands.push(self.chaos.manual_command(&self.run.id));
+        }
+        commands.extend(self.recorded.manual_commands(&self.namespace));
+        commands
+    }
+
+    /// Create the Chaos Mesh object of `step` (step `index` of the run) and wait until it is in force.
+    async fn inject(&mut self, step: &TimelineStep, index: usize) -> Result<String, TargetError> {
+        let mut pods = Pods::All;
+        let mut chosen = String::new();
+        if matches!(step.action, Action::Pause | Action::Partition) {
+            let s = step_service(step)?;
+            let all = self.cluster.list_pods(KubeWorkload::Service(s)).await?;
+            if !all.iter().any(pod_ready) {
+                return Ok(format!("{s} has no ready pod to {}", format!("{:?}", step.action).to_lowercase()));
+            }
+            if let Some(r) = step.replica {
+                let pod = chaos_mesh::replica_pod(&all, r).expect("a ready pod exists");
+                chosen = format!(" (pod {pod})");
+                pods = Pods::Named(pod);
+            }
+        }
+        let object = ChaosObject::for_step(step, &self.run.id, index, &self.namespace, &pods)?;
+        self.chaos.create(&object).await?;
+        let done = format!("{} {} in force{chosen}", object.kind.kind(), object.name);
+        self.active_chaos.push(ActiveChaos { step: step.clone(), object });
+        Ok(done)
+    }
+
+    /// Delete the object `step` created (the oldest such, when a step repeats) and wait until
+    /// the fault is over; after a pause, until the service's pods are ready again.
+    async fn recover(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
+        let Some(at) = self.active_chaos.iter().position(|a| &a.step == step) else {
+            return Ok("no Chaos Mesh object to delete".into());
+        };
+        let active = self.active_chaos[at].clone();
+        self.chaos.delete(active.object.kind, &active.object.name).await?;
+        self.active_chaos.remove(at);
+        let mut done = format!("deleted {} {}", active.object.kind.kind(), active.object.name);
+        if step.action == Action::Pause {
+            let s = step_service(step)?;
+            let n = self.cluster.replicas(KubeWorkload::Service(s)).await?;
+            self.cluster.wait_ready(KubeWorkload::Service(s), n).await?;
+            done.push_str(&format!("; {s} back to {n} ready pods"));
+        }
         Ok(done)
     }
 
@@ -562,6 +707,8 @@ impl Target for KubeTarget {
     }
 
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
+        let index = self.steps_applied;
+        self.steps_applied += 1;
         let done = match step.action {
             Action::Scale => {
                 let s = step_service(step)?;
@@ -576,13 +723,17 @@ impl Target for KubeTarget {
                     None => format!("{s} has no ready pod to kill"),
                 }
             }
-            Action::Restart => {
+            // Both are the Deployment controller's rollout: a rolling update for the stateless
+            // services (one pod at a time up to 3 replicas, with the default 25 % surge and
+            // unavailability), stop-then-start for the journal writers (`strategy: Recreate`).
+            Action::Restart | Action::Rollout => {
                 let s = step_service(step)?;
                 self.restarts += 1;
                 let stamp = format!("{}-{}", lastmile_platform::clock::now_ms(), self.restarts);
                 self.cluster.restart(s, &stamp).await?;
                 format!("{s} rolled out again, all ready")
             }
+            action if chaos_mesh::needs_chaos_mesh(action) => self.inject(step, index).await?,
             Action::BrokerRestart => {
                 self.cluster.scale(KubeWorkload::Broker, 0).await?;
                 self.broker_down = true;
@@ -609,6 +760,7 @@ impl Target for KubeTarget {
                 self.broker_down = false;
                 format!("broker back to {n}")
             }
+            action if chaos_mesh::needs_chaos_mesh(action) => self.recover(step).await?,
             _ => return Ok("nothing to undo".into()),
         };
         self.forwarder.refresh().await?;
@@ -616,6 +768,7 @@ impl Target for KubeTarget {
     }
 
     async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
+        let cleared = self.clear_chaos().await?;
         if self.broker_down {
             let n = self.recorded.0.get(&KubeWorkload::Broker).copied().unwrap_or(1).max(1);
             self.cluster.scale(KubeWorkload::Broker, n).await?;
@@ -623,7 +776,8 @@ impl Target for KubeTarget {
         }
         self.set_services(replicas).await?;
         let done: Vec<String> = replicas.iter().map(|(s, n)| format!("{s}={n}")).collect();
-        Ok(format!("healed; replicas {}", done.join(" ")))
+        let cleared = cleared.map(|c| format!("; {c}")).unwrap_or_default();
+        Ok(format!("healed; replicas {}{cleared}", done.join(" ")))
     }
 
     async fn logs(&self, service: ServiceName) -> Result<Vec<(String, String)>, TargetError> {

@@ -15,12 +15,16 @@
 //! start, an API call refused, a wait that ran out); a step's service name is parsed once, at the
 //! edge, by `lastmile_harness::target::step_service`.
 //!
+//! [`chaos_mesh`] writes the Chaos Mesh objects (NetworkChaos, PodChaos) the kube target creates
+//! for pauses and network faults, labelled with the run so every one is deleted at the end.
+//!
 //! [`jobs`] turns the original scripts' jobs (resilience, scale sequences, the demos) into
 //! scenarios, so they are judged the same way. [`dlq`] is the operators' tool for dead-letter
 //! queues (`lastmile dlq list|replay|purge`). [`cli`] is the `lastmile` command line (the binary
 //! only parses and dispatches), [`run`] runs scenarios on either target, [`operate`] scales and
 //! port-forwards the Kubernetes deployment.
 
+pub mod chaos_mesh;
 pub mod cli;
 pub mod dlq;
 pub mod forward;

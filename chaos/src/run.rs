@@ -3,7 +3,7 @@
 //! behind (processes stopped, replica counts put back).
 
 use crate::cli::{usage, RunArgs, TargetKind};
-use crate::kubernetes::{self, Cluster, KubeTarget, Recorded};
+use crate::kubernetes::{self, Cluster, KubeRun, KubeTarget, Recorded};
 use crate::local::{LocalOptions, LocalTarget};
 use lastmile_harness::report::{human, judge, RunReport};
 use lastmile_harness::{RunConfig, Target};
@@ -200,14 +200,15 @@ async fn log_problems<T: Target>(target: &T, report: &RunReport) {
 /// Log lines [`log_problems`] shows per replica.
 const PROBLEM_LINES: usize = 5;
 
-/// Put the recorded replica counts back; a second Ctrl-C leaves them, printing how to do it by hand.
+/// Delete the run's Chaos Mesh objects and put the recorded replica counts back; a second Ctrl-C
+/// leaves them, printing how to do it by hand.
 async fn restore(target: &mut KubeTarget) {
-    println!("  restoring the replica counts recorded before the run...");
-    let commands = target.recorded().manual_commands(target.namespace());
+    println!("  deleting the run's faults and restoring the replica counts recorded before the run...");
+    let commands = target.manual_commands();
     tokio::select! {
         biased;
         _ = interrupted() => {
-            eprintln!("interrupted again: the replica counts are NOT restored; restore them with:");
+            eprintln!("interrupted again: the faults and replica counts are NOT restored; restore them with:");
             for c in commands {
                 eprintln!("  {c}");
             }
@@ -256,6 +257,8 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
     println!("  recorded replicas: {}", counts.join(" "));
     println!("  scaling to the scenario's counts and waiting until every pod is ready...");
     let replicas = initial_replicas(scenario);
+    let run_plan = KubeRun::new(&timeline(scenario, config.seed, config.random_faults));
+    println!("  run id {} (label lastmile.run of its Chaos Mesh objects)", run_plan.id);
     let start = tokio::select! {
         biased;
         _ = interrupted() => {
@@ -271,7 +274,7 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
             }
             return Ended::Interrupted;
         }
-        target = KubeTarget::start(cluster.clone(), recorded.clone(), &options.namespace, &replicas) => target,
+        target = KubeTarget::start(cluster.clone(), recorded.clone(), &options.namespace, &replicas, run_plan) => target,
     };
     let mut target = match start {
         Ok(t) => t,
@@ -291,7 +294,7 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
     }
     restore(&mut target).await;
     let Some(report) = report else {
-        eprintln!("interrupted: the run was stopped and the recorded replica counts put back");
+        eprintln!("interrupted: the run was stopped, its faults deleted and the recorded replica counts put back");
         return Ended::Interrupted;
     };
     println!("  wall time {:.0} s", started.elapsed().as_secs_f64());

@@ -12,6 +12,10 @@
 //!   `updatedReplicas`) up to date;
 //! - pods: list, watch, delete, `log`, and `portforward` (the websocket channel protocol) to a
 //!   tiny HTTP server each pod runs that answers every path with `{"pod": "<name>"}`;
+//! - Chaos Mesh (`chaos-mesh.org/v1alpha1`): API discovery (or 404, when told it is not
+//!   installed), create/get/list (`labelSelector`, `fieldSelector`, watch)/delete of
+//!   `networkchaos` and `podchaos`, each object marked injected at once, every create and delete
+//!   recorded in order; creation answering 500 when told so;
 //! - faults for the tests: a workload whose scale PATCH answers 500, one whose pods never get
 //!   ready; and a record of every scale PATCH per workload.
 //!
@@ -80,6 +84,8 @@ struct Model {
     deleted_pods: Vec<String>,
     /// The service token's Secret was never applied.
     no_token_secret: bool,
+    /// Chaos Mesh's discovery and objects (the Chaos Mesh block at the end of the file).
+    chaos_mesh: ChaosMeshModel,
 }
 
 struct Shared {
@@ -182,6 +188,7 @@ impl FakeKube {
             .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(pod_log))
             .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward))
             .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
+            .merge(chaos_mesh_routes())
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -694,4 +701,188 @@ async fn get_secret(State(shared): State<Arc<Shared>>, Path((ns, name)): Path<(S
         "data": { "service-token": data }
     }))
     .into_response()
+}
+
+// ---- Chaos Mesh: chaos-mesh.org/v1alpha1 NetworkChaos and PodChaos ----------------------------
+
+/// One create or delete of a Chaos Mesh object, as the fake saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChaosOp {
+    /// The resource version of its event: orders it against every other change of the fake.
+    pub seq: u64,
+    /// `create` or `delete`.
+    pub op: &'static str,
+    /// `networkchaos` or `podchaos`.
+    pub plural: String,
+    /// The object's name.
+    pub name: String,
+}
+
+/// Chaos Mesh as the fake serves it: discovery, and the objects as stored (Chaos Mesh's own
+/// controller is played by marking every object injected as soon as it is created).
+#[derive(Default)]
+struct ChaosMeshModel {
+    /// The CRDs are not installed: discovery and the resources answer 404.
+    missing: bool,
+    /// Creating an object answers 500.
+    fail_create: bool,
+    /// The objects by (plural, name).
+    objects: BTreeMap<(String, String), Value>,
+    /// Every create and delete, in order.
+    ops: Vec<ChaosOp>,
+}
+
+fn chaos_plural(plural: &str) -> Option<(&'static str, &'static str)> {
+    match plural {
+        "networkchaos" => Some(("networkchaos", "NetworkChaos")),
+        "podchaos" => Some(("podchaos", "PodChaos")),
+        _ => None,
+    }
+}
+
+fn chaos_mesh_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/apis/chaos-mesh.org/v1alpha1", get(chaos_discovery))
+        .route("/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/{plural}", get(list_chaos).post(create_chaos))
+        .route("/apis/chaos-mesh.org/v1alpha1/namespaces/{ns}/{plural}/{name}", get(get_chaos).delete(delete_chaos))
+}
+
+impl FakeKube {
+    /// Chaos Mesh is not installed: `chaos-mesh.org/v1alpha1` is not served.
+    pub fn uninstall_chaos_mesh(&self) {
+        self.shared.model.lock().unwrap().chaos_mesh.missing = true;
+    }
+
+    /// Creating a Chaos Mesh object answers 500.
+    pub fn fail_chaos_create(&self) {
+        self.shared.model.lock().unwrap().chaos_mesh.fail_create = true;
+    }
+
+    /// The Chaos Mesh objects of a kind (`networkchaos`, `podchaos`) there are now, by name.
+    pub fn chaos_objects(&self, plural: &str) -> BTreeMap<String, Value> {
+        let m = self.shared.model.lock().unwrap();
+        m.chaos_mesh
+            .objects
+            .iter()
+            .filter(|((p, _), _)| p == plural)
+            .map(|((_, n), o)| (n.clone(), o.clone()))
+            .collect()
+    }
+
+    /// Every create and delete of a Chaos Mesh object, in order.
+    pub fn chaos_ops(&self) -> Vec<ChaosOp> {
+        self.shared.model.lock().unwrap().chaos_mesh.ops.clone()
+    }
+}
+
+async fn chaos_discovery(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.model.lock().unwrap().chaos_mesh.missing {
+        return status(StatusCode::NOT_FOUND, "the server could not find the requested resource");
+    }
+    let resource = |plural: &str, kind: &str| {
+        json!({ "name": plural, "singularName": plural, "namespaced": true, "kind": kind,
+                "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"] })
+    };
+    axum::Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "chaos-mesh.org/v1alpha1",
+        "resources": [resource("networkchaos", "NetworkChaos"), resource("podchaos", "PodChaos")]
+    }))
+    .into_response()
+}
+
+async fn list_chaos(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, plural)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some((plural, kind)) = chaos_plural(&plural) else {
+        return status(StatusCode::NOT_FOUND, &format!("no {plural} here"));
+    };
+    if shared.model.lock().unwrap().chaos_mesh.missing {
+        return status(StatusCode::NOT_FOUND, "the server could not find the requested resource");
+    }
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return list_or_watch(&shared, plural, query);
+    }
+    let m = shared.model.lock().unwrap();
+    let items: Vec<Value> = m
+        .chaos_mesh
+        .objects
+        .iter()
+        .filter(|((p, _), o)| p == plural && matches(o, &query))
+        .map(|(_, o)| o.clone())
+        .collect();
+    axum::Json(json!({ "apiVersion": "chaos-mesh.org/v1alpha1", "kind": format!("{kind}List"),
+                       "metadata": { "resourceVersion": m.rv.to_string() }, "items": items }))
+    .into_response()
+}
+
+async fn get_chaos(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, plural, name)): Path<(String, String, String)>,
+) -> Response {
+    let m = shared.model.lock().unwrap();
+    match m.chaos_mesh.objects.get(&(plural.clone(), name.clone())) {
+        Some(o) if !m.chaos_mesh.missing => axum::Json(o.clone()).into_response(),
+        _ => status(StatusCode::NOT_FOUND, &format!("{plural} \"{name}\" not found")),
+    }
+}
+
+async fn create_chaos(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, plural)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some((plural, kind)) = chaos_plural(&plural) else {
+        return status(StatusCode::NOT_FOUND, &format!("no {plural} here"));
+    };
+    let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "not JSON");
+    };
+    let mut guard = shared.model.lock().unwrap();
+    let m = &mut *guard;
+    if m.chaos_mesh.missing {
+        return status(StatusCode::NOT_FOUND, "the server could not find the requested resource");
+    }
+    if m.chaos_mesh.fail_create {
+        return status(StatusCode::INTERNAL_SERVER_ERROR, "injected failure");
+    }
+    let Some(name) = object["metadata"]["name"].as_str().map(String::from) else {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "metadata.name missing");
+    };
+    if object["kind"] != kind || object["apiVersion"] != "chaos-mesh.org/v1alpha1" {
+        return status(StatusCode::BAD_REQUEST, &format!("not a chaos-mesh.org/v1alpha1 {kind}"));
+    }
+    let key = (plural.to_string(), name.clone());
+    if m.chaos_mesh.objects.contains_key(&key) {
+        return status(StatusCode::CONFLICT, &format!("{plural} \"{name}\" already exists"));
+    }
+    object["metadata"]["namespace"] = json!(ns);
+    object["metadata"]["creationTimestamp"] = json!(timestamp(m.clock));
+    object["status"] = json!({ "conditions": [
+        { "type": "Selected", "status": "True" }, { "type": "AllInjected", "status": "True" } ] });
+    m.publish(&shared.events, plural, "ADDED", object.clone());
+    object["metadata"]["resourceVersion"] = json!(m.rv.to_string());
+    m.chaos_mesh.ops.push(ChaosOp { seq: m.rv, op: "create", plural: plural.to_string(), name });
+    m.chaos_mesh.objects.insert(key, object.clone());
+    (StatusCode::CREATED, axum::Json(object)).into_response()
+}
+
+async fn delete_chaos(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, plural, name)): Path<(String, String, String)>,
+) -> Response {
+    let Some((plural, _)) = chaos_plural(&plural) else {
+        return status(StatusCode::NOT_FOUND, &format!("no {plural} here"));
+    };
+    let mut guard = shared.model.lock().unwrap();
+    let m = &mut *guard;
+    let found =
+        if m.chaos_mesh.missing { None } else { m.chaos_mesh.objects.remove(&(plural.to_string(), name.clone())) };
+    let Some(object) = found else {
+        return status(StatusCode::NOT_FOUND, &format!("{plural} \"{name}\" not found"));
+    };
+    m.publish(&shared.events, plural, "DELETED", object.clone());
+    m.chaos_mesh.ops.push(ChaosOp { seq: m.rv, op: "delete", plural: plural.to_string(), name });
+    axum::Json(object).into_response()
 }
