@@ -183,7 +183,8 @@ impl ChaosObject {
         pods: &Pods,
     ) -> Result<ChaosObject, TargetError> {
         let action = format!("{:?}", step.action).to_lowercase();
-        let name = dns1123_label(&format!("lm-{}-{index}-{action}", &run_id[..run_id.len().min(12)]));
+        let run_short: String = run_id.chars().take(12).collect();
+        let name = dns1123_label(&format!("lm-{run_short}-{index}-{action}"));
         let labels = json!({ MANAGED_BY_LABEL: MANAGED_BY, RUN_LABEL: dns1123_label(run_id) });
         let duration = safety_duration(step.for_s);
         let every_lastmile_pod = json!({

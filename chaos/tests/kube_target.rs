@@ -454,6 +454,89 @@ mod chaos_mesh {
         target.restore().await.unwrap();
     }
 
+    const PARTITION_SCENARIO: &str = r#"
+[scenario]
+name = "interrupt-me-in-a-partition"
+duration_s = 120
+settle_s = 10
+
+[workload]
+kind = "demo"
+
+[[step]]
+at_s = 1
+action = "partition"
+target = "matching-service"
+peer = "broker"
+for_s = 60
+"#;
+
+    /// `lastmile chaos run` of [`PARTITION_SCENARIO`] on `fake`, its output piped.
+    fn chaos_run_command(fake: &FakeKube, name: &str) -> std::process::Command {
+        let dir = std::env::temp_dir().join(format!("lastmile-chaos-mesh-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let scenario = dir.join("partition.toml");
+        std::fs::write(&scenario, PARTITION_SCENARIO).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lastmile"));
+        cmd.args(["chaos", "run", scenario.to_str().unwrap(), "--target", "kube", "--no-random-faults", "--work-dir"])
+            .arg(dir.join("work"))
+            .env("KUBECONFIG", fake.kubeconfig(&dir))
+            .env_remove("LASTMILE_NAMESPACE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    }
+
+    /// Wait for the child without blocking the runtime the fake API server runs on.
+    async fn finish(mut child: std::process::Child) -> (Option<i32>, String) {
+        for _ in 0..1200 {
+            if child.try_wait().unwrap().is_some() {
+                let out = child.wait_with_output().unwrap();
+                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                return (out.status.code(), text);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        panic!("lastmile did not finish within a minute: {:?}", child.wait_with_output().unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interrupted_run_deletes_its_chaos_objects_and_puts_the_counts_back() {
+        let fake = FakeKube::lastmile(2).await;
+        let child = chaos_run_command(&fake, "interrupt").spawn().unwrap();
+        let mut in_fault = false;
+        for _ in 0..600 {
+            if !fake.chaos_objects("networkchaos").is_empty() {
+                in_fault = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(in_fault, "the partition was never created");
+        // SAFETY: kill(2) on the child we spawned.
+        unsafe {
+            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let (code, out) = finish(child).await;
+        assert_eq!(code, Some(130), "{out}");
+        assert!(fake.chaos_objects("networkchaos").is_empty(), "the partition outlived the run: {out}");
+        assert_eq!(fake.chaos_ops().iter().map(|o| o.op).collect::<Vec<_>>(), vec!["create", "delete"]);
+        assert!(out.contains("replicas restored"), "{out}");
+        assert_eq!(fake.replicas("matching-service"), 2, "the count recorded before the run");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_with_faults_on_a_cluster_without_chaos_mesh_says_how_to_install_it() {
+        let fake = FakeKube::lastmile(2).await;
+        fake.uninstall_chaos_mesh();
+        let child = chaos_run_command(&fake, "missing").spawn().unwrap();
+        let (code, out) = finish(child).await;
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("install Chaos Mesh") && out.contains("helm install chaos-mesh"), "{out}");
+        assert!(fake.scale_patches("matching-service").is_empty(), "the run changed a replica count: {out}");
+    }
+
     #[tokio::test]
     async fn a_rollout_replaces_every_pod_through_the_deployment_controller() {
         let (fake, mut target) = started_with_faults(2).await;
