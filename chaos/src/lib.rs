@@ -5,8 +5,10 @@
 //! - [`local`]: every service as a process of this machine (the `lastmile` binary itself runs
 //!   them: `lastmile service <name>`), one port per replica, against a real RabbitMQ. Scaling
 //!   starts and stops processes (SIGTERM, waiting for the graceful stop), `kill` is SIGKILL,
-//!   `pause` is SIGSTOP/SIGCONT; a replica counts once its own `/ready` answers. Network faults
-//!   and broker restarts are skipped locally, and recorded as skipped.
+//!   `pause` is SIGSTOP/SIGCONT, `rollout` replaces replicas one at a time; a replica counts once
+//!   its own `/ready` answers. Every connection goes through [`proxy`], a fault proxy on loopback
+//!   where partitions (of a replica or of one link), latency and loss happen. Broker restarts are
+//!   skipped locally, and recorded as skipped.
 //! - [`kubernetes`]: a deployment of `k8s/` on a cluster, driven through the API server with the
 //!   `kube` crate (scale subresource, watches, pod deletion, rollouts, logs), reached through
 //!   [`forward`]'s port-forwards, every replica count recorded first and restored at the end.
@@ -33,6 +35,7 @@ pub mod kubernetes;
 pub mod load;
 pub mod local;
 pub mod operate;
+pub mod proxy;
 pub mod run;
 
 use lastmile_platform::auth::ServiceToken;

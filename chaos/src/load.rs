@@ -354,6 +354,8 @@ pub async fn command(args: &LoadArgs) -> ExitCode {
         prefix: format!("lm-load-{}", &id[..12]),
         work_dir: work_dir.clone(),
         naive_matching: false,
+        // No faults in a load run: the proxy draws nothing.
+        seed: 0,
     };
     let options = LoadOptions {
         rate: args.rate,

@@ -1,5 +1,31 @@
 //! Services as local processes: the `--target local` of `lastmile chaos run`.
+//!
+//! Each replica is a process `lastmile service <name> --listen 127.0.0.1:<port>`, and every
+//! connection of the run goes through one [`FaultProxy`], as every connection of a cluster goes
+//! through its network:
+//! - each service has a *front route* (dialled by `client`): the URL [`Target::endpoints`] hands
+//!   to the workload and the harness;
+//! - each replica has its own routes to everything it dials — user-, location- and trip-service
+//!   (its `--user-url`, `--location-url`, `--trip-url`) and the broker (the AMQP URL with only its
+//!   host and port rewritten, passed in the environment);
+//! - a route reaches its service's *backend set*, round robin: a replica joins once its own
+//!   `/ready` answers and leaves before it is stopped, like a Kubernetes Service's endpoints.
+//!   [`Target::replica_urls`] keeps the replicas' direct URLs, for observation only.
+//!
+//! So the network faults mean what they mean in the simulation: `partition` holds every link of
+//! the chosen replicas (or with `peer` only their links to that service or the broker) until it
+//! is undone; `latency` delays every chunk on every link by `[ms, ms + ms/2]`; `loss` resets that
+//! share of new connections and delays that share of chunks by a retransmission timeout (see
+//! [`crate::proxy`]). The heal clears them all.
+//!
+//! Scaling starts and stops processes (SIGTERM, waiting for the graceful stop), `kill` is
+//! SIGKILL, `pause` is SIGSTOP/SIGCONT, and `rollout` replaces every replica one at a time: a
+//! service that may run several replicas gets a new one on a fresh port, ready and joined before
+//! an old one leaves and stops; a journal service (one writer, `Recreate` in Kubernetes) is
+//! stopped and started again on the same port and data. The broker is not the run's own: broker
+//! restarts are skipped, and so are crash points (simulation only).
 
+use crate::proxy::{Cut, Endpoint, FaultProxy, Route};
 use lastmile_harness::target::step_service;
 use lastmile_harness::{Target, TargetError};
 use lastmile_platform::auth::ServiceToken;
@@ -10,6 +36,8 @@ use lastmile_services::ServiceName;
 use lastmile_workload::Endpoints;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -32,19 +60,26 @@ pub struct LocalOptions {
     pub work_dir: PathBuf,
     /// Run the original matching design.
     pub naive_matching: bool,
+    /// Seeds the fault proxy's draws (latency jitter, loss).
+    pub seed: u64,
 }
 
 /// One running replica.
 struct Process {
     child: Child,
     port: u16,
+    /// Its routes to the broker and its peers: closed once the process is gone.
+    _routes: Vec<Route>,
 }
 
 /// Services as processes of this machine.
 pub struct LocalTarget {
     options: LocalOptions,
-    /// The port each service's first replica listens on (peers and clients use it).
-    home_ports: BTreeMap<ServiceName, u16>,
+    /// Every connection of the run goes through it: the network faults happen there.
+    proxy: FaultProxy,
+    /// Each service's route from `client`: where the workload and the harness reach it.
+    fronts: BTreeMap<ServiceName, Route>,
+    /// Replicas running, oldest first.
     running: BTreeMap<ServiceName, Vec<Process>>,
     /// Replicas killed and not brought back yet: (service, port).
     killed: Vec<(ServiceName, u16)>,
@@ -66,6 +101,40 @@ fn io_error(path: &std::path::Path, e: std::io::Error) -> TargetError {
     TargetError::Deployment(format!("{}: {e}", path.display()))
 }
 
+/// Where the host and port of an AMQP URL are (after any credentials, before the vhost).
+fn amqp_host_range(url: &str) -> Option<Range<usize>> {
+    let start = url.find("://")? + 3;
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
+    let host = url[start..end].rfind('@').map_or(start, |i| start + i + 1);
+    (host < end).then_some(host..end)
+}
+
+/// The `host:port` the AMQP URL names (the scheme's default port if it names none). Errors never
+/// repeat the URL: it carries the broker's credentials.
+fn amqp_host(url: &str) -> Result<String, TargetError> {
+    let range = amqp_host_range(url).ok_or_else(|| TargetError::Deployment("the AMQP URL names no host".into()))?;
+    let host = &url[range];
+    let has_port = host.rsplit_once(':').is_some_and(|(_, port)| !port.contains(']'));
+    if has_port {
+        return Ok(host.to_string());
+    }
+    let port = if url.starts_with("amqps:") { 5671 } else { 5672 };
+    Ok(format!("{host}:{port}"))
+}
+
+/// The AMQP URL with its host and port replaced by `addr`; credentials, vhost and query kept.
+fn amqp_url_via(url: &str, addr: SocketAddr) -> String {
+    match amqp_host_range(url) {
+        Some(range) => format!("{}{addr}{}", &url[..range.start], &url[range.end..]),
+        None => url.to_string(),
+    }
+}
+
+/// A route that would not open.
+fn route_error(from: &Endpoint, to: &str, e: std::io::Error) -> TargetError {
+    TargetError::Deployment(format!("no route from {from} to {to}: {e}"))
+}
+
 fn signal(child: &Child, sig: libc::c_int) {
     // SAFETY: kill(2) on a pid we spawned and still own (not yet waited for).
     unsafe {
@@ -74,9 +143,20 @@ fn signal(child: &Child, sig: libc::c_int) {
 }
 
 impl LocalTarget {
-    /// What processes on one machine can do: no network faults, no broker of the run's own.
+    /// What processes on one machine behind the fault proxy can do: everything but a broker
+    /// restart (the broker is not the run's own) and crash points (simulation only).
     pub fn can(action: Action) -> bool {
-        matches!(action, Action::Scale | Action::Kill | Action::Restart | Action::Pause)
+        matches!(
+            action,
+            Action::Scale
+                | Action::Kill
+                | Action::Restart
+                | Action::Rollout
+                | Action::Pause
+                | Action::Partition
+                | Action::Latency
+                | Action::Loss
+        )
     }
 
     /// Start every service with `replicas` each (services left out get 1), waiting until each
@@ -86,13 +166,28 @@ impl LocalTarget {
         replicas: &BTreeMap<ServiceName, usize>,
     ) -> Result<LocalTarget, TargetError> {
         std::fs::create_dir_all(&options.work_dir).map_err(|e| io_error(&options.work_dir, e))?;
-        let mut home_ports = BTreeMap::new();
+        let proxy = FaultProxy::new(options.seed);
+        let broker = amqp_host(&options.amqp_url)?;
+        let resolved = tokio::net::lookup_host(&broker)
+            .await
+            .map_err(|e| TargetError::Deployment(format!("cannot resolve the broker {broker}: {e}")))?
+            .collect::<Vec<_>>();
+        let broker_addr = resolved
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(resolved.first())
+            .copied()
+            .ok_or_else(|| TargetError::Deployment(format!("the broker {broker} has no address")))?;
+        proxy.join(Endpoint::broker(), broker_addr);
+        let mut fronts = BTreeMap::new();
         for s in ServiceName::ALL {
-            home_ports.insert(s, free_port()?);
+            let route = proxy.route(Endpoint::client(), s.as_str()).await;
+            fronts.insert(s, route.map_err(|e| route_error(&Endpoint::client(), s.as_str(), e))?);
         }
         let mut target = LocalTarget {
             options,
-            home_ports,
+            proxy,
+            fronts,
             running: BTreeMap::new(),
             killed: Vec::new(),
             paused: Vec::new(),
@@ -108,7 +203,19 @@ impl LocalTarget {
         format!("http://127.0.0.1:{port}")
     }
 
-    fn spawn(&self, service: ServiceName, port: u16) -> Result<Process, TargetError> {
+    /// The replica's own routes: to the broker, then to user-, location- and trip-service.
+    async fn routes(&self, service: ServiceName, port: u16) -> Result<Vec<Route>, TargetError> {
+        let from = Endpoint::replica(service.as_str(), port);
+        let mut routes = Vec::new();
+        for to in ["broker", ServiceName::User.as_str(), ServiceName::Location.as_str(), ServiceName::Trip.as_str()] {
+            routes.push(self.proxy.route(from.clone(), to).await.map_err(|e| route_error(&from, to, e))?);
+        }
+        Ok(routes)
+    }
+
+    async fn spawn(&self, service: ServiceName, port: u16) -> Result<Process, TargetError> {
+        let routes = self.routes(service, port).await?;
+        let [broker, user, location, trip] = &routes[..] else { unreachable!("four routes") };
         let dir = self.options.work_dir.join(service.as_str());
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         let log_error = |e| TargetError::Deployment(format!("{service} log: {e}"));
@@ -125,16 +232,16 @@ impl LocalTarget {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             // In the environment, not on the command line, where `ps` would show its password.
-            .env("LASTMILE_AMQP_URL", &o.amqp_url)
+            .env("LASTMILE_AMQP_URL", amqp_url_via(&o.amqp_url, broker.addr()))
             .env("LASTMILE_SERVICE_TOKEN", self.token.expose())
             .arg("--prefix")
             .arg(&o.prefix)
             .arg("--user-url")
-            .arg(Self::url(self.home_ports[&ServiceName::User]))
+            .arg(user.url())
             .arg("--location-url")
-            .arg(Self::url(self.home_ports[&ServiceName::Location]))
+            .arg(location.url())
             .arg("--trip-url")
-            .arg(Self::url(self.home_ports[&ServiceName::Trip]))
+            .arg(trip.url())
             .arg("--data-dir")
             .arg(&dir)
             .arg("--queue-expires-secs")
@@ -150,7 +257,7 @@ impl LocalTarget {
         let child = cmd
             .spawn()
             .map_err(|e| TargetError::Deployment(format!("cannot start {service} ({}): {e}", o.binary.display())))?;
-        Ok(Process { child, port })
+        Ok(Process { child, port, _routes: routes })
     }
 
     async fn wait_ready(service: ServiceName, port: u16) -> Result<(), TargetError> {
@@ -171,11 +278,59 @@ impl LocalTarget {
         }
     }
 
-    /// Start a replica on `port` and wait until it is ready.
+    /// Start a replica on `port`, wait until it is ready, then add it to its service's backends.
     async fn start_on(&mut self, service: ServiceName, port: u16) -> Result<(), TargetError> {
-        let process = self.spawn(service, port)?;
+        let process = self.spawn(service, port).await?;
         self.running.entry(service).or_default().push(process);
-        Self::wait_ready(service, port).await
+        Self::wait_ready(service, port).await?;
+        self.proxy.join(Endpoint::replica(service.as_str(), port), SocketAddr::from(([127, 0, 0, 1], port)));
+        Ok(())
+    }
+
+    /// A free port that no killed replica waits to come back on.
+    fn fresh_port(&self) -> Result<u16, TargetError> {
+        loop {
+            let port = free_port()?;
+            if !self.killed.iter().any(|(_, p)| *p == port) {
+                return Ok(port);
+            }
+        }
+    }
+
+    /// Take the replica on `port` out of its service's backends and out of the running ones.
+    fn retire(&mut self, service: ServiceName, port: u16) -> Option<Process> {
+        self.proxy.leave(&Endpoint::replica(service.as_str(), port));
+        let processes = self.running.get_mut(&service)?;
+        let i = processes.iter().position(|p| p.port == port)?;
+        Some(processes.remove(i))
+    }
+
+    fn ports(&self, service: ServiceName) -> Vec<u16> {
+        self.running.get(&service).into_iter().flatten().map(|p| p.port).collect()
+    }
+
+    /// Replace every replica of `service`, one at a time (see the module docs).
+    async fn rollout(&mut self, service: ServiceName) -> Result<String, TargetError> {
+        let old = self.ports(service);
+        if service.single_replica() {
+            for &port in &old {
+                if let Some(process) = self.retire(service, port) {
+                    Self::stop(process).await;
+                }
+                self.start_on(service, port).await?;
+            }
+            return Ok(format!("rolled out {service}: stopped and started again on ports {old:?}"));
+        }
+        let mut new = Vec::new();
+        for &port in &old {
+            let fresh = self.fresh_port()?;
+            self.start_on(service, fresh).await?;
+            new.push(fresh);
+            if let Some(process) = self.retire(service, port) {
+                Self::stop(process).await;
+            }
+        }
+        Ok(format!("rolled out {service}: ports {old:?} replaced by {new:?}"))
     }
 
     /// Stop a replica gracefully (SIGTERM), SIGKILL after the grace period.
@@ -195,19 +350,17 @@ impl LocalTarget {
         }
     }
 
-    /// Set `service` to `n` replicas: the first one on the service's home port (its peers and
-    /// clients use it), more on ports of their own.
+    /// Set `service` to `n` replicas, each on a port of its own; scaling down stops the newest.
     pub async fn scale(&mut self, service: ServiceName, n: usize) -> Result<(), TargetError> {
         while self.running.get(&service).map_or(0, Vec::len) < n {
-            let home = self.home_ports[&service];
-            let home_taken = self.running.get(&service).is_some_and(|r| r.iter().any(|p| p.port == home))
-                || self.killed.iter().any(|(s, p)| *s == service && *p == home);
-            let port = if home_taken { free_port()? } else { home };
+            let port = self.fresh_port()?;
             self.start_on(service, port).await?;
         }
         while self.running.get(&service).map_or(0, Vec::len) > n {
-            let process = self.running.get_mut(&service).expect("non-empty").pop().expect("non-empty");
-            Self::stop(process).await;
+            let newest = *self.ports(service).last().expect("more than n replicas");
+            if let Some(process) = self.retire(service, newest) {
+                Self::stop(process).await;
+            }
         }
         Ok(())
     }
@@ -246,7 +399,7 @@ impl Target for LocalTarget {
     }
 
     fn endpoints(&self) -> Endpoints {
-        crate::endpoints(|s| Self::url(self.home_ports[&s]), Some(self.token.clone()))
+        crate::endpoints(|s| self.fronts[&s].url(), Some(self.token.clone()))
     }
 
     fn broker(&self) -> Option<lastmile_workload::hostile::BrokerAccess> {
@@ -305,16 +458,19 @@ impl Target for LocalTarget {
                 let Some(&i) = self.chosen(s, step.replica, false).first() else {
                     return Ok(format!("{s} has no replica to kill"));
                 };
-                let mut p = self.running.get_mut(&s).expect("chosen exists").remove(i);
+                let port = self.running[&s][i].port;
+                let mut p = self.retire(s, port).expect("chosen exists");
                 let _ = p.child.kill();
                 let _ = p.child.wait();
                 self.killed.push((s, p.port));
                 Ok(format!("killed {s} on port {}", p.port))
             }
             Action::Restart => {
-                let ports: Vec<u16> = self.running.get(&s).into_iter().flatten().map(|p| p.port).collect();
-                for process in self.running.remove(&s).unwrap_or_default() {
-                    Self::stop(process).await;
+                let ports = self.ports(s);
+                for &port in &ports {
+                    if let Some(process) = self.retire(s, port) {
+                        Self::stop(process).await;
+                    }
                 }
                 for port in &ports {
                     self.start_on(s, *port).await?;
@@ -329,6 +485,32 @@ impl Target for LocalTarget {
                     self.paused.push(procs[i].child.id());
                 }
                 Ok(format!("paused {s}"))
+            }
+            Action::Rollout => self.rollout(s).await,
+            Action::Partition => {
+                if let Some(peer) = step.peer.as_deref().filter(|p| *p != "broker") {
+                    peer.parse::<ServiceName>()?;
+                }
+                let ports: Vec<u16> =
+                    self.chosen(s, step.replica, true).into_iter().map(|i| self.running[&s][i].port).collect();
+                for &port in &ports {
+                    let side = Endpoint::replica(s.as_str(), port);
+                    self.proxy.cut(Cut { side, peer: step.peer.clone() });
+                }
+                Ok(match &step.peer {
+                    Some(peer) => format!("cut the links of {s} (ports {ports:?}) to {peer}"),
+                    None => format!("partitioned {s} (ports {ports:?})"),
+                })
+            }
+            Action::Latency => {
+                let ms = step.latency_ms.unwrap_or(100);
+                self.proxy.set_latency_ms(Some(ms));
+                Ok(format!("latency {ms} ms on every link"))
+            }
+            Action::Loss => {
+                let loss = step.loss.unwrap_or(0.1);
+                self.proxy.set_loss(loss);
+                Ok(format!("packet loss {loss:.2} on every link"))
             }
             action => Err(TargetError::Unsupported { action, target: "local" }),
         }
@@ -349,11 +531,24 @@ impl Target for LocalTarget {
                 self.resume_all();
                 Ok("resumed".into())
             }
+            Action::Partition => {
+                self.proxy.clear_cuts();
+                Ok("reconnected".into())
+            }
+            Action::Latency => {
+                self.proxy.set_latency_ms(None);
+                Ok("latency removed".into())
+            }
+            Action::Loss => {
+                self.proxy.set_loss(0.0);
+                Ok("loss removed".into())
+            }
             _ => Ok("nothing to undo".into()),
         }
     }
 
     async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
+        self.proxy.heal();
         self.resume_all();
         for (s, port) in std::mem::take(&mut self.killed) {
             self.start_on(s, port).await?;
@@ -375,5 +570,24 @@ impl LocalTarget {
                 libc::kill(pid as libc::pid_t, libc::SIGCONT);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{amqp_host, amqp_url_via};
+    use std::net::SocketAddr;
+
+    #[test]
+    fn amqp_url_keeps_credentials_and_vhost_with_the_proxy_address() {
+        let via: SocketAddr = "127.0.0.1:40000".parse().expect("address");
+        let url = "amqp://guest:p%40ss@rabbit.local:5673/%2f?heartbeat=10";
+        assert_eq!(amqp_host(url).expect("host"), "rabbit.local:5673");
+        assert_eq!(amqp_url_via(url, via), "amqp://guest:p%40ss@127.0.0.1:40000/%2f?heartbeat=10");
+        assert_eq!(amqp_host("amqp://127.0.0.1").expect("default port"), "127.0.0.1:5672");
+        assert_eq!(amqp_host("amqps://u:p@[::1]/vh").expect("ipv6, default port"), "[::1]:5671");
+        assert_eq!(amqp_url_via("amqp://u@h", via), "amqp://u@127.0.0.1:40000");
+        let e = amqp_host("amqp://secret@").expect_err("no host").to_string();
+        assert!(!e.contains("secret"), "the error repeats the URL's credentials: {e}");
     }
 }

@@ -149,6 +149,7 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
         prefix: prefix.to_string(),
         work_dir: dir.to_path_buf(),
         naive_matching: config.naive_matching,
+        seed: config.seed,
     };
     let started = wall_clock();
     println!("  starting the services...");
