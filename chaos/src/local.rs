@@ -447,6 +447,20 @@ impl Target for LocalTarget {
     }
 
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
+        // Faults of every link first: they name no service.
+        match step.action {
+            Action::Latency => {
+                let ms = step.latency_ms.unwrap_or(100);
+                self.proxy.set_latency_ms(Some(ms));
+                return Ok(format!("latency {ms} ms on every link"));
+            }
+            Action::Loss => {
+                let loss = step.loss.unwrap_or(0.1);
+                self.proxy.set_loss(loss);
+                return Ok(format!("packet loss {loss:.2} on every link"));
+            }
+            _ => {}
+        }
         let s = step_service(step)?;
         match step.action {
             Action::Scale => {
@@ -501,16 +515,6 @@ impl Target for LocalTarget {
                     Some(peer) => format!("cut the links of {s} (ports {ports:?}) to {peer}"),
                     None => format!("partitioned {s} (ports {ports:?})"),
                 })
-            }
-            Action::Latency => {
-                let ms = step.latency_ms.unwrap_or(100);
-                self.proxy.set_latency_ms(Some(ms));
-                Ok(format!("latency {ms} ms on every link"))
-            }
-            Action::Loss => {
-                let loss = step.loss.unwrap_or(0.1);
-                self.proxy.set_loss(loss);
-                Ok(format!("packet loss {loss:.2} on every link"))
             }
             action => Err(TargetError::Unsupported { action, target: "local" }),
         }
