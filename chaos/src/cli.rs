@@ -14,6 +14,7 @@
 //! lastmile dlq list [--prefix lastmile] [--peek 3]          # dead letters per work queue
 //! lastmile dlq replay lastmile.matching-service [--max 10]  # dead letters back into their queue
 //! lastmile dlq purge lastmile.matching-service              # drop them
+//! lastmile sweep --kube scenarios/demo.toml --seeds 1..100000 --parallelism 50  # an Indexed Job
 //! ```
 //! (Simulated runs are `cargo sim run ...`.)
 
@@ -107,6 +108,10 @@ pub enum Command {
     Service(ServiceArgs),
     /// Dead-letter queues: list (and peek), replay into the work queue, purge.
     Dlq(DlqArgs),
+    /// Sweep a scenario over many seeds as an Indexed Job on Kubernetes (the simulator in the
+    /// image, a seed range per index), then merge the pods' results into one summary with
+    /// replay commands; the Job is deleted at the end.
+    Sweep(crate::sweep::SweepArgs),
 }
 
 /// `lastmile scenario ...`.
@@ -317,6 +322,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::PortForward { base_port, kube } => runtime.block_on(operate::port_forward(base_port, &kube)),
         Command::Load(args) => runtime.block_on(crate::load::command(&args)),
+        Command::Sweep(args) => runtime.block_on(crate::sweep::command(&args)),
     }
 }
 

@@ -24,7 +24,8 @@
 //! scenarios, so they are judged the same way. [`dlq`] is the operators' tool for dead-letter
 //! queues (`lastmile dlq list|replay|purge`). [`cli`] is the `lastmile` command line (the binary
 //! only parses and dispatches), [`run`] runs scenarios on either target, [`operate`] scales and
-//! port-forwards the Kubernetes deployment.
+//! port-forwards the Kubernetes deployment. [`sweep`] runs a simulated sweep over many seeds as
+//! an Indexed Job on the cluster (`lastmile sweep --kube`) and merges the pods' results.
 
 pub mod chaos_mesh;
 pub mod cli;
@@ -37,6 +38,7 @@ pub mod local;
 pub mod operate;
 pub mod proxy;
 pub mod run;
+pub mod sweep;
 
 use lastmile_platform::auth::ServiceToken;
 use lastmile_services::ServiceName;

@@ -262,6 +262,53 @@ fn the_dockerfile_builds_the_binary_the_deployments_run() {
     assert!(dockerfile.contains("USER 10001"), "as the non-root user the manifests expect");
     let kustomization = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap();
     assert!(kustomization.contains("name: lastmile") && kustomization.contains("newTag: dev"));
+    // The same image carries the simulator, built in its flavour, for `lastmile sweep --kube`.
+    assert!(dockerfile.contains(r#"RUSTFLAGS="--cfg madsim""#), "the simulator is built with --cfg madsim");
+    assert!(dockerfile.contains("--bin lastmile-sim"), "the Dockerfile builds lastmile-sim");
+    assert!(dockerfile.contains("/usr/local/bin/lastmile-sim"), "and puts it on the PATH");
+}
+
+/// `k8s/sweep/indexed-job.yaml`, the template of `lastmile sweep --kube`: a Job of Kubernetes'
+/// own type, Indexed with retries per index, locked down like the services, running the
+/// simulator of the Dockerfile's image — and not part of the deployment.
+#[test]
+fn the_sweep_job_template_is_a_locked_down_indexed_job_outside_the_deployment() {
+    use k8s_openapi::api::batch::v1::Job;
+    let text = std::fs::read_to_string(k8s_dir().join("sweep/indexed-job.yaml")).unwrap();
+    assert_eq!(text, lastmile_chaos::sweep::TEMPLATE, "the sweep renders this very file");
+    let job: Job = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("k8s/sweep/indexed-job.yaml: {e}"));
+    assert_eq!(job.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+    assert!(spec.backoff_limit_per_index.is_some_and(|n| n > 0), "failed indexes are retried");
+    assert!(spec.max_failed_indexes.is_some(), "a broken image or cluster stops the Job");
+    let rules = spec.pod_failure_policy.as_ref().map(|p| p.rules.clone()).unwrap_or_default();
+    assert!(rules.iter().any(|r| r.action == "FailJob"), "usage errors fail the Job at once");
+    assert!(spec.ttl_seconds_after_finished.is_some(), "a Job left behind goes away by itself");
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"), "backoffLimitPerIndex needs Never");
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let pod_sc = pod.security_context.as_ref().unwrap();
+    assert_eq!(pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+    assert_eq!(pod_sc.run_as_non_root, Some(true));
+    let c = pod.containers.iter().find(|c| c.name == lastmile_chaos::sweep::CONTAINER).expect("the sweep container");
+    assert_eq!(c.image.as_deref(), Some(IMAGE));
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
+    let resources = c.resources.as_ref().unwrap();
+    for key in ["cpu", "memory"] {
+        assert!(resources.requests.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} request");
+        assert!(resources.limits.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} limit");
+    }
+    let script = c.args.clone().unwrap_or_default().join(" ");
+    assert!(script.contains("JOB_COMPLETION_INDEX") && script.contains("lastmile-sim run"), "{script}");
+    assert!(script.contains("--summary-lines"), "{script}");
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    let scenario = volumes.iter().find_map(|v| v.config_map.as_ref()).expect("the scenario's ConfigMap");
+    let items = scenario.items.clone().unwrap_or_default();
+    assert!(items.iter().any(|i| i.key == lastmile_chaos::sweep::SCENARIO_KEY));
+    let kustomization = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap();
+    assert!(!kustomization.contains("sweep"), "the sweep's Job is not part of the deployment");
 }
 
 /// Every pod runs under the runtime's seccomp profile, without a service-account token (none of

@@ -16,6 +16,12 @@
 //!   installed), create/get/list (`labelSelector`, `fieldSelector`, watch)/delete of
 //!   `networkchaos` and `podchaos`, each object marked injected at once, every create and delete
 //!   recorded in order; creation answering 500 when told so;
+//! - Jobs (`batch/v1`, Indexed only): create, get, list/watch by name, delete with a
+//!   `propagationPolicy` (Background/Foreground take the pods along), and a Job controller that
+//!   runs each index as a pod (labels and `JOB_COMPLETION_INDEX` as Kubernetes sets them) whose
+//!   end and log a test hook decides, retrying up to `backoffLimitPerIndex`, honouring
+//!   `parallelism` and `maxFailedIndexes`, keeping `completedIndexes`/`failedIndexes`; and
+//!   ConfigMaps (create, get, delete); creation of a Job answering 500 when told so;
 //! - faults for the tests: a workload whose scale PATCH answers 500, one whose pods never get
 //!   ready; and a record of every scale PATCH per workload.
 //!
@@ -86,6 +92,8 @@ struct Model {
     no_token_secret: bool,
     /// Chaos Mesh's discovery and objects (the Chaos Mesh block at the end of the file).
     chaos_mesh: ChaosMeshModel,
+    /// Jobs, their controller's state, and ConfigMaps (the Jobs block at the end of the file).
+    jobs: JobsModel,
 }
 
 struct Shared {
@@ -189,6 +197,7 @@ impl FakeKube {
             .route("/api/v1/namespaces/{ns}/pods/{name}/portforward", get(portforward))
             .route("/api/v1/namespaces/{ns}/secrets/{name}", get(get_secret))
             .merge(chaos_mesh_routes())
+            .merge(jobs_routes())
             .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -626,6 +635,9 @@ async fn delete_pod(State(shared): State<Arc<Shared>>, Path((_ns, name)): Path<(
 
 async fn pod_log(State(shared): State<Arc<Shared>>, Path((_ns, name)): Path<(String, String)>) -> Response {
     let m = shared.model.lock().unwrap();
+    if let Some(log) = m.jobs.logs.get(&name).filter(|_| m.pods.contains_key(&name)) {
+        return log.clone().into_response();
+    }
     match m.pods.get(&name) {
         Some(p) => format!("log of {name} ({})\n", p.owner).into_response(),
         None => status(StatusCode::NOT_FOUND, &format!("pod {name} not found")),
@@ -885,4 +897,425 @@ async fn delete_chaos(
     m.publish(&shared.events, plural, "DELETED", object.clone());
     m.chaos_mesh.ops.push(ChaosOp { seq: m.rv, op: "delete", plural: plural.to_string(), name });
     axum::Json(object).into_response()
+}
+
+// ---- Jobs (batch/v1) and ConfigMaps: what `lastmile sweep --kube` creates --------------------
+
+/// One pod of an Indexed Job, as the fake's Job controller hands it to the test's hook.
+#[derive(Debug, Clone)]
+pub struct JobPodRun {
+    /// The Job's name.
+    pub job: String,
+    /// The completion index.
+    pub index: u64,
+    /// 0 for the first pod of the index, then one more per retry.
+    pub attempt: u32,
+    /// The pod as created (its container's command and env, `JOB_COMPLETION_INDEX` included).
+    pub pod: Value,
+}
+
+/// How a Job's pod ended: its exit code and what it printed.
+#[derive(Debug, Clone)]
+pub struct JobPodOutcome {
+    /// 0: the index completed; anything else: the pod failed.
+    pub exit_code: i32,
+    /// The pod's log.
+    pub log: String,
+}
+
+/// Decides how each Job pod ends; `None` keeps it running (asked again every tick). Called with
+/// the fake's lock held: it must not call back into the fake.
+type JobPodHook = Arc<dyn Fn(&JobPodRun) -> Option<JobPodOutcome> + Send + Sync>;
+
+/// Ticks a Job pod runs before the hook is asked how it ends.
+const JOB_POD_TICKS: u32 = 3;
+
+#[derive(Default)]
+struct JobsModel {
+    /// The Jobs there are now, by name.
+    jobs: BTreeMap<String, JobRun>,
+    /// The ConfigMaps there are now, by name.
+    config_maps: BTreeMap<String, Value>,
+    /// Every Job as it was created, in order.
+    created: Vec<Value>,
+    /// Every Job deletion: (name, propagationPolicy).
+    job_deletions: Vec<(String, Option<String>)>,
+    /// Every ConfigMap deletion.
+    config_map_deletions: Vec<String>,
+    /// Every ConfigMap as it was created, in order.
+    config_maps_created: Vec<Value>,
+    /// Every pod the Job controller finished: (job, index, attempt, exit code).
+    pod_runs: Vec<(String, u64, u32, i32)>,
+    /// The logs of finished Job pods, by pod name.
+    logs: BTreeMap<String, String>,
+    hook: Option<JobPodHook>,
+    /// Creating a Job answers 500.
+    fail_job_create: bool,
+    controller_started: bool,
+}
+
+struct JobRun {
+    object: Value,
+    indexes: Vec<IndexRun>,
+    succeeded_pods: u64,
+    failed_pods: u64,
+}
+
+#[derive(Clone, Default)]
+struct IndexRun {
+    attempts: u32,
+    failures: u32,
+    /// The running pod and the ticks it has run.
+    running: Option<(String, u32)>,
+    completed: bool,
+    failed_for_good: bool,
+}
+
+/// `0-2,4`: an index set as the Job status writes it.
+fn index_list(indexes: impl Iterator<Item = u64>) -> String {
+    let mut parts: Vec<(u64, u64)> = Vec::new();
+    for i in indexes {
+        match parts.last_mut() {
+            Some((_, end)) if *end + 1 == i => *end = i,
+            _ => parts.push((i, i)),
+        }
+    }
+    parts.iter().map(|(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect::<Vec<_>>().join(",")
+}
+
+fn jobs_routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/apis/batch/v1/namespaces/{ns}/jobs", get(list_jobs).post(create_job))
+        .route("/apis/batch/v1/namespaces/{ns}/jobs/{name}", get(get_job).delete(delete_job))
+        .route("/api/v1/namespaces/{ns}/configmaps", axum::routing::post(create_config_map))
+        .route("/api/v1/namespaces/{ns}/configmaps/{name}", get(get_config_map).delete(delete_config_map))
+}
+
+impl FakeKube {
+    /// How each Job pod ends (default: exit 0 with an empty log).
+    pub fn on_job_pod(&self, hook: impl Fn(&JobPodRun) -> Option<JobPodOutcome> + Send + Sync + 'static) {
+        self.shared.model.lock().unwrap().jobs.hook = Some(Arc::new(hook));
+    }
+
+    /// Creating a Job answers 500.
+    pub fn fail_job_create(&self) {
+        self.shared.model.lock().unwrap().jobs.fail_job_create = true;
+    }
+
+    /// Every Job as it was created.
+    pub fn created_jobs(&self) -> Vec<Value> {
+        self.shared.model.lock().unwrap().jobs.created.clone()
+    }
+
+    /// The Jobs there are now.
+    pub fn jobs(&self) -> Vec<String> {
+        self.shared.model.lock().unwrap().jobs.jobs.keys().cloned().collect()
+    }
+
+    /// The ConfigMaps there are now, by name.
+    pub fn config_maps(&self) -> BTreeMap<String, Value> {
+        self.shared.model.lock().unwrap().jobs.config_maps.clone()
+    }
+
+    /// Every Job deletion: (name, propagationPolicy).
+    pub fn job_deletions(&self) -> Vec<(String, Option<String>)> {
+        self.shared.model.lock().unwrap().jobs.job_deletions.clone()
+    }
+
+    /// Every ConfigMap as it was created.
+    pub fn created_config_maps(&self) -> Vec<Value> {
+        self.shared.model.lock().unwrap().jobs.config_maps_created.clone()
+    }
+
+    /// Every ConfigMap deletion.
+    pub fn config_map_deletions(&self) -> Vec<String> {
+        self.shared.model.lock().unwrap().jobs.config_map_deletions.clone()
+    }
+
+    /// Every Job pod finished: (job, index, attempt, exit code), in order.
+    pub fn job_pod_runs(&self) -> Vec<(String, u64, u32, i32)> {
+        self.shared.model.lock().unwrap().jobs.pod_runs.clone()
+    }
+
+    /// The pods of a Job there are now.
+    pub fn job_pods(&self, job: &str) -> Vec<String> {
+        self.pods(job)
+    }
+}
+
+/// The Job controller: pods up to `parallelism`, a retry per failure up to
+/// `backoffLimitPerIndex`, `maxFailedIndexes`, and the status (`completedIndexes`,
+/// `failedIndexes`, `active`, `succeeded`, `failed`, a `Complete` or `Failed` condition).
+fn job_controller_tick(shared: &Arc<Shared>) {
+    let mut guard = shared.model.lock().unwrap();
+    let m = &mut *guard;
+    let tx = &shared.events;
+    let names: Vec<String> = m.jobs.jobs.keys().cloned().collect();
+    for name in names {
+        let hook = m.jobs.hook.clone();
+        let run = m.jobs.jobs.get_mut(&name).unwrap();
+        if run.object["status"]["conditions"].as_array().is_some_and(|c| !c.is_empty()) {
+            continue;
+        }
+        let spec = run.object["spec"].clone();
+        let int = |key: &str, default: u64| spec[key].as_u64().unwrap_or(default);
+        let (parallelism, backoff) = (int("parallelism", 1), int("backoffLimitPerIndex", 0) as u32);
+        let max_failed = spec["maxFailedIndexes"].as_u64();
+        // Running pods end when the hook says so.
+        let mut finished_pods: Vec<(String, i32, String, u64, u32)> = Vec::new();
+        for (index, ix) in run.indexes.iter_mut().enumerate() {
+            let Some((pod, ticks)) = ix.running.as_mut() else { continue };
+            *ticks += 1;
+            if *ticks < JOB_POD_TICKS {
+                continue;
+            }
+            let pod_object = m.pods.get(pod.as_str()).map(|p| p.object.clone()).unwrap_or(Value::Null);
+            let attempt = ix.attempts - 1;
+            let call = JobPodRun { job: name.clone(), index: index as u64, attempt, pod: pod_object };
+            let outcome = match &hook {
+                Some(hook) => hook(&call),
+                None => Some(JobPodOutcome { exit_code: 0, log: String::new() }),
+            };
+            let Some(outcome) = outcome else { continue };
+            if outcome.exit_code == 0 {
+                ix.completed = true;
+                run.succeeded_pods += 1;
+            } else {
+                ix.failures += 1;
+                run.failed_pods += 1;
+                ix.failed_for_good = ix.failures > backoff;
+            }
+            finished_pods.push((pod.clone(), outcome.exit_code, outcome.log, index as u64, attempt));
+            ix.running = None;
+        }
+        let failed_for_good = run.indexes.iter().filter(|i| i.failed_for_good).count() as u64;
+        let over_max = max_failed.is_some_and(|max| failed_for_good > max);
+        // New pods for the indexes waiting, up to the parallelism.
+        let mut to_start: Vec<(u64, u32)> = Vec::new();
+        if !over_max {
+            let mut active = run.indexes.iter().filter(|i| i.running.is_some()).count() as u64;
+            for (index, ix) in run.indexes.iter_mut().enumerate() {
+                if active >= parallelism {
+                    break;
+                }
+                if ix.running.is_none() && !ix.completed && !ix.failed_for_good {
+                    let pod = format!("{name}-{index}-{}", ix.attempts);
+                    ix.running = Some((pod, 0));
+                    to_start.push((index as u64, ix.attempts));
+                    ix.attempts += 1;
+                    active += 1;
+                }
+            }
+        }
+        let template = run.object["spec"]["template"].clone();
+        let all_done = run.indexes.iter().all(|i| i.completed || i.failed_for_good);
+        let mut status = json!({
+            "active": run.indexes.iter().filter(|i| i.running.is_some()).count(),
+            "succeeded": run.succeeded_pods,
+            "failed": run.failed_pods,
+            "completedIndexes": index_list(run.indexes.iter().enumerate().filter(|(_, i)| i.completed).map(|(n, _)| n as u64)),
+            "failedIndexes": index_list(run.indexes.iter().enumerate().filter(|(_, i)| i.failed_for_good).map(|(n, _)| n as u64)),
+        });
+        if over_max || all_done {
+            let (kind, reason) = match (over_max, failed_for_good) {
+                (true, _) => ("Failed", "MaxFailedIndexesExceeded"),
+                (false, 0) => ("Complete", "CompletionsReached"),
+                (false, _) => ("Failed", "FailedIndexes"),
+            };
+            status["conditions"] = json!([{ "type": kind, "status": "True", "reason": reason }]);
+        }
+        let changed = run.object["status"] != status;
+        run.object["status"] = status;
+        let object = run.object.clone();
+        // The pods: finished ones get their phase and log, new ones are created.
+        for (pod, exit_code, log, index, attempt) in finished_pods {
+            m.jobs.pod_runs.push((name.clone(), index, attempt, exit_code));
+            m.jobs.logs.insert(pod.clone(), log);
+            if let Some(p) = m.pods.get_mut(&pod) {
+                let phase = if exit_code == 0 { "Succeeded" } else { "Failed" };
+                p.object["status"] = json!({ "phase": phase, "containerStatuses": [ { "name": "sweep",
+                    "state": { "terminated": { "exitCode": exit_code } } } ] });
+                let object = p.object.clone();
+                m.publish(tx, "pods", "MODIFIED", object);
+            }
+        }
+        for (index, attempt) in to_start {
+            let pod = format!("{name}-{index}-{attempt}");
+            let mut spec = template["spec"].clone();
+            for c in spec["containers"].as_array_mut().into_iter().flatten() {
+                let env = c["env"].as_array().cloned().unwrap_or_default();
+                let mut env: Vec<Value> = env.into_iter().filter(|e| e["name"] != "JOB_COMPLETION_INDEX").collect();
+                env.push(json!({ "name": "JOB_COMPLETION_INDEX", "value": index.to_string() }));
+                c["env"] = json!(env);
+            }
+            let mut labels = template["metadata"]["labels"].clone();
+            if !labels.is_object() {
+                labels = json!({});
+            }
+            labels["batch.kubernetes.io/job-name"] = json!(name);
+            labels["job-name"] = json!(name);
+            labels["batch.kubernetes.io/job-completion-index"] = json!(index.to_string());
+            let object = json!({
+                "metadata": { "name": pod, "namespace": "lastmile", "creationTimestamp": timestamp(m.clock),
+                              "labels": labels,
+                              "annotations": { "batch.kubernetes.io/job-completion-index": index.to_string() } },
+                "spec": spec,
+                "status": { "phase": "Running" }
+            });
+            // Not a workload's pod: the workload controller and the kubelet's readiness leave it
+            // alone (its owner is in `never_ready`, and no workload has its name).
+            m.never_ready.insert(name.clone());
+            let state = PodState {
+                object: object.clone(),
+                owner: name.clone(),
+                template: String::new(),
+                age: 0,
+                terminating_for: None,
+                backend: SocketAddr::from(([127, 0, 0, 1], 9)),
+                server: tokio::spawn(async {}),
+            };
+            m.pods.insert(pod, state);
+            m.publish(tx, "pods", "ADDED", object);
+        }
+        if changed {
+            m.publish(tx, "jobs", "MODIFIED", object);
+        }
+    }
+}
+
+async fn list_jobs(
+    State(shared): State<Arc<Shared>>,
+    Path(_ns): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+        return list_or_watch(&shared, "jobs", query);
+    }
+    let m = shared.model.lock().unwrap();
+    let items: Vec<Value> =
+        m.jobs.jobs.values().map(|j| j.object.clone()).filter(|o| matches(o, &query)).collect();
+    axum::Json(json!({ "apiVersion": "batch/v1", "kind": "JobList",
+                       "metadata": { "resourceVersion": m.rv.to_string() }, "items": items }))
+    .into_response()
+}
+
+async fn get_job(State(shared): State<Arc<Shared>>, Path((_ns, name)): Path<(String, String)>) -> Response {
+    let m = shared.model.lock().unwrap();
+    match m.jobs.jobs.get(&name) {
+        Some(j) => axum::Json(j.object.clone()).into_response(),
+        None => status(StatusCode::NOT_FOUND, &format!("jobs.batch \"{name}\" not found")),
+    }
+}
+
+async fn create_job(State(shared): State<Arc<Shared>>, Path(ns): Path<String>, body: Bytes) -> Response {
+    let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "not JSON");
+    };
+    let start_controller = {
+        let mut guard = shared.model.lock().unwrap();
+        let m = &mut *guard;
+        if m.jobs.fail_job_create {
+            return status(StatusCode::INTERNAL_SERVER_ERROR, "injected failure");
+        }
+        let Some(name) = object["metadata"]["name"].as_str().map(String::from) else {
+            return status(StatusCode::UNPROCESSABLE_ENTITY, "metadata.name missing");
+        };
+        if m.jobs.jobs.contains_key(&name) {
+            return status(StatusCode::CONFLICT, &format!("jobs.batch \"{name}\" already exists"));
+        }
+        if object["spec"]["completionMode"] != "Indexed" {
+            return status(StatusCode::UNPROCESSABLE_ENTITY, "the fake runs Indexed Jobs only");
+        }
+        let completions = object["spec"]["completions"].as_u64().unwrap_or(1) as usize;
+        m.jobs.created.push(object.clone());
+        object["metadata"]["namespace"] = json!(ns);
+        object["metadata"]["creationTimestamp"] = json!(timestamp(m.clock));
+        object["status"] = json!({});
+        m.publish(&shared.events, "jobs", "ADDED", object.clone());
+        object["metadata"]["resourceVersion"] = json!(m.rv.to_string());
+        let run = JobRun {
+            object: object.clone(),
+            indexes: vec![IndexRun::default(); completions],
+            succeeded_pods: 0,
+            failed_pods: 0,
+        };
+        m.jobs.jobs.insert(name, run);
+        !std::mem::replace(&mut m.jobs.controller_started, true)
+    };
+    if start_controller {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                job_controller_tick(&shared);
+                tokio::time::sleep(TICK).await;
+            }
+        });
+    }
+    (StatusCode::CREATED, axum::Json(object)).into_response()
+}
+
+async fn delete_job(
+    State(shared): State<Arc<Shared>>,
+    Path((_ns, name)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    // kube sends DeleteOptions as the body; kubectl may use the query.
+    let options: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let policy = options["propagationPolicy"].as_str().map(String::from).or(query.get("propagationPolicy").cloned());
+    let mut guard = shared.model.lock().unwrap();
+    let m = &mut *guard;
+    let Some(run) = m.jobs.jobs.remove(&name) else {
+        return status(StatusCode::NOT_FOUND, &format!("jobs.batch \"{name}\" not found"));
+    };
+    m.jobs.job_deletions.push((name.clone(), policy.clone()));
+    // Background and Foreground delete the pods with the Job; Orphan (or no policy, the
+    // default for Jobs through the API) leaves them.
+    if matches!(policy.as_deref(), Some("Background" | "Foreground")) {
+        let pods: Vec<String> = m.pods.iter().filter(|(_, p)| p.owner == name).map(|(n, _)| n.clone()).collect();
+        for pod in pods {
+            let p = m.pods.remove(&pod).unwrap();
+            m.publish(&shared.events, "pods", "DELETED", p.object);
+        }
+    }
+    m.publish(&shared.events, "jobs", "DELETED", run.object.clone());
+    axum::Json(run.object).into_response()
+}
+
+async fn create_config_map(State(shared): State<Arc<Shared>>, Path(ns): Path<String>, body: Bytes) -> Response {
+    let Ok(mut object) = serde_json::from_slice::<Value>(&body) else {
+        return status(StatusCode::BAD_REQUEST, "not JSON");
+    };
+    let mut m = shared.model.lock().unwrap();
+    let Some(name) = object["metadata"]["name"].as_str().map(String::from) else {
+        return status(StatusCode::UNPROCESSABLE_ENTITY, "metadata.name missing");
+    };
+    if m.jobs.config_maps.contains_key(&name) {
+        return status(StatusCode::CONFLICT, &format!("configmaps \"{name}\" already exists"));
+    }
+    object["metadata"]["namespace"] = json!(ns);
+    let rv = m.next_rv();
+    object["metadata"]["resourceVersion"] = json!(rv.to_string());
+    m.jobs.config_maps_created.push(object.clone());
+    m.jobs.config_maps.insert(name, object.clone());
+    (StatusCode::CREATED, axum::Json(object)).into_response()
+}
+
+async fn get_config_map(State(shared): State<Arc<Shared>>, Path((_ns, name)): Path<(String, String)>) -> Response {
+    let m = shared.model.lock().unwrap();
+    match m.jobs.config_maps.get(&name) {
+        Some(o) => axum::Json(o.clone()).into_response(),
+        None => status(StatusCode::NOT_FOUND, &format!("configmaps \"{name}\" not found")),
+    }
+}
+
+async fn delete_config_map(State(shared): State<Arc<Shared>>, Path((_ns, name)): Path<(String, String)>) -> Response {
+    let mut m = shared.model.lock().unwrap();
+    match m.jobs.config_maps.remove(&name) {
+        Some(o) => {
+            m.jobs.config_map_deletions.push(name);
+            axum::Json(o).into_response()
+        }
+        None => status(StatusCode::NOT_FOUND, &format!("configmaps \"{name}\" not found")),
+    }
 }
