@@ -354,6 +354,7 @@ pub async fn command(args: &LoadArgs) -> ExitCode {
         prefix: format!("lm-load-{}", &id[..12]),
         work_dir: work_dir.clone(),
         naive_matching: false,
+        service_time: Default::default(),
         // No faults in a load run: the proxy draws nothing.
         seed: 0,
     };

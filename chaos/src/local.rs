@@ -60,6 +60,8 @@ pub struct LocalOptions {
     pub work_dir: PathBuf,
     /// Run the original matching design.
     pub naive_matching: bool,
+    /// Per-request service time of the services that have one (`--service-time`).
+    pub service_time: BTreeMap<ServiceName, lastmile_platform::capacity::ServiceTime>,
     /// Seeds the fault proxy's draws (latency jitter, loss).
     pub seed: u64,
 }
@@ -253,6 +255,9 @@ impl LocalTarget {
             .stderr(err);
         if o.naive_matching {
             cmd.arg("--naive-matching");
+        }
+        if let Some(t) = o.service_time.get(&service) {
+            cmd.arg("--service-time").arg(t.to_string());
         }
         let child = cmd
             .spawn()

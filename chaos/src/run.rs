@@ -149,6 +149,10 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
         prefix: prefix.to_string(),
         work_dir: dir.to_path_buf(),
         naive_matching: config.naive_matching,
+        service_time: ServiceName::ALL
+            .into_iter()
+            .filter_map(|s| Some((s, scenario.service_time(s.as_str())?)))
+            .collect(),
         seed: config.seed,
     };
     let started = wall_clock();

@@ -9,6 +9,7 @@ use lastmile_scenarios::Scenario;
 use lastmile_scenarios::{Action, Metric};
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
 use lastmile_services::trip::Change;
+use lastmile_services::ServiceName;
 use lastmile_workload::history::{Op, OpPhase};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -608,9 +609,14 @@ fn nemesis_at(e: &Evidence, action: &str, i: usize, done: bool) -> Option<u64> {
 /// waiting within [`PROMPT_MATCH_MS`] — unless the driver left within 2 s, or anything was
 /// disturbed around that time (a fault, a scaling, the heal: see `unquiet`). The workload's
 /// drivers loop their routes and would repair a lost `driver.near_station` or `ride.requested`
-/// on their next pass; this rule does not wait for them. Load workloads only.
+/// on their next pass; this rule does not wait for them. Load workloads only, and not when the
+/// scenario gives matching-service a service time: its capacity is then bounded on purpose, a
+/// load beyond it queues, and the scenario's own expectations judge the throughput instead.
 pub fn prompt_match(e: &Evidence) -> Vec<Violation> {
     let (Some(export), Some(_)) = (&e.export, &e.plan) else { return Vec::new() };
+    if e.service_time.contains_key(ServiceName::Matching.as_str()) {
+        return Vec::new();
+    }
     let offset = e.end_epoch_ms.saturating_sub(e.end_at_ms);
     let unquiet = unquiet(e);
     let quiet = |epoch_ms: u64| {
@@ -955,6 +961,10 @@ pub struct ExpectationResult {
     /// Why it was judged on part of its phase, or not at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The phase the value is a multiple of (`value` is then the ratio of the two phases'
+    /// values, and the bounds bound it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ratio_of: Option<String>,
 }
 
 fn one() -> f64 {
@@ -978,6 +988,8 @@ pub fn depends_on(metric: Metric, probe_target: Option<&str>) -> Vec<&str> {
         Metric::LocationUpdatesAccepted => vec!["location-service", "user-service", "trip-service"],
         Metric::ProbeSuccess => probe_target.into_iter().collect(),
         Metric::Matches
+        | Metric::MatchesPerMinute
+        | Metric::BacklogChange
         | Metric::FirstMatchAfterS
         | Metric::MatchLatencyP95S
         | Metric::ReplicaShareMin
@@ -1018,7 +1030,8 @@ pub fn disturbed(e: &Evidence, deps: &[&str]) -> Vec<Window> {
     merged
 }
 
-/// Judge the scenario's expectations; a metric with nothing to measure fails a `min` bound.
+/// Judge the scenario's expectations; a metric with nothing to measure fails a `min` bound (and
+/// `backlog_change` any bound).
 ///
 /// Random faults never make an expectation fail: each is judged on the part of its phase in
 /// which the seed's random faults left the services it depends on alone ([`disturbed`]).
@@ -1030,8 +1043,20 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
     let mut out = Vec::new();
     for x in &scenario.expectations {
         let phase = x.phase.get_ref();
-        let Some(p) = scenario.phases.iter().find(|p| &p.name == phase) else { continue };
-        let w = Window { from_ms: (p.from_s * 1000.0) as u64, to_ms: (p.to_s * 1000.0) as u64 };
+        let window_of = |name: &str| {
+            scenario
+                .phases
+                .iter()
+                .find(|p| p.name == name)
+                .map(|p| Window { from_ms: (p.from_s * 1000.0) as u64, to_ms: (p.to_s * 1000.0) as u64 })
+        };
+        let Some(w) = window_of(phase) else { continue };
+        let ratio_of = x.ratio_of.as_ref().map(|r| r.get_ref().clone());
+        let other = match ratio_of.as_deref().map(window_of) {
+            Some(None) => continue,
+            Some(Some(o)) => Some(o),
+            None => None,
+        };
         let probe_target = x
             .probe
             .as_deref()
@@ -1040,9 +1065,16 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
         let deps = depends_on(x.metric, probe_target);
         let excluded = disturbed(e, &deps);
         let judged = Judged { window: w, excluded: &excluded };
-        let share = judged.judged_share();
-        let hit: Vec<&str> =
-            deps.iter().copied().filter(|d| !disturbed(e, &[d]).iter().all(|x| x.overlap_ms(&w) == 0)).collect();
+        // A ratio is judged on as little as the less judged of its two phases.
+        let share =
+            other.map_or(1.0, |o| Judged { window: o, excluded: &excluded }.judged_share()).min(judged.judged_share());
+        let hit: Vec<&str> = deps
+            .iter()
+            .copied()
+            .filter(|d| {
+                !disturbed(e, &[d]).iter().all(|x| x.overlap_ms(&w) == 0 && other.is_none_or(|o| x.overlap_ms(&o) == 0))
+            })
+            .collect();
         let note = (share < 1.0).then(|| {
             let how = if share < MIN_JUDGED_SHARE { "not judged" } else { "judged on the rest" };
             format!("random faults on {} took {:.0}% of the phase: {how}", hit.join(", "), (1.0 - share) * 100.0)
@@ -1057,28 +1089,69 @@ pub fn expectations(e: &Evidence, scenario: &Scenario) -> (Vec<ExpectationResult
             ok,
             judged_share: share,
             note,
+            ratio_of: ratio_of.clone(),
         };
         if share < MIN_JUDGED_SHARE {
             results.push(result(None, true, note));
             continue;
         }
-        let value = measure(e, x.metric, judged, x.probe.as_deref());
+        let measured = measure(e, x.metric, judged, x.probe.as_deref());
+        // Over another phase: the ratio of the two values (nothing to measure when the other
+        // phase's value is nothing or zero).
+        let base = other.map(|o| measure(e, x.metric, Judged { window: o, excluded: &excluded }, x.probe.as_deref()));
+        let value = match base {
+            None => measured,
+            Some(Some(b)) if b > 0.0 => measured.map(|v| v / b),
+            Some(_) => None,
+        };
+        // Anything above zero is above every multiple of a zero: a lower bound holds (the
+        // value, an infinite ratio, stays unrecorded; the note says why).
+        if let (Some(Some(b)), Some(m), None, Some(other)) = (base, measured, x.max, &ratio_of) {
+            if b == 0.0 && m > 0.0 {
+                let why = format!("{m:.3} against 0 in phase {other}: above every multiple of it");
+                let note = Some(note.map_or(why.clone(), |n| format!("{n}; {why}")));
+                results.push(result(None, true, note));
+                continue;
+            }
+        }
         // A count over less time may be smaller: at least the whole part of the bound's share.
-        let min = x.min.map(|m| if x.metric == Metric::Matches && share < 1.0 { (m * share).floor() } else { m });
+        let min = x.min.map(|m| {
+            if x.metric == Metric::Matches && share < 1.0 && other.is_none() {
+                (m * share).floor()
+            } else {
+                m
+            }
+        });
         let ok = match value {
             Some(v) => min.is_none_or(|m| v >= m) && x.max.is_none_or(|m| v <= m),
-            None => x.min.is_none(),
+            // A backlog the target could not read says nothing about how it moved.
+            None => x.min.is_none() && x.metric != Metric::BacklogChange,
         };
         if !ok {
             let metric =
                 serde_json::to_value(x.metric).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+            let times = |b: f64| match &ratio_of {
+                Some(o) => format!("{b} x phase {o}'s"),
+                None => b.to_string(),
+            };
             let bound = match (min, x.max) {
-                (Some(a), Some(b)) => format!("in [{a}, {b}]"),
-                (Some(a), None) => format!(">= {a}"),
-                (None, Some(b)) => format!("<= {b}"),
+                (Some(a), Some(b)) => format!("in [{}, {}]", times(a), times(b)),
+                (Some(a), None) => format!(">= {}", times(a)),
+                (None, Some(b)) => format!("<= {}", times(b)),
                 (None, None) => String::new(),
             };
-            let got = value.map_or("nothing to measure".to_string(), |v| format!("{v:.3}"));
+            let got = match (value, base, measured) {
+                (Some(v), Some(Some(b)), Some(m)) => format!("{v:.3} x ({m:.3} against {b:.3})"),
+                (Some(v), _, _) => format!("{v:.3}"),
+                (None, Some(b), Some(m)) => {
+                    format!(
+                        "{m:.3} against {} in phase {}",
+                        b.map_or("nothing".into(), |b| format!("{b:.3}")),
+                        ratio_of.as_deref().unwrap_or_default()
+                    )
+                }
+                (None, _, _) => "nothing to measure".to_string(),
+            };
             out.push(violation(
                 "expectation",
                 vec![phase.clone(), metric.clone()],

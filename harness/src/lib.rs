@@ -28,5 +28,5 @@ pub mod runner;
 pub mod sweep;
 pub mod target;
 
-pub use runner::{run, Evidence, RunConfig};
+pub use runner::{run, BacklogSample, Evidence, RunConfig};
 pub use target::{Target, TargetError};

@@ -208,6 +208,21 @@ pub fn measure(e: &Evidence, metric: Metric, w: Judged, probe: Option<&str>) -> 
             latencies.sort_by(f64::total_cmp);
             Some(latencies[((latencies.len() as f64 * 0.95).ceil() as usize).saturating_sub(1)])
         }
+        Metric::MatchesPerMinute => {
+            let minutes = w.window.len_ms() as f64 * w.judged_share() / 60_000.0;
+            let matches = match_observations(e).values().filter(|(at, _)| w.contains(*at)).count();
+            (minutes > 0.0).then(|| matches as f64 / minutes)
+        }
+        Metric::BacklogChange => {
+            // The samples at both ends of the phase count (one is taken at each boundary).
+            let mut samples = e.backlog.iter().filter(|b| {
+                (w.window.from_ms..=w.window.to_ms).contains(&b.at_ms)
+                    && !w.excluded.iter().any(|x| x.contains(b.at_ms))
+            });
+            let first = samples.next()?;
+            let last = samples.last()?;
+            Some(last.messages as f64 - first.messages as f64)
+        }
         Metric::ReplicaShareMin => share_metrics(e, w).0,
         Metric::ActiveReplicas => share_metrics(e, w).1,
         Metric::ProbeSuccess => {

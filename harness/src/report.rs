@@ -105,11 +105,13 @@ impl RunReport {
     }
 }
 
-const ALL_METRICS: [Metric; 8] = [
+const ALL_METRICS: [Metric; 10] = [
     Metric::RideRequestsAccepted,
     Metric::LocationUpdatesAccepted,
     Metric::TripUpdatesAccepted,
     Metric::Matches,
+    Metric::MatchesPerMinute,
+    Metric::BacklogChange,
     Metric::FirstMatchAfterS,
     Metric::MatchLatencyP95S,
     Metric::ReplicaShareMin,

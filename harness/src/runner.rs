@@ -12,12 +12,13 @@
 //! All times in the evidence are milliseconds since the workload started (`t0`).
 
 use crate::target::Target;
+use lastmile_platform::capacity::ServiceTime;
 use lastmile_platform::clock::{instant_now, now_ms};
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_platform::http::CallPolicy;
 use lastmile_platform::watch;
 use lastmile_scenarios::faults::{timeline, TimelineStep};
-use lastmile_scenarios::{Scenario, WorkloadKind};
+use lastmile_scenarios::{Metric, Scenario, WorkloadKind};
 use lastmile_services::domain::{Network, RideStatus};
 use lastmile_services::matching::MatchingStats;
 use lastmile_services::notification::Inbox;
@@ -54,6 +55,15 @@ pub struct StatsSnapshot {
     pub at_ms: u64,
     /// Replica name → its counters (replicas that did not answer are absent).
     pub replicas: BTreeMap<String, MatchingStats>,
+}
+
+/// matching-service's backlog at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BacklogSample {
+    /// When (ms since t0).
+    pub at_ms: u64,
+    /// Messages ready in matching-service's queue, not yet delivered to a replica.
+    pub messages: u64,
 }
 
 /// Everything a run left behind for the checkers.
@@ -95,6 +105,14 @@ pub struct Evidence {
     /// Every dead-letter queue's messages at the end (`None`: the target cannot look).
     #[serde(default)]
     pub dead_letters: Option<BTreeMap<String, Vec<String>>>,
+    /// matching-service's backlog, read with the counters when an expectation judges it (empty
+    /// otherwise, or when the target cannot look).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backlog: Vec<BacklogSample>,
+    /// The services the scenario gave a service time (`[service_time]`): their capacity is
+    /// bounded on purpose.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_time: BTreeMap<String, ServiceTime>,
 }
 
 const NEMESIS: &str = "nemesis";
@@ -302,6 +320,8 @@ impl<'a, T: Target> Run<'a, T> {
             run_errors: Vec::new(),
             coverage: None,
             dead_letters: None,
+            backlog: Vec::new(),
+            service_time: scenario.service_time.iter().map(|(k, t)| (k.clone(), *t.get_ref())).collect(),
         };
         let (stage, stage_rx) = watch::channel(Stage::Running);
         Run {
@@ -458,6 +478,11 @@ impl<'a, T: Target> Run<'a, T> {
     /// tell a real-world user how it goes, from the reads finished so far).
     async fn snapshot(&mut self, at: u64) {
         self.reading.push(StatsRead::start(&*self.target, &self.api, at));
+        if self.scenario.expectations.iter().any(|x| x.metric == Metric::BacklogChange) {
+            if let Some(messages) = self.target.backlog(ServiceName::Matching).await {
+                self.evidence.backlog.push(BacklogSample { at_ms: at, messages });
+            }
+        }
         self.gather(false).await;
         if at.is_multiple_of(PROGRESS_INTERVAL_MS) {
             let (history, stats) = (&self.history, self.evidence.stats.last());

@@ -156,6 +156,14 @@ pub trait Target {
         None
     }
 
+    /// The messages waiting in `service`'s work queue now (ready, not yet delivered): its
+    /// backlog. `None`: this target cannot look. By default a passive declare at
+    /// [`Target::broker`], the way RabbitMQ reports a queue's message count.
+    async fn backlog(&self, service: ServiceName) -> Option<u64> {
+        let access = self.broker()?;
+        lastmile_platform::broker::ready_messages(&access.url, &access.queue(service.as_str())).await
+    }
+
     /// Carry out one step of the timeline; the answer says what was done.
     async fn apply(&mut self, step: &TimelineStep) -> Result<String, TargetError>;
 

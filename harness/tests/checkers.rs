@@ -2,7 +2,7 @@
 //! keeps it.
 
 use lastmile_harness::check;
-use lastmile_harness::runner::{Evidence, RunConfig};
+use lastmile_harness::runner::{BacklogSample, Evidence, RunConfig};
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
 use lastmile_services::notification::{Inbox, Notification};
@@ -127,6 +127,8 @@ fn healthy() -> Evidence {
         run_errors: vec![],
         coverage: None,
         dead_letters: None,
+        backlog: vec![],
+        service_time: BTreeMap::new(),
     }
 }
 
@@ -305,6 +307,97 @@ min = 0.99
     assert!(results[1].ok, "the one request was accepted");
     assert_eq!(rules(&v), ["expectation"]);
     assert!(v[0].message.contains("phase all: matches should be >= 2, was 1.000"), "{}", v[0].message);
+}
+
+/// Two phases of 20 s and 40 s: `five` must match at least twice as many rides per minute as
+/// `one`, and the backlog must fall in `five`.
+const CAPACITY: &str = r#"
+[scenario]
+name = "t"
+duration_s = 60
+[workload]
+kind = "load"
+[[phase]]
+name = "one"
+from_s = 0
+to_s = 20
+[[phase]]
+name = "five"
+from_s = 20
+to_s = 60
+[[expect]]
+phase = "five"
+metric = "matches_per_minute"
+ratio_of = "one"
+min = 2.0
+[[expect]]
+phase = "five"
+metric = "backlog_change"
+max = -1
+"#;
+
+/// Riders seen matched at these seconds.
+fn matched_at(e: &mut Evidence, seconds: &[u64]) {
+    for (i, s) in seconds.iter().enumerate() {
+        let ride = json!({"ride_id": format!("m{i}"), "status": {"state": "matched", "trip_id": "t1"}});
+        e.history.push(op(s * 1000, "rider-m", "get_ride", OpPhase::Ok, ride));
+    }
+}
+
+#[test]
+fn a_ratio_of_another_phase_and_a_falling_backlog_are_judged() {
+    let scenario = lastmile_scenarios::parse("t.toml", CAPACITY).unwrap();
+    let backlog = |pairs: &[(u64, u64)]| -> Vec<BacklogSample> {
+        pairs.iter().map(|(s, messages)| BacklogSample { at_ms: s * 1000, messages: *messages }).collect()
+    };
+    // one: 1 match in 20 s (3/min); five: 4 matches in 40 s (6/min): twice; backlog 30 -> 2.
+    let mut e = healthy();
+    e.history.retain(|op| op.action != "get_ride");
+    matched_at(&mut e, &[10, 25, 35, 45, 55]);
+    e.backlog = backlog(&[(0, 0), (20, 30), (40, 12), (60, 2)]);
+    let (results, v) = check::expectations(&e, &scenario);
+    assert!(v.is_empty(), "{v:#?}");
+    assert_eq!(results[0].value, Some(2.0), "6 per minute against 3");
+    assert_eq!(results[0].ratio_of.as_deref(), Some("one"));
+    assert_eq!(results[1].value, Some(-28.0), "from 30 to 2");
+
+    // Three matches in five (4.5/min, 1.5x), and a backlog that grows: both fail, named.
+    let mut e = healthy();
+    e.history.retain(|op| op.action != "get_ride");
+    matched_at(&mut e, &[10, 25, 35, 45]);
+    e.backlog = backlog(&[(20, 30), (60, 41)]);
+    let (_, v) = check::expectations(&e, &scenario);
+    assert_eq!(rules(&v), ["expectation", "expectation"]);
+    assert!(
+        v[0].message.contains("matches_per_minute should be >= 2 x phase one's, was 1.500 x (4.500 against 3.000)"),
+        "{}",
+        v[0].message
+    );
+    assert!(v[1].message.contains("backlog_change should be <= -1, was 11.000"), "{}", v[1].message);
+
+    // Nothing matched in one and some in five: above every multiple of zero. No samples: the
+    // backlog cannot be judged, and a bound on nothing fails.
+    let mut e = healthy();
+    e.history.retain(|op| op.action != "get_ride");
+    matched_at(&mut e, &[25]);
+    let (results, v) = check::expectations(&e, &scenario);
+    assert!(results[0].ok && results[0].note.as_deref().is_some_and(|n| n.contains("against 0")), "{results:?}");
+    assert_eq!(rules(&v), ["expectation"]);
+    assert!(v[0].message.contains("backlog_change should be <= -1, was nothing to measure"), "{}", v[0].message);
+}
+
+#[test]
+fn prompt_match_is_not_judged_when_matching_has_a_service_time() {
+    // A driver at the station and a ride that waits: a prompt-match violation ...
+    let e = driver_at_the_station(13_000);
+    assert_eq!(rules(&check::prompt_match(&e)), ["prompt_match"]);
+    // ... unless the scenario bounded matching's capacity on purpose.
+    let mut e = driver_at_the_station(13_000);
+    e.service_time.insert(
+        "matching-service".into(),
+        lastmile_platform::capacity::ServiceTime { mean_ms: 1000, jitter_ms: 0, concurrency: 1 },
+    );
+    assert!(check::prompt_match(&e).is_empty());
 }
 
 /// A phase 0..100 s in which ride requests sent from 40 s to 50 s failed.

@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - [`auth`]: the service token internal endpoints require, compared in constant time.
+//! - [`capacity`]: a replica's per-request service time and concurrency (off unless set), so
+//!   load beyond a replica's capacity queues and scaling out shows.
 //! - [`broker`]: publish with confirm, consume with prefetch, ack / nack / redelivered, topology
 //!   (topic exchange, durable queues with a delivery limit and a dead-letter queue), and the
 //!   consumer loop that reconnects and never crash-loops on a poison message.
@@ -32,6 +34,7 @@
 //! - [`watch`]: a single-value channel whose wake-up order is deterministic under simulation.
 
 pub mod auth;
+pub mod capacity;
 pub mod broker;
 pub mod clock;
 pub mod coverage;

@@ -10,6 +10,7 @@ use lastmile_platform::auth;
 use lastmile_platform::broker::outbox::Outbox;
 use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
 use lastmile_platform::broker::Broker;
+use lastmile_platform::capacity::Capacity;
 use lastmile_platform::clock::jitter;
 use lastmile_platform::http::{self, HttpClient};
 use lastmile_platform::metrics::{self, Metrics};
@@ -45,6 +46,9 @@ pub struct Context {
     outboxes: Arc<std::sync::Mutex<Vec<Outbox>>>,
     /// What `GET /metrics` shows.
     pub metrics: Metrics,
+    /// The replica's service time and permits, shared by its consumers and its own routes
+    /// (`None`: work takes no added time).
+    capacity: Option<Capacity>,
 }
 
 impl Context {
@@ -86,9 +90,14 @@ impl Context {
         };
         tokio::spawn(async move {
             ctx.declared().await;
+            let capacity = ctx.capacity.clone();
             worker::run(ctx.broker.clone(), config, ctx.shutdown.clone(), move |message, _| {
                 let work = Event::from_message(&message).map(&mut handler);
+                let capacity = capacity.clone();
                 async move {
+                    if let Some(capacity) = capacity {
+                        capacity.serve().await;
+                    }
                     match work {
                         Ok(work) => work.await,
                         Err(reason) => Outcome::Poison(reason),
@@ -208,6 +217,7 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
         ready_flags: Vec::new(),
         outboxes,
         metrics: metrics.clone(),
+        capacity: config.service_time.map(Capacity::new),
     };
     let (routes, more) = match name {
         ServiceName::User => crate::user::start(&mut ctx).await?,
@@ -217,6 +227,12 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
         ServiceName::Notification => crate::notification::start(&mut ctx).await?,
     };
     tasks.extend(more);
+    // The service's own routes pay the service time; health, readiness and metrics do not
+    // (probes must see a busy replica as alive and ready).
+    let routes = match ctx.capacity.clone() {
+        Some(c) => routes.layer(axum::middleware::from_fn_with_state(c, charge)),
+        None => routes,
+    };
     let ready_ctx = ctx.clone();
     let scraped = ctx.metrics.clone();
     let router = routes
@@ -242,6 +258,22 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
         .method_not_allowed_fallback(http::wrong_method)
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::count_requests));
     Ok(Service { name, router, tasks, broker })
+}
+
+/// The harness's own reads: measurement rather than the service's work, so they pay no service
+/// time (a saturated matching replica still reports its counters on time).
+const HARNESS_ROUTES: [&str; 3] = ["/export", "/summary", "/stats"];
+
+/// Charge a request to the service's own routes one service time (see [`Config::service_time`]).
+async fn charge(
+    axum::extract::State(capacity): axum::extract::State<Capacity>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if !HARNESS_ROUTES.contains(&request.uri().path()) {
+        capacity.serve().await;
+    }
+    next.run(request).await
 }
 
 /// Run `name` on `listener` until `shutdown` fires; then stop accepting, stop consuming, let the

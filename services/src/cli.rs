@@ -63,6 +63,10 @@ pub struct ServiceArgs {
     /// The original LastMile matching design, for demonstrations only.
     #[arg(long, env = "LASTMILE_NAIVE_MATCHING")]
     pub naive_matching: bool,
+    /// Service time of each consumed event and request: `mean_ms,jitter_ms,concurrency` (off
+    /// when absent).
+    #[arg(long, env = "LASTMILE_SERVICE_TIME")]
+    pub service_time: Option<lastmile_platform::capacity::ServiceTime>,
     /// Events that may wait for the broker before the service answers new work with 503.
     #[arg(long, env = "LASTMILE_OUTBOX_CAPACITY", default_value_t = crate::config::DEFAULT_OUTBOX_CAPACITY)]
     pub outbox_capacity: usize,
@@ -101,6 +105,7 @@ impl ServiceArgs {
             near_radius_m: self.near_radius_m,
             queue_expires: self.queue_expires_secs.map(Duration::from_secs),
             naive_matching: self.naive_matching,
+            service_time: self.service_time,
             harness_routes: self.harness_routes,
             outbox_capacity: self.outbox_capacity,
             compact_after: self.compact_after,

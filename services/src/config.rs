@@ -16,10 +16,12 @@
 //! | service token of internal endpoints | `--service-token-file` / `LASTMILE_SERVICE_TOKEN_FILE`, or `LASTMILE_SERVICE_TOKEN` | none (open) |
 //! | the harness's routes (`/export`, `/summary`, `/stats`) | `--harness-routes` / `LASTMILE_HARNESS_ROUTES` | off |
 //! | original matching design | `--naive-matching` / `LASTMILE_NAIVE_MATCHING` | off |
+//! | service time per event and request | `--service-time mean_ms,jitter_ms,concurrency` / `LASTMILE_SERVICE_TIME` | off (no added time) |
 
 use crate::domain::Network;
 use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::broker::Names;
+use lastmile_platform::capacity::ServiceTime;
 use lastmile_platform::coverage::Coverage;
 use lastmile_platform::faults::Faults;
 use lastmile_platform::http::CallPolicy;
@@ -79,6 +81,10 @@ pub struct Config {
     /// The original LastMile's matching, for demonstrations only: waiting riders and seat
     /// counts in each matching replica's memory, matches committed without a compare-and-set.
     pub naive_matching: bool,
+    /// Each consumed event and each request to the service's own routes waits this service
+    /// time while holding one of the replica's permits, so load beyond a replica's capacity
+    /// queues (capacity scenarios; `None`: no added time).
+    pub service_time: Option<ServiceTime>,
     /// The service's crash points: armed only by a simulated fault plan (never configurable
     /// from flags or the environment).
     pub faults: Faults,
@@ -112,6 +118,7 @@ impl Default for Config {
             service_token: None,
             harness_routes: false,
             naive_matching: false,
+            service_time: None,
             faults: Faults::default(),
             coverage: Coverage::default(),
             planted_bug: false,

@@ -14,6 +14,7 @@
 
 use lastmile_platform::auth::ServiceToken;
 use lastmile_platform::broker::sim::{run_broker_node, BrokerProbe};
+use lastmile_platform::capacity::ServiceTime;
 use lastmile_platform::coverage::{Coverage, RecoveryPath};
 use lastmile_platform::faults::{CrashPoint, Faults};
 use lastmile_platform::http::{CallPolicy, HttpClient, Method};
@@ -55,6 +56,8 @@ pub struct ClusterConfig {
     pub naive_matching: bool,
     /// Turn on the planted bug (the harness's own tests; needs the `planted-bugs` build).
     pub planted_bug: bool,
+    /// Per-request service time of each service that has one (the others take no added time).
+    pub service_time: BTreeMap<ServiceName, ServiceTime>,
 }
 
 impl Default for ClusterConfig {
@@ -65,6 +68,7 @@ impl Default for ClusterConfig {
             ride_ttl: Duration::from_secs(30),
             naive_matching: false,
             planted_bug: false,
+            service_time: BTreeMap::new(),
         }
     }
 }
@@ -145,6 +149,8 @@ pub struct SimCluster {
     crashed: Arc<Mutex<BTreeSet<madsim::task::NodeId>>>,
     /// The recovery paths every service of the run took.
     coverage: Coverage,
+    /// Each service's per-request service time, given to every replica it starts.
+    service_time: BTreeMap<ServiceName, ServiceTime>,
 }
 
 impl SimCluster {
@@ -222,6 +228,7 @@ impl SimCluster {
             addrs,
             crashed,
             coverage,
+            service_time: cluster.service_time.clone(),
         };
         for service in ServiceName::ALL {
             let n = cluster.replicas.get(&service).copied().unwrap_or(1);
@@ -234,7 +241,11 @@ impl SimCluster {
         let slot = self.created.entry(service).or_default();
         let addr = replica_addr(service, *slot);
         *slot += 1;
-        let config = Config { faults: self.faults[&service].clone(), ..self.config.clone() };
+        let config = Config {
+            faults: self.faults[&service].clone(),
+            service_time: self.service_time.get(&service).copied(),
+            ..self.config.clone()
+        };
         let node = self
             .handle
             .create_node()

@@ -41,6 +41,10 @@ impl SimTarget {
             ride_ttl: Duration::from_secs_f64(scenario.workload.ride_ttl_s),
             naive_matching: config.naive_matching || scenario.options.naive_matching,
             planted_bug: config.planted_bug,
+            service_time: ServiceName::ALL
+                .into_iter()
+                .filter_map(|s| Some((s, scenario.service_time(s.as_str())?)))
+                .collect(),
         };
         SimTarget {
             cluster: SimCluster::start(&cluster),
@@ -134,6 +138,11 @@ impl Target for SimTarget {
 
     fn coverage(&self) -> Option<BTreeMap<RecoveryPath, u64>> {
         Some(self.cluster.coverage().counts())
+    }
+
+    async fn backlog(&self, service: ServiceName) -> Option<u64> {
+        let queue = self.cluster.config().names.queue(service.as_str());
+        Some(self.cluster.broker_probe().depth(&queue).0 as u64)
     }
 
     async fn running(&self, service: ServiceName) -> Result<usize, TargetError> {

@@ -32,6 +32,15 @@ pub struct BrokerAccess {
     pub exchange: String,
 }
 
+impl BrokerAccess {
+    /// The work queue of `service` (`<prefix>.<service>` beside the exchange `<prefix>.events`),
+    /// whose backlog the harness samples.
+    pub fn queue(&self, service: &str) -> String {
+        let prefix = self.exchange.strip_suffix(".events").unwrap_or(&self.exchange);
+        lastmile_platform::broker::Names::new(prefix).queue(service)
+    }
+}
+
 /// Ids that break the rule in every way it has.
 const HOSTILE_IDS: [&str; 9] =
     ["x?evil=1", "a/../b", "has space", "new\nline", "nul\u{0}", "pct%3F", "é", "#frag", "semi;colon"];

@@ -185,6 +185,24 @@ impl Broker {
     }
 }
 
+/// The ready messages of `queue` at the broker `url` — a queue's backlog, for the harness —
+/// read over a short-lived connection of its own (`None` when it cannot be read). A simulated
+/// run reads its broker node's probe instead, so under simulation this is always `None`.
+pub async fn ready_messages(url: &str, queue: &str) -> Option<u64> {
+    #[cfg(not(madsim))]
+    {
+        let broker = Broker::new(url);
+        let count = broker.queue_len(queue).await.ok().flatten().map(u64::from);
+        broker.disconnect().await;
+        count
+    }
+    #[cfg(madsim)]
+    {
+        let _ = (url, queue);
+        None
+    }
+}
+
 /// A message seen in a queue without taking it ([`Broker::peek`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peeked {

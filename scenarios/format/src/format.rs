@@ -1,6 +1,7 @@
 //! The scenario file format (TOML). An annotated example is in docs/simulation.md; every field is
 //! documented here with its default.
 
+pub use lastmile_platform::capacity::ServiceTime;
 pub use lastmile_platform::faults::CrashPoint;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -35,6 +36,13 @@ pub struct Scenario {
     /// Switches for demonstrations.
     #[serde(default)]
     pub options: Options,
+    /// Per-request service time per service (`matching-service = { mean_ms = 400, jitter_ms
+    /// = 100, concurrency = 1 }`): each event a replica consumes and each request to its own
+    /// routes waits that long holding one of `concurrency` permits, so load beyond a replica's
+    /// capacity queues and scaling out shows. Services left out take no added time (the
+    /// default: the simulation's CPU is free).
+    #[serde(default)]
+    pub service_time: BTreeMap<String, Spanned<ServiceTime>>,
 }
 
 /// `[scenario]`.
@@ -241,6 +249,20 @@ pub enum Metric {
     ActiveReplicas,
     /// Share of probe calls that succeeded in the phase.
     ProbeSuccess,
+    /// Rides first seen matched per minute of the phase (of its judged time): a rate, so
+    /// phases of different lengths compare (`ratio_of`).
+    MatchesPerMinute,
+    /// How matching-service's backlog (ready messages in its queue, sampled every 5 s) changed
+    /// over the phase: the last sample minus the first. Negative: the backlog fell.
+    BacklogChange,
+}
+
+impl Metric {
+    /// Whether the metric is never negative, so one phase's value over another's means
+    /// something (`ratio_of`).
+    pub fn has_ratio(self) -> bool {
+        self != Metric::BacklogChange
+    }
 }
 
 /// `[[expect]]`: a bound on a metric over a phase.
@@ -260,6 +282,10 @@ pub struct Expectation {
     /// For `probe_success`: which probe.
     #[serde(default)]
     pub probe: Option<String>,
+    /// Judge the metric as a multiple of its value over this other phase: `min = 2.0` with
+    /// `ratio_of = "one"` says at least twice phase `one`'s value.
+    #[serde(default)]
+    pub ratio_of: Option<Spanned<String>>,
 }
 
 /// `[[probe]]`: call a service's endpoint every `every_s`, recording the outcome.
@@ -361,6 +387,11 @@ impl Scenario {
         *self.scenario.duration_s.get_ref()
     }
 
+    /// The service time of `service`, if the scenario gives it one.
+    pub fn service_time(&self, service: &str) -> Option<ServiceTime> {
+        self.service_time.get(service).map(|t| *t.get_ref())
+    }
+
     /// Replicas of `service` at start.
     pub fn initial_replicas(&self, service: &str) -> usize {
         self.deployment.get(service).map_or(1, |r| *r.get_ref())
@@ -403,10 +434,22 @@ impl Scenario {
             p.to_s *= factor;
         }
         for e in &mut s.expectations {
-            if matches!(e.metric, Metric::FirstMatchAfterS | Metric::MatchLatencyP95S) {
-                e.min = e.min.map(|m| m * factor);
-                e.max = e.max.map(|m| m * factor);
-            }
+            let by = match e.metric {
+                _ if e.ratio_of.is_some() => 1.0,
+                Metric::FirstMatchAfterS | Metric::MatchLatencyP95S => factor,
+                Metric::MatchesPerMinute => 1.0 / factor,
+                _ => 1.0,
+            };
+            e.min = e.min.map(|m| m * by);
+            e.max = e.max.map(|m| m * by);
+        }
+        // The same work in `factor` of the time: each unit takes `factor` as long, so the same
+        // load saturates a replica just as much.
+        for t in s.service_time.values_mut() {
+            let t = t.get_mut();
+            let scaled = |ms: u64| (ms as f64 * factor).round() as u64;
+            t.mean_ms = scaled(t.mean_ms).max(1);
+            t.jitter_ms = scaled(t.jitter_ms).min(t.mean_ms);
         }
         for p in &mut s.probes {
             p.every_s *= factor;

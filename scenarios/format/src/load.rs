@@ -151,6 +151,12 @@ impl Validator<'_> {
             }
         }
         self.workload(s);
+        for (name, time) in &s.service_time {
+            self.service(time.span(), &format!("service_time.{name}"), name);
+            if let Some(why) = time.get_ref().refused() {
+                self.fail(time.span(), format!("service_time.{name}"), why);
+            }
+        }
         for (i, step) in s.steps.iter().enumerate() {
             let at = *step.at_s.get_ref();
             if !(0.0..=duration).contains(&at) {
@@ -250,6 +256,22 @@ impl Validator<'_> {
             }
             if e.min.is_none() && e.max.is_none() {
                 self.fail(e.phase.span(), format!("expect[{i}]"), "needs min or max");
+            }
+            if let Some(other) = &e.ratio_of {
+                if !s.phases.iter().any(|p| &p.name == other.get_ref()) {
+                    let known: Vec<&str> = s.phases.iter().map(|p| p.name.as_str()).collect();
+                    self.fail(
+                        other.span(),
+                        format!("expect[{i}].ratio_of"),
+                        format!("no phase {:?}; phases: {}", other.get_ref(), known.join(", ")),
+                    );
+                } else if !e.metric.has_ratio() {
+                    self.fail(
+                        other.span(),
+                        format!("expect[{i}].ratio_of"),
+                        format!("{:?} can be negative: a ratio of it means nothing", e.metric),
+                    );
+                }
             }
             if e.metric == Metric::ProbeSuccess {
                 match &e.probe {
@@ -409,6 +431,7 @@ min = 0.99
         assert_eq!(
             checked,
             [
+                "capacity.toml",
                 "demo.toml",
                 "hostile-input.toml",
                 "matching-outage.toml",
@@ -417,6 +440,33 @@ min = 0.99
                 "scale-under-load.toml"
             ]
         );
+    }
+
+    #[test]
+    fn service_times_and_ratios_are_validated_and_located() {
+        let timed = format!(
+            "{GOOD}ratio_of = \"outage\"\n\n[service_time]\nmatching-service = {{ mean_ms = 400, jitter_ms = 100 }}\n"
+        );
+        let s = parse("x.toml", &timed).unwrap();
+        let t = s.service_time("matching-service").unwrap();
+        assert_eq!((t.mean_ms, t.jitter_ms, t.concurrency), (400, 100, 1));
+        assert_eq!(s.expectations[0].ratio_of.as_ref().map(|r| r.get_ref().as_str()), Some("outage"));
+        let half = s.time_scaled(0.5).service_time("matching-service").unwrap();
+        assert_eq!((half.mean_ms, half.jitter_ms), (200, 50), "the same saturation in half the time");
+
+        let e = parse("x.toml", &timed.replace("jitter_ms = 100", "jitter_ms = 500")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (27, "service_time.matching-service"), "{e}");
+        assert!(e.message.contains("jitter_ms"), "{e}");
+        let e = parse("x.toml", &timed.replace("matching-service = {", "matchng-service = {")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (27, "service_time.matchng-service"), "{e}");
+        let e = parse("x.toml", &timed.replace("jitter_ms = 100", "jitter = 100")).unwrap_err();
+        assert_eq!(e.line, 27, "{e}");
+        assert!(e.message.contains("jitter"), "{e}");
+        let e = parse("x.toml", &timed.replace("ratio_of = \"outage\"", "ratio_of = \"outgae\"")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (24, "expect[0].ratio_of"), "{e}");
+        let signed = timed.replace("ride_requests_accepted", "backlog_change");
+        let e = parse("x.toml", &signed).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (24, "expect[0].ratio_of"), "{e}");
     }
 
     #[test]

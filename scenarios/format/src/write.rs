@@ -86,6 +86,9 @@ pub fn to_toml(scenario: &Scenario) -> String {
         if let Some(p) = &x.probe {
             let _ = writeln!(out, "probe = {}", text(p));
         }
+        if let Some(r) = &x.ratio_of {
+            let _ = writeln!(out, "ratio_of = {}", text(r.get_ref()));
+        }
     }
     for p in &s.probes {
         let _ = writeln!(
@@ -118,6 +121,14 @@ pub fn to_toml(scenario: &Scenario) -> String {
     let _ = writeln!(out, "broker_restart_while_buffered = {}", rf.broker_restart_while_buffered);
     if s.options.naive_matching {
         let _ = writeln!(out, "\n[options]\nnaive_matching = true");
+    }
+    if !s.service_time.is_empty() {
+        let _ = writeln!(out, "\n[service_time]");
+        for (service, t) in &s.service_time {
+            let t = t.get_ref();
+            let (mean, jitter, n) = (t.mean_ms, t.jitter_ms, t.concurrency);
+            let _ = writeln!(out, "{service} = {{ mean_ms = {mean}, jitter_ms = {jitter}, concurrency = {n} }}");
+        }
     }
     out
 }
@@ -207,9 +218,15 @@ mod tests {
 
     #[test]
     fn every_shipped_scenario_survives_a_round_trip() {
-        for name in
-            ["matching-outage", "scale-under-load", "non-critical-outage", "demo", "multi-station", "hostile-input"]
-        {
+        for name in [
+            "matching-outage",
+            "scale-under-load",
+            "non-critical-outage",
+            "demo",
+            "multi-station",
+            "hostile-input",
+            "capacity",
+        ] {
             let s = shipped(name);
             let written = to_toml(&s);
             let again = parse("written.toml", &written).unwrap_or_else(|e| panic!("{name}: {e}\n{written}"));

@@ -47,6 +47,34 @@ fn scale_under_load_spreads_work_over_replicas_without_double_matches() {
     sweep("scale-under-load");
 }
 
+/// Matching given a service time: one replica cannot keep up, five can — matches per minute at
+/// five are at least twice those at one and the backlog falls. Without the service time (the
+/// simulation's free CPU) one replica keeps up, and the same ratio expectation fails: it can.
+#[test]
+fn capacity_scaling_out_shows_under_a_service_time_and_not_without_it() {
+    for seed in 1..4 {
+        let r = run("capacity", seed, false, false);
+        assert_passed("capacity", &r);
+        assert!(r.report.totals.trips > 0, "no trips: the run proves nothing");
+    }
+    let (mut free_cpu, _) = scenario("capacity");
+    free_cpu.service_time.clear();
+    let r = lastmile_sim::runs::run(
+        &free_cpu,
+        &lastmile_harness::RunConfig { seed: 1, random_faults: false, naive_matching: false, planted_bug: false },
+    );
+    let ratio = r.report.expectations.iter().find(|x| x.ratio_of.is_some()).expect("a ratio expectation");
+    assert!(!ratio.ok, "without a service time one replica keeps up: {ratio:?}");
+    assert!(r.report.totals.trips > 0, "no trips: the run proves nothing");
+}
+
+/// Hostile ids and poison messages alongside normal work, under random faults: every hostile
+/// request gets a 4xx JSON error, every poison message is dead-lettered, valid work goes on.
+#[test]
+fn hostile_input_is_refused_and_valid_work_goes_on() {
+    sweep("hostile-input");
+}
+
 /// Hostile ids and poison messages alongside normal work, under random faults: every hostile
 /// request gets a 4xx JSON error, every poison message is dead-lettered, valid work goes on.
 #[test]
