@@ -289,12 +289,63 @@ impl SimCluster {
         }
         while self.replicas.get(&service).map_or(0, Vec::len) > n {
             let replica = self.replicas.get_mut(&service).expect("non-empty").pop().expect("non-empty");
-            self.serving.lock().expect("serving set").remove(&replica.addr);
-            NetSim::current().global_ipvs().del_server(vip.clone(), &replica.addr.to_string());
-            tracing::debug!(addr = %replica.addr, "scaled down: graceful stop");
-            self.handle.send_ctrl_c(replica.node.id());
-            self.stopped.entry(service).or_default().push(replica);
+            self.retire(service, replica);
         }
+    }
+
+    /// Take a replica out of its service's virtual address, then stop it gracefully (Ctrl-C);
+    /// it keeps its disk among the stopped replicas.
+    fn retire(&mut self, service: ServiceName, replica: Replica) {
+        let vip = ServiceAddr::Tcp(virtual_addr(service).to_string());
+        self.serving.lock().expect("serving set").remove(&replica.addr);
+        NetSim::current().global_ipvs().del_server(vip, &replica.addr.to_string());
+        tracing::debug!(addr = %replica.addr, "leaves its service: graceful stop");
+        self.handle.send_ctrl_c(replica.node.id());
+        self.stopped.entry(service).or_default().push(replica);
+    }
+
+    /// A rolling update's first half for one replica: a fresh replica of `service` (a new pod:
+    /// new address, empty disk) that joins the service once its `/ready` answers.
+    pub fn surge(&mut self, service: ServiceName) -> Replica {
+        let replica = self.spawn_replica(service);
+        self.join_when_ready(ServiceAddr::Tcp(virtual_addr(service).to_string()), replica.addr);
+        self.replicas.entry(service).or_default().push(replica.clone());
+        replica
+    }
+
+    /// A rolling update's second half: the replica on `node` leaves its service and stops
+    /// gracefully. Whether it was found.
+    pub fn retire_node(&mut self, service: ServiceName, node: madsim::task::NodeId) -> bool {
+        let replicas = self.replicas.entry(service).or_default();
+        match replicas.iter().position(|r| r.node.id() == node) {
+            Some(i) => {
+                let replica = replicas.remove(i);
+                self.retire(service, replica);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether `path` of the replica at `addr` answers 200 within `within`, probed from the
+    /// clients' node every [`READINESS_PERIOD`]; with `until_down`, whether it stops answering.
+    pub async fn await_probe(&self, addr: SocketAddr, path: &'static str, until_down: bool, within: Duration) -> bool {
+        let probe =
+            HttpClient::new("rollout", &format!("http://{addr}"), CallPolicy { attempts: 1, ..CallPolicy::default() });
+        let polls = within.as_millis() / READINESS_PERIOD.as_millis();
+        self.client
+            .spawn(async move {
+                for _ in 0..=polls {
+                    let up = matches!(probe.call_raw(Method::GET, path, None).await, Ok((200, _)));
+                    if up != until_down {
+                        return true;
+                    }
+                    tokio::time::sleep(READINESS_PERIOD).await;
+                }
+                false
+            })
+            .await
+            .unwrap_or(false)
     }
 
     /// Put a replica behind its service's virtual address once its own `/ready` answers 200, as

@@ -15,6 +15,14 @@ use std::time::Duration;
 
 /// madsim's default message latency, restored by the heal.
 const DEFAULT_LATENCY: std::ops::Range<Duration> = Duration::from_millis(1)..Duration::from_millis(10);
+/// How long a rollout waits for a new replica to get ready before it stalls (and lets the
+/// timeline go on: a fault in force may be what holds it up).
+const ROLLOUT_PATIENCE: Duration = Duration::from_secs(20);
+/// How long the heal waits for a stalled rollout's replica to get ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a rollout waits for a replica's graceful stop before it starts its successor
+/// (a pod's termination grace period).
+const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// A simulated deployment driven by a scenario.
 pub struct SimTarget {
@@ -31,6 +39,17 @@ pub struct SimTarget {
     broker_down: bool,
     /// Crash points armed and not disarmed yet.
     armed: Vec<(ServiceName, CrashPoint)>,
+    /// Rollouts held up by a fault, to go on after the next undo (at the latest, the heal).
+    stalled: Vec<Rollout>,
+}
+
+/// A rollout under way.
+struct Rollout {
+    service: ServiceName,
+    /// Old replicas still to replace, oldest first.
+    old: Vec<Replica>,
+    /// Replicas started and not ready yet; each one ready retires the next old one.
+    waiting: Vec<Replica>,
 }
 
 impl SimTarget {
@@ -54,6 +73,7 @@ impl SimTarget {
             cut_links: Vec::new(),
             broker_down: false,
             armed: Vec::new(),
+            stalled: Vec::new(),
         }
     }
 
@@ -228,7 +248,35 @@ impl Target for SimTarget {
                 self.broker_down = true;
                 Ok("broker killed".into())
             }
-            Action::Rollout => Err(TargetError::Unsupported { action: Action::Rollout, target: "simulation" }),
+            Action::Rollout => {
+                let s = step_service(step)?;
+                let old = self.replicas(s);
+                let rollout = if s.single_replica() {
+                    // One journal writer at a time (`Recreate`): the replicas stop gracefully,
+                    // then start again on their disks.
+                    self.cluster.scale(s, 0);
+                    for r in &old {
+                        self.cluster.await_probe(r.addr, "/health", true, STOP_GRACE).await;
+                    }
+                    self.cluster.scale(s, old.len());
+                    Rollout { service: s, old: Vec::new(), waiting: self.replicas(s) }
+                } else {
+                    Rollout { service: s, old: old.clone(), waiting: Vec::new() }
+                };
+                match self.roll_on(rollout, false).await? {
+                    None => Ok(format!("rolled out {s}: replaced {}", names(&old))),
+                    Some(stalled) => {
+                        let why = format!(
+                            "rollout of {s} stalled: {} not ready within {}s; the old replicas keep serving and it \
+                             goes on after the next undo",
+                            names(&stalled.waiting),
+                            ROLLOUT_PATIENCE.as_secs()
+                        );
+                        self.stalled.push(stalled);
+                        Ok(why)
+                    }
+                }
+            }
             Action::Crash => {
                 let s = step_service(step)?;
                 let point = TargetError::required(step.point, "crash", "a point")?;
@@ -240,6 +288,38 @@ impl Target for SimTarget {
     }
 
     async fn undo(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
+        let undone = self.undo_fault(step).await?;
+        Ok(match self.resume_rollouts(false).await? {
+            Some(resumed) => format!("{undone}; {resumed}"),
+            None => undone,
+        })
+    }
+
+    async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
+        self.heal_faults();
+        let mut done = Vec::new();
+        if let Some(resumed) = self.resume_rollouts(true).await? {
+            done.push(resumed);
+        }
+        for (s, point) in std::mem::take(&mut self.armed) {
+            done.push(crash_outcome(s, point, self.cluster.disarm_crash(s, point)));
+        }
+        for (s, r) in std::mem::take(&mut self.killed) {
+            if self.cluster.replicas(s).iter().any(|x| x.node.id() == r.node.id()) {
+                self.cluster.restart(&r.node);
+            }
+        }
+        self.cluster.restart_crashed();
+        for (s, n) in replicas {
+            self.cluster.scale(*s, *n);
+            done.push(format!("replicas {s}={n}"));
+        }
+        Ok(format!("healed; {}", done.join(" ")))
+    }
+}
+
+impl SimTarget {
+    async fn undo_fault(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         match step.action {
             Action::Kill => {
                 let s = step_service(step)?;
@@ -292,7 +372,8 @@ impl Target for SimTarget {
         }
     }
 
-    async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
+    /// Undo every network fault, pause and broker outage.
+    fn heal_faults(&mut self) {
         for r in std::mem::take(&mut self.partitioned) {
             self.cluster.reconnect(&r.node);
         }
@@ -307,20 +388,56 @@ impl Target for SimTarget {
             self.cluster.restart_broker();
             self.broker_down = false;
         }
-        let mut done = Vec::new();
-        for (s, point) in std::mem::take(&mut self.armed) {
-            done.push(crash_outcome(s, point, self.cluster.disarm_crash(s, point)));
+    }
+
+    /// Carry a rollout on: wait for the replicas it started, then for each old replica left
+    /// start a new one, wait until it is ready and retire the old one. A replica not ready
+    /// within [`ROLLOUT_PATIENCE`] stalls the rollout (returned, to go on later) — a fault in force
+    /// (the broker down, a partition) may hold it up, as it would hold up a Deployment's
+    /// rollout — unless `must_finish`, when it fails the run.
+    async fn roll_on(&mut self, mut rollout: Rollout, must_finish: bool) -> Result<Option<Rollout>, TargetError> {
+        loop {
+            while let Some(r) = rollout.waiting.first() {
+                let patience = if must_finish { READY_TIMEOUT } else { ROLLOUT_PATIENCE };
+                if !self.cluster.await_probe(r.addr, "/ready", false, patience).await {
+                    if must_finish {
+                        return Err(TargetError::TimedOut {
+                            what: format!("{} at {} ready during a rollout", rollout.service, r.addr.ip()),
+                            after: READY_TIMEOUT,
+                            last_error: None,
+                        });
+                    }
+                    return Ok(Some(rollout));
+                }
+                rollout.waiting.remove(0);
+                if let Some(old) = (!rollout.old.is_empty()).then(|| rollout.old.remove(0)) {
+                    self.cluster.retire_node(rollout.service, old.node.id());
+                }
+            }
+            if rollout.old.is_empty() {
+                return Ok(None);
+            }
+            rollout.waiting.push(self.cluster.surge(rollout.service));
         }
-        for (s, r) in std::mem::take(&mut self.killed) {
-            if self.cluster.replicas(s).iter().any(|x| x.node.id() == r.node.id()) {
-                self.cluster.restart(&r.node);
+    }
+
+    /// Go on with every stalled rollout; what became of them, if there were any.
+    async fn resume_rollouts(&mut self, must_finish: bool) -> Result<Option<String>, TargetError> {
+        let stalled = std::mem::take(&mut self.stalled);
+        if stalled.is_empty() {
+            return Ok(None);
+        }
+        let mut said = Vec::new();
+        for rollout in stalled {
+            let s = rollout.service;
+            match self.roll_on(rollout, must_finish).await? {
+                None => said.push(format!("rollout of {s} finished")),
+                Some(again) => {
+                    said.push(format!("rollout of {s} still stalled"));
+                    self.stalled.push(again);
+                }
             }
         }
-        self.cluster.restart_crashed();
-        for (s, n) in replicas {
-            self.cluster.scale(*s, *n);
-            done.push(format!("replicas {s}={n}"));
-        }
-        Ok(format!("healed; {}", done.join(" ")))
+        Ok(Some(said.join(", ")))
     }
 }

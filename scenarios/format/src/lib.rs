@@ -47,7 +47,32 @@ pub fn replicas_refused(service: &str, replicas: usize) -> Option<String> {
         Some("at most 10 replicas".to_string())
     } else if replicas > 1 && service.parse::<ServiceName>().is_ok_and(ServiceName::single_replica) {
         Some(format!("{service} keeps its records in one journal: 0 or 1 replicas, not {replicas}"))
+    } else if replicas > 1 && service == ServiceName::Location.as_str() {
+        // Found by scenarios/rolling-update.toml with two location replicas (seed 1 failed
+        // prompt_match): each replica knows only the positions sent to it, so a driver's visit
+        // to a station is seen by neither or twice. Positions shared between replicas would lift it.
+        Some(format!(
+            "{service} keeps drivers' positions in its memory, and replicas would split them: 0 or 1 replicas, not \
+             {replicas}"
+        ))
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replicas_refused;
+
+    #[test]
+    fn only_services_that_can_share_their_work_scale_out() {
+        assert_eq!(replicas_refused("matching-service", 5), None);
+        assert_eq!(replicas_refused("location-service", 1), None);
+        for single in ["user-service", "trip-service", "notification-service", "location-service"] {
+            assert_eq!(replicas_refused(single, 0), None, "{single} may be scaled to 0");
+            let why = replicas_refused(single, 2).unwrap_or_else(|| panic!("{single} at 2 replicas is refused"));
+            assert!(why.contains("0 or 1 replicas"), "{why}");
+        }
+        assert!(replicas_refused("matching-service", 11).is_some());
     }
 }

@@ -437,6 +437,7 @@ min = 0.99
                 "matching-outage.toml",
                 "multi-station.toml",
                 "non-critical-outage.toml",
+                "rolling-update.toml",
                 "scale-under-load.toml"
             ]
         );

@@ -226,6 +226,7 @@ mod tests {
             "multi-station",
             "hostile-input",
             "capacity",
+            "rolling-update",
         ] {
             let s = shipped(name);
             let written = to_toml(&s);
