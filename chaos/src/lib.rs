@@ -17,6 +17,9 @@
 //! start, an API call refused, a wait that ran out); a step's service name is parsed once, at the
 //! edge, by `lastmile_harness::target::step_service`.
 //!
+//! [`broker`] runs a RabbitMQ node of the run's own (its own name, ports and data directory), so
+//! a local run can kill its broker and start it again without touching the shared one.
+//!
 //! [`chaos_mesh`] writes the Chaos Mesh objects (NetworkChaos, PodChaos) the kube target creates
 //! for pauses and network faults, labelled with the run so every one is deleted at the end.
 //!
@@ -27,6 +30,7 @@
 //! port-forwards the Kubernetes deployment. [`sweep`] runs a simulated sweep over many seeds as
 //! an Indexed Job on the cluster (`lastmile sweep --kube`) and merges the pods' results.
 
+pub mod broker;
 pub mod chaos_mesh;
 pub mod cli;
 pub mod dlq;
