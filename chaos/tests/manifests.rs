@@ -218,6 +218,28 @@ fn every_deployment_has_probes_resources_and_a_locked_down_non_root_container() 
     }
 }
 
+/// A rollout never leaves a service without a ready pod where it can help it: the services that
+/// run several replicas surge one pod at a time and keep every old one until its successor is
+/// ready; the journal services (one writer) recreate, since two pods must not share a journal.
+#[test]
+fn rollouts_surge_one_pod_at_a_time_or_recreate_a_journal_writer() {
+    let m = load();
+    assert_eq!(m.deployments.len(), 5, "one Deployment per service");
+    for d in &m.deployments {
+        let name = d.metadata.name.clone().unwrap();
+        let service: lastmile_services::ServiceName = name.parse().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let strategy = d.spec.as_ref().unwrap().strategy.clone().unwrap_or_else(|| panic!("{name}: no strategy"));
+        if service.single_replica() {
+            assert_eq!(strategy.type_.as_deref(), Some("Recreate"), "{name}: one journal writer at a time");
+        } else {
+            assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"), "{name}");
+            let rolling = strategy.rolling_update.unwrap_or_else(|| panic!("{name}: no rollingUpdate"));
+            assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(0)), "{name}: an old pod may go first");
+            assert_eq!(rolling.max_surge, Some(IntOrString::Int(1)), "{name}: one new pod at a time");
+        }
+    }
+}
+
 #[test]
 fn selectors_select_their_pods_and_service_ports_reach_container_ports() {
     let m = load();
