@@ -317,7 +317,10 @@ impl Sweep {
             .create(&PostParams::default(), config_map)
             .await
             .map_err(|e| format!("cannot create the ConfigMap {name}: {e}"))?;
-        self.jobs.create(&PostParams::default(), job).await.map_err(|e| format!("cannot create the Job {name}: {e}"))?;
+        self.jobs
+            .create(&PostParams::default(), job)
+            .await
+            .map_err(|e| format!("cannot create the Job {name}: {e}"))?;
         Ok(())
     }
 
@@ -583,7 +586,8 @@ mod tests {
 
     #[test]
     fn indexes_cover_the_seeds_once_and_the_last_one_is_cut_at_the_end() {
-        let plan = SweepPlan::new(&args("--kube s.toml --seeds 1..100000 --parallelism 50"), "demo", "ab12cd34ef").unwrap();
+        let plan =
+            SweepPlan::new(&args("--kube s.toml --seeds 1..100000 --parallelism 50"), "demo", "ab12cd34ef").unwrap();
         assert_eq!((plan.seeds_per_index, plan.indexes, plan.max_failed_indexes), (100, 1000, 100));
         let plan = SweepPlan::new(&args("--kube s.toml --seeds 10..=110 --seeds-per-index 25"), "demo", "x").unwrap();
         assert_eq!(plan.indexes, 5);

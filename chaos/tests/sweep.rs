@@ -156,8 +156,17 @@ async fn an_index_failing_once_is_retried_and_the_summary_lists_failed_seeds_wit
     let file = scenario_file().display().to_string();
     let out_file = dir.join("sweep.jsonl");
     let args = [
-        "sweep", "--kube", &file, "--seeds", "10..30", "--seeds-per-index", "5", "--parallelism", "2",
-        "--out", out_file.to_str().unwrap(),
+        "sweep",
+        "--kube",
+        &file,
+        "--seeds",
+        "10..30",
+        "--seeds-per-index",
+        "5",
+        "--parallelism",
+        "2",
+        "--out",
+        out_file.to_str().unwrap(),
     ];
     let out = finish(lastmile(&fake, &dir, &args)).await;
     let shown = text(&out);
@@ -191,8 +200,11 @@ async fn an_index_failing_once_is_retried_and_the_summary_lists_failed_seeds_wit
     seeds.sort();
     assert_eq!(
         seeds,
-        [(0, 0, "10..15"), (1, 0, "15..20"), (1, 1, "15..20"), (2, 0, "20..25"), (3, 0, "25..30")]
-            .map(|(i, a, s)| (i, a, s.to_string()))
+        [(0, 0, "10..15"), (1, 0, "15..20"), (1, 1, "15..20"), (2, 0, "20..25"), (3, 0, "25..30")].map(|(i, a, s)| (
+            i,
+            a,
+            s.to_string()
+        ))
     );
     for (_, _, args) in &ran {
         assert_eq!(args[..2], ["run", "/etc/lastmile/scenario/scenario.toml"]);
@@ -225,8 +237,17 @@ async fn an_index_failing_for_good_is_reported_as_missing_seeds_and_the_job_is_d
     let _ran = play_the_image(&fake, &dir, vec![], |index, _| index == 2);
     let file = scenario_file().display().to_string();
     let args = [
-        "sweep", "--kube", &file, "--seeds", "10..30", "--seeds-per-index", "5", "--parallelism", "3",
-        "--backoff-limit-per-index", "1",
+        "sweep",
+        "--kube",
+        &file,
+        "--seeds",
+        "10..30",
+        "--seeds-per-index",
+        "5",
+        "--parallelism",
+        "3",
+        "--backoff-limit-per-index",
+        "1",
     ];
     let out = finish(lastmile(&fake, &dir, &args)).await;
     let shown = text(&out);

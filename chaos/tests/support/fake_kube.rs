@@ -1192,8 +1192,7 @@ async fn list_jobs(
         return list_or_watch(&shared, "jobs", query);
     }
     let m = shared.model.lock().unwrap();
-    let items: Vec<Value> =
-        m.jobs.jobs.values().map(|j| j.object.clone()).filter(|o| matches(o, &query)).collect();
+    let items: Vec<Value> = m.jobs.jobs.values().map(|j| j.object.clone()).filter(|o| matches(o, &query)).collect();
     axum::Json(json!({ "apiVersion": "batch/v1", "kind": "JobList",
                        "metadata": { "resourceVersion": m.rv.to_string() }, "items": items }))
     .into_response()
