@@ -280,3 +280,96 @@ mod backends {
         assert_eq!(proxy.backends("location-service"), [b]);
     }
 }
+
+/// The local target behind the proxy: a short scenario of every network fault and two rollouts,
+/// run by the `lastmile` binary against RabbitMQ (`LASTMILE_TEST_AMQP_URL`, default
+/// `amqp://guest:guest@127.0.0.1:5672/%2f`, like the other real-world tests).
+mod local_target {
+    use std::process::Command;
+
+    const SCENARIO: &str = r#"
+[scenario]
+name = "local-network-faults"
+duration_s = 36
+settle_s = 90
+
+[deployment]
+matching-service = 2
+
+[workload]
+kind = "load"
+drivers = 8
+seats = 3
+riders_per_minute = 24
+
+[[step]]
+at_s = 4
+action = "latency"
+latency_ms = 50
+for_s = 3
+
+[[step]]
+at_s = 8
+action = "loss"
+loss = 0.05
+for_s = 3
+
+[[step]]
+at_s = 12
+action = "partition"
+target = "matching-service"
+replica = 0
+peer = "broker"
+for_s = 3
+
+[[step]]
+at_s = 17
+action = "rollout"
+target = "matching-service"
+
+[[step]]
+at_s = 24
+action = "rollout"
+target = "trip-service"
+"#;
+
+    fn amqp_url() -> String {
+        std::env::var("LASTMILE_TEST_AMQP_URL")
+            .unwrap_or_else(|_| lastmile_services::config::DEFAULT_AMQP_URL.to_string())
+    }
+
+    #[test]
+    fn local_run_carries_out_network_faults_and_rollouts_and_passes() {
+        let dir = std::env::temp_dir().join(format!("lastmile-proxy-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("test folder");
+        let scenario = dir.join("local-network-faults.toml");
+        std::fs::write(&scenario, SCENARIO).expect("write the scenario");
+        let out = Command::new(env!("CARGO_BIN_EXE_lastmile"))
+            .args(["chaos", "run", scenario.to_str().expect("utf-8 path"), "--target", "local", "--no-random-faults"])
+            .args(["--time-scale", "0.5", "--amqp-url", &amqp_url(), "--work-dir"])
+            .arg(dir.join("work"))
+            .output()
+            .expect("run lastmile");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "the run failed ({}); it needs RabbitMQ at {}:\n{stdout}\n{stderr}",
+            out.status,
+            amqp_url()
+        );
+        assert!(!stdout.contains("skipped"), "a step was skipped:\n{stdout}");
+        for done in [
+            "latency 50 ms on every link",
+            "packet loss 0.05 on every link",
+            "cut the links of matching-service",
+            "to broker",
+            "rolled out matching-service: ports",
+            "rolled out trip-service: stopped and started again",
+            "verdict: PASS",
+        ] {
+            assert!(stdout.contains(done), "no `{done}` in the run's output:\n{stdout}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
