@@ -283,6 +283,8 @@ struct Gathered {
     read_indexes: BTreeSet<u64>,
     /// Pods whose logs were read.
     read_pods: BTreeSet<String>,
+    /// Indexes reported as failed for good.
+    announced_failed: BTreeSet<u64>,
     /// Seeds passed and failed in the lines so far (repeats included), for progress.
     passed: u64,
     failed: u64,
@@ -394,10 +396,8 @@ impl Sweep {
             gathered.read_indexes.insert(index);
         }
         for index in &state.failed {
-            let seeds = self.plan.index_seeds(*index);
-            let line = format!("  index {index} (seeds {seeds}) failed for good");
-            if !gathered.last.contains(&line) {
-                println!("{line}");
+            if gathered.announced_failed.insert(*index) {
+                println!("  index {index} (seeds {}) failed for good", self.plan.index_seeds(*index));
             }
         }
         let line = format!(

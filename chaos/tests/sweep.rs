@@ -254,7 +254,7 @@ async fn an_index_failing_for_good_is_reported_as_missing_seeds_and_the_job_is_d
     assert_eq!(out.status.code(), Some(1), "{shown}");
     let attempts: Vec<u32> = fake.job_pod_runs().into_iter().filter(|r| r.1 == 2).map(|r| r.2).collect();
     assert_eq!(attempts, [0, 1], "one retry for index 2 (--backoff-limit-per-index 1)");
-    assert!(shown.contains("index 2 (seeds 20..25) failed for good"), "{shown}");
+    assert_eq!(shown.matches("index 2 (seeds 20..25) failed for good").count(), 1, "said once: {shown}");
     // What the failed pods logged before dying counts; the rest of the index is missing.
     assert!(shown.contains("summary: 17 seeds run, 17 passed, 0 failed, 3 missing"), "{shown}");
     assert!(shown.contains("demo: no result for seeds 22..25"), "{shown}");
@@ -301,6 +301,25 @@ async fn a_refused_job_and_an_interrupted_sweep_leave_nothing_behind() {
     assert_eq!(out.status.code(), Some(130), "{shown}");
     assert!(shown.contains("interrupted: the Job and its ConfigMap were deleted"), "{shown}");
     nothing_left(&fake, &name, &shown);
+}
+
+/// Nothing reaches the cluster before the scenario file passed the project's loader, and the
+/// command says where sweeps run without `--kube`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_scenario_is_refused_before_anything_is_created() {
+    let fake = FakeKube::start(&[]).await;
+    let dir = work_dir("broken");
+    let broken = dir.join("broken.toml");
+    std::fs::write(&broken, "[scenario]\nname = \"x\"\nduration_s = \"long\"\n").unwrap();
+    let out = finish(lastmile(&fake, &dir, &["sweep", "--kube", broken.to_str().unwrap(), "--seeds", "1..10"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("broken.toml"), "the loader's error names the file: {}", text(&out));
+    assert!(fake.created_jobs().is_empty() && fake.created_config_maps().is_empty());
+
+    let file = scenario_file().display().to_string();
+    let out = finish(lastmile(&fake, &dir, &["sweep", &file, "--seeds", "1..10"])).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--kube") && text(&out).contains("cargo sim run"), "{}", text(&out));
 }
 
 /// The template's shell arithmetic and [`SweepPlan::index_seeds`] agree for every index,
