@@ -220,7 +220,7 @@ pub fn measure(e: &Evidence, metric: Metric, w: Judged, probe: Option<&str>) -> 
                     && !w.excluded.iter().any(|x| x.contains(b.at_ms))
             });
             let first = samples.next()?;
-            let last = samples.last()?;
+            let last = samples.next_back()?;
             Some(last.messages as f64 - first.messages as f64)
         }
         Metric::ReplicaShareMin => share_metrics(e, w).0,
