@@ -56,8 +56,12 @@ fn main() -> ExitCode {
 const README_MAIN_JOB: [&str; 5] = ["sim", "run", "scenarios/matching-outage.toml", "--seed", "1"];
 
 /// The documented scenarios, run for real (`--target local`) at this share of their length.
-const REAL_WORLD_SCENARIOS: [&str; 3] =
-    ["scenarios/matching-outage.toml", "scenarios/scale-under-load.toml", "scenarios/non-critical-outage.toml"];
+const REAL_WORLD_SCENARIOS: [&str; 4] = [
+    "scenarios/matching-outage.toml",
+    "scenarios/scale-under-load.toml",
+    "scenarios/non-critical-outage.toml",
+    "scenarios/capacity.toml",
+];
 const REAL_WORLD_TIME_SCALE: &str = "0.5";
 
 fn chaos() -> Result<(), String> {
