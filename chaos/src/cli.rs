@@ -155,6 +155,16 @@ pub enum TargetKind {
     Kube,
 }
 
+/// Whose RabbitMQ a local run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BrokerKind {
+    /// A RabbitMQ node of the run's own (own name, port and data dir under the work dir; needs
+    /// RabbitMQ installed, not running): broker restarts happen for real.
+    Own,
+    /// The broker at --amqp-url: broker restarts are skipped, unless --restart-shared-broker.
+    Shared,
+}
+
 /// Where the cluster is.
 #[derive(Debug, Clone, Args)]
 pub struct KubeArgs {
@@ -222,12 +232,28 @@ pub struct RunArgs {
     /// Run the original matching design (local target only).
     #[arg(long)]
     pub naive_matching: bool,
-    /// RabbitMQ for the services (local target).
+    /// Whose RabbitMQ the services use (local target).
+    #[arg(long, value_enum, default_value = "own")]
+    pub broker: BrokerKind,
+    /// RabbitMQ for the services with --broker shared.
     #[arg(long, env = "LASTMILE_AMQP_URL", hide_env_values = true, default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// With --broker shared: carry out broker restarts as `rabbitmqctl -n NODE stop_app` and
+    /// `start_app` of the shared node (everything else using that broker sees them).
+    #[arg(long, value_name = "NODE")]
+    pub restart_shared_broker: Option<String>,
     /// Where journals and service logs go (default: a fresh folder under the temp dir).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// Refuse to run when the target cannot carry out a step of the timeline (instead of
+    /// running it with the step skipped and recorded as skipped).
+    #[arg(long)]
+    pub strict: bool,
+    /// Refuse to run unless the timeline (the scenario's steps and the seed's random faults)
+    /// holds each of these fault kinds, e.g. `partition,latency,broker-restart`: a guard for a
+    /// seed chosen to exercise them.
+    #[arg(long, value_delimiter = ',', value_name = "ACTIONS")]
+    pub expect_faults: Vec<String>,
     /// Write the JSON report here.
     #[arg(long)]
     pub json: Option<PathBuf>,

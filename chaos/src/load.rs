@@ -357,6 +357,8 @@ pub async fn command(args: &LoadArgs) -> ExitCode {
         service_time: Default::default(),
         // No faults in a load run: the proxy draws nothing.
         seed: 0,
+        // The broker whose round trip is measured beside the services.
+        broker: crate::local::BrokerChoice::Shared { restart_node: None },
     };
     let options = LoadOptions {
         rate: args.rate,

@@ -22,9 +22,17 @@
 //! SIGKILL, `pause` is SIGSTOP/SIGCONT, and `rollout` replaces every replica one at a time: a
 //! service that may run several replicas gets a new one on a fresh port, ready and joined before
 //! an old one leaves and stops; a journal service (one writer, `Recreate` in Kubernetes) is
-//! stopped and started again on the same port and data. The broker is not the run's own: broker
-//! restarts are skipped, and so are crash points (simulation only).
+//! stopped and started again on the same port and data.
+//!
+//! The broker: with [`BrokerChoice::Own`] (the default of `lastmile chaos run`) the run starts a
+//! RabbitMQ node of its own ([`BrokerNode`]: own node name, port and data dir under the work
+//! dir, so nothing else on the machine is disturbed), and `broker-restart` kills it hard and
+//! starts it again on its data after `for_s`, as the simulation kills its broker node. With
+//! [`BrokerChoice::Shared`] the run uses the given AMQP URL, and a `broker-restart` is carried out
+//! only when the user named the shared node (`rabbitmqctl stop_app` / `start_app`: every user of
+//! that broker sees it); otherwise it is skipped. Crash points are simulation only.
 
+use crate::broker::{BrokerNode, SharedBroker};
 use crate::proxy::{Cut, Endpoint, FaultProxy, Route};
 use lastmile_harness::target::step_service;
 use lastmile_harness::{Target, TargetError};
@@ -64,6 +72,28 @@ pub struct LocalOptions {
     pub service_time: BTreeMap<ServiceName, lastmile_platform::capacity::ServiceTime>,
     /// Seeds the fault proxy's draws (latency jitter, loss).
     pub seed: u64,
+    /// Whose RabbitMQ the run uses.
+    pub broker: BrokerChoice,
+}
+
+/// Whose RabbitMQ a local run uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// A node of the run's own, started under the work dir (`amqp_url` is then its URL).
+    Own,
+    /// The broker at `amqp_url`; broker restarts as `stop_app`/`start_app` of `restart_node`
+    /// when one is named, else skipped.
+    Shared {
+        /// The shared node's name (`rabbit@host`), when the user allows restarting it.
+        restart_node: Option<String>,
+    },
+}
+
+impl BrokerChoice {
+    /// Whether a `broker-restart` can be carried out.
+    pub fn restartable(&self) -> bool {
+        !matches!(self, BrokerChoice::Shared { restart_node: None })
+    }
 }
 
 /// One running replica.
@@ -89,6 +119,12 @@ pub struct LocalTarget {
     paused: Vec<u32>,
     /// The run's service token, made for it: internal endpoints require it.
     token: ServiceToken,
+    /// The run's own RabbitMQ node ([`BrokerChoice::Own`]).
+    own_broker: Option<BrokerNode>,
+    /// The shared node the user allowed restarting.
+    shared_broker: Option<SharedBroker>,
+    /// Whether a broker restart has it down now.
+    broker_down: bool,
 }
 
 fn free_port() -> Result<u16, TargetError> {
@@ -145,29 +181,41 @@ fn signal(child: &Child, sig: libc::c_int) {
 }
 
 impl LocalTarget {
-    /// What processes on one machine behind the fault proxy can do: everything but a broker
-    /// restart (the broker is not the run's own) and crash points (simulation only).
-    pub fn can(action: Action) -> bool {
-        matches!(
-            action,
+    /// What processes on one machine behind the fault proxy can do: everything but crash points
+    /// (simulation only), and broker restarts only on a broker the run may restart.
+    pub fn can(broker: &BrokerChoice, action: Action) -> bool {
+        match action {
             Action::Scale
-                | Action::Kill
-                | Action::Restart
-                | Action::Rollout
-                | Action::Pause
-                | Action::Partition
-                | Action::Latency
-                | Action::Loss
-        )
+            | Action::Kill
+            | Action::Restart
+            | Action::Rollout
+            | Action::Pause
+            | Action::Partition
+            | Action::Latency
+            | Action::Loss => true,
+            Action::BrokerRestart => broker.restartable(),
+            Action::Crash => false,
+        }
     }
 
     /// Start every service with `replicas` each (services left out get 1), waiting until each
     /// replica is ready.
     pub async fn start(
-        options: LocalOptions,
+        mut options: LocalOptions,
         replicas: &BTreeMap<ServiceName, usize>,
     ) -> Result<LocalTarget, TargetError> {
         std::fs::create_dir_all(&options.work_dir).map_err(|e| io_error(&options.work_dir, e))?;
+        let own_broker = match options.broker {
+            BrokerChoice::Own => Some(BrokerNode::start(&options.work_dir.join("broker")).await?),
+            BrokerChoice::Shared { .. } => None,
+        };
+        if let Some(node) = &own_broker {
+            options.amqp_url = node.url();
+        }
+        let shared_broker = match &options.broker {
+            BrokerChoice::Shared { restart_node: Some(node) } => Some(SharedBroker::new(node.clone())),
+            _ => None,
+        };
         let proxy = FaultProxy::new(options.seed);
         let broker = amqp_host(&options.amqp_url)?;
         let resolved = tokio::net::lookup_host(&broker)
@@ -194,6 +242,9 @@ impl LocalTarget {
             killed: Vec::new(),
             paused: Vec::new(),
             token: ServiceToken::random(),
+            own_broker,
+            shared_broker,
+            broker_down: false,
         };
         for s in ServiceName::ALL {
             target.scale(s, replicas.get(&s).copied().unwrap_or(1)).await?;
@@ -424,7 +475,7 @@ impl Target for LocalTarget {
     }
 
     fn supports(&self, action: Action) -> bool {
-        LocalTarget::can(action)
+        LocalTarget::can(&self.options.broker, action)
     }
 
     async fn running(&self, service: ServiceName) -> Result<usize, TargetError> {
@@ -464,6 +515,7 @@ impl Target for LocalTarget {
                 self.proxy.set_loss(loss);
                 return Ok(format!("packet loss {loss:.2} on every link"));
             }
+            Action::BrokerRestart => return self.stop_broker().await,
             _ => {}
         }
         let s = step_service(step)?;
@@ -552,6 +604,7 @@ impl Target for LocalTarget {
                 self.proxy.set_loss(0.0);
                 Ok("loss removed".into())
             }
+            Action::BrokerRestart => self.start_broker().await,
             _ => Ok("nothing to undo".into()),
         }
     }
@@ -559,6 +612,7 @@ impl Target for LocalTarget {
     async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
         self.proxy.heal();
         self.resume_all();
+        self.start_broker().await?;
         for (s, port) in std::mem::take(&mut self.killed) {
             self.start_on(s, port).await?;
         }
@@ -572,6 +626,41 @@ impl Target for LocalTarget {
 }
 
 impl LocalTarget {
+    /// A broker restart's first half: the run's own node killed hard, or the shared node's
+    /// application stopped.
+    async fn stop_broker(&mut self) -> Result<String, TargetError> {
+        let done = if let Some(node) = &mut self.own_broker {
+            // Killing waits until the node's processes are gone: off the runtime's threads.
+            tokio::task::block_in_place(|| node.kill())?;
+            format!("broker node {} killed", node.node_name())
+        } else if let Some(shared) = &self.shared_broker {
+            shared.stop_app().await?;
+            format!("broker node {} stopped (stop_app)", shared.node_name())
+        } else {
+            return Err(TargetError::Unsupported { action: Action::BrokerRestart, target: "local" });
+        };
+        self.broker_down = true;
+        Ok(done)
+    }
+
+    /// A broker restart's second half (and the heal's): the node started again on its data.
+    async fn start_broker(&mut self) -> Result<String, TargetError> {
+        if !self.broker_down {
+            return Ok("the broker is up".into());
+        }
+        let done = if let Some(node) = &mut self.own_broker {
+            node.start_again().await?;
+            format!("broker node {} started again", node.node_name())
+        } else if let Some(shared) = &self.shared_broker {
+            shared.start_app().await?;
+            format!("broker node {} started again (start_app)", shared.node_name())
+        } else {
+            "the broker is up".to_string()
+        };
+        self.broker_down = false;
+        Ok(done)
+    }
+
     fn resume_all(&mut self) {
         for pid in std::mem::take(&mut self.paused) {
             // SAFETY: kill(2) on a pid we spawned.

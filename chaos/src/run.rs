@@ -2,9 +2,9 @@
 //! deployment, judged by the simulation's checkers; Ctrl-C stops a run and leaves nothing
 //! behind (processes stopped, replica counts put back).
 
-use crate::cli::{usage, RunArgs, TargetKind};
+use crate::cli::{usage, BrokerKind, RunArgs, TargetKind};
 use crate::kubernetes::{self, Cluster, KubeRun, KubeTarget, Recorded};
-use crate::local::{LocalOptions, LocalTarget};
+use crate::local::{BrokerChoice, LocalOptions, LocalTarget};
 use lastmile_harness::report::{human, judge, RunReport};
 use lastmile_harness::{RunConfig, Target};
 use lastmile_scenarios::faults::timeline;
@@ -47,6 +47,11 @@ pub async fn run_all(scenarios: Vec<(String, Scenario)>, run: &RunArgs) -> ExitC
     let many = scenarios.len() > 1;
     for (i, (label, scenario)) in scenarios.into_iter().enumerate() {
         let scenario = scenario.time_scaled(run.time_scale);
+        if let Some(why) = refused_plan(&scenario, run) {
+            eprintln!("{label}: {why}");
+            verdicts.push((label, false));
+            continue;
+        }
         let dir = if many { work_dir.join(&scenario.scenario.name) } else { work_dir.clone() };
         let prefix = format!("lm-{}-{i}", &id[..12]);
         let ended = match run.target {
@@ -95,6 +100,43 @@ pub async fn run_all(scenarios: Vec<(String, Scenario)>, run: &RunArgs) -> ExitC
     }
 }
 
+/// Why `--strict` or `--expect-faults` refuses the run's timeline, if either does.
+fn refused_plan(scenario: &Scenario, run: &RunArgs) -> Option<String> {
+    let config = config(scenario, run);
+    let steps = timeline(scenario, config.seed, config.random_faults);
+    let name = |a: Action| serde_json::to_value(a).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    for wanted in &run.expect_faults {
+        if serde_json::from_value::<Action>(serde_json::Value::String(wanted.clone())).is_err() {
+            return Some(format!("--expect-faults: {wanted:?} is not a step action"));
+        }
+        if !steps.iter().any(|s| name(s.action) == *wanted) {
+            return Some(format!(
+                "--expect-faults: the timeline of seed {} has no {wanted} step (its steps: {})",
+                config.seed,
+                steps.iter().map(|s| name(s.action)).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    if run.strict {
+        let broker = broker_choice(run);
+        let can = |a: Action| match run.target {
+            TargetKind::Local => LocalTarget::can(&broker, a),
+            TargetKind::Kube => KubeTarget::can(a),
+        };
+        if let Some(step) = steps.iter().find(|s| !can(s.action)) {
+            return Some(format!("--strict: the {:?} target cannot carry out {step}", run.target));
+        }
+    }
+    None
+}
+
+fn broker_choice(run: &RunArgs) -> BrokerChoice {
+    match run.broker {
+        BrokerKind::Own => BrokerChoice::Own,
+        BrokerKind::Shared => BrokerChoice::Shared { restart_node: run.restart_shared_broker.clone() },
+    }
+}
+
 fn config(scenario: &Scenario, run: &RunArgs) -> RunConfig {
     RunConfig {
         seed: run.seed,
@@ -109,7 +151,7 @@ fn announce(
     scenario: &Scenario,
     config: &RunConfig,
     target: &str,
-    can: fn(Action) -> bool,
+    can: &dyn Fn(Action) -> bool,
     dir: &Path,
     time_scale: f64,
 ) {
@@ -142,7 +184,8 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
         Ok(b) => b,
         Err(e) => return Ended::Failed(format!("cannot find the lastmile binary to run services with: {e}")),
     };
-    announce(label, scenario, &config, "local", LocalTarget::can, dir, run.time_scale);
+    let broker = broker_choice(run);
+    announce(label, scenario, &config, "local", &|a| LocalTarget::can(&broker, a), dir, run.time_scale);
     let options = LocalOptions {
         binary,
         amqp_url: run.amqp_url.clone(),
@@ -154,9 +197,14 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
             .filter_map(|s| Some((s, scenario.service_time(s.as_str())?)))
             .collect(),
         seed: config.seed,
+        broker,
     };
     let started = wall_clock();
-    println!("  starting the services...");
+    if options.broker == BrokerChoice::Own {
+        println!("  starting a RabbitMQ node of the run's own, then the services...");
+    } else {
+        println!("  starting the services...");
+    }
     let mut local = match LocalTarget::start(options, &initial_replicas(scenario)).await {
         Ok(t) => t,
         Err(e) => return Ended::Failed(format!("cannot start the services: {e}")),
@@ -247,7 +295,7 @@ async fn run_kube(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path) -
     let config = config(scenario, run);
     let options = run.kube.options();
     let target = format!("kube (namespace {})", options.namespace);
-    announce(label, scenario, &config, &target, KubeTarget::can, dir, run.time_scale);
+    announce(label, scenario, &config, &target, &KubeTarget::can, dir, run.time_scale);
     let client = match kubernetes::connect(&options).await {
         Ok(c) => c,
         Err(e) => return Ended::Failed(e.to_string()),

@@ -52,8 +52,8 @@ async fn scale_waits_until_the_replicas_are_ready_and_rolls_back_when_they_never
     assert!(text(&out).contains("verdict: PASS"), "{}", text(&out));
     assert_eq!(fake.ready_pods("matching-service").len(), 3);
 
-    fake.never_ready("location-service");
-    let out = lastmile(&fake, &dir, &["scale", "location-service", "2", "--target", "kube", "--ready-timeout-s", "2"])
+    fake.never_ready("matching-service");
+    let out = lastmile(&fake, &dir, &["scale", "matching-service", "4", "--target", "kube", "--ready-timeout-s", "2"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -61,8 +61,8 @@ async fn scale_waits_until_the_replicas_are_ready_and_rolls_back_when_they_never
     let out = finish(out).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("verdict: FAIL"), "{}", text(&out));
-    assert_eq!(fake.scale_patches("location-service"), vec![2, 1], "put back to its count before");
-    assert_eq!(fake.pods("location-service").len(), 1);
+    assert_eq!(fake.scale_patches("matching-service"), vec![3, 4, 3], "put back to its count before");
+    assert_eq!(fake.pods("matching-service").len(), 3);
 }
 
 #[test]

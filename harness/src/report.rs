@@ -69,8 +69,11 @@ pub struct RunReport {
     pub random_faults: bool,
     /// Whether the naive matching design ran.
     pub naive_matching: bool,
-    /// Every step carried out, random ones included.
+    /// Every step of the run, random ones included.
     pub timeline: Vec<TimelineStep>,
+    /// The steps the target could not carry out (recorded, never dropped silently).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
     /// Scenario second the faults were healed.
     pub heal_at_s: f64,
     /// Scenario second the run ended.
@@ -172,6 +175,12 @@ pub fn judge(scenario: &Scenario, evidence: &Evidence) -> RunReport {
         random_faults: evidence.config.random_faults,
         naive_matching: evidence.config.naive_matching,
         timeline: evidence.timeline.clone(),
+        skipped: evidence
+            .history
+            .iter()
+            .filter(|op| op.client == "nemesis" && op.action == "skip")
+            .filter_map(|op| op.detail.get("step").and_then(|v| v.as_str()).map(String::from))
+            .collect(),
         heal_at_s: evidence.heal_at_ms as f64 / 1000.0,
         end_at_s: evidence.end_at_ms as f64 / 1000.0,
         phases,
@@ -201,6 +210,9 @@ pub fn human(report: &RunReport, wall: Option<std::time::Duration>) -> String {
         "  healed at {:.1} s, ended at {:.1} s; history digest {}",
         report.heal_at_s, report.end_at_s, report.history_digest
     );
+    for step in &report.skipped {
+        let _ = writeln!(s, "  skipped (not possible on this target): {step}");
+    }
     if let Some(wall) = wall {
         let ratio = report.end_at_s / wall.as_secs_f64().max(1e-9);
         let _ = writeln!(s, "  wall time {:.2} s ({ratio:.0}x simulated/wall)", wall.as_secs_f64());

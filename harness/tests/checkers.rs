@@ -271,6 +271,30 @@ fn a_missing_record_or_a_failed_step_fails_the_run() {
     assert_eq!(rules(&check::run_completed(&e)), ["run_completed"]);
 }
 
+/// A step the target could not carry out is named in the report (and its human summary), so a
+/// real-world run that skipped a fault never reads as if it had carried it out.
+#[test]
+fn skipped_steps_are_named_in_the_report() {
+    let scenario =
+        lastmile_scenarios::parse("t.toml", "[scenario]\nname = \"t\"\nduration_s = 20\n[workload]\nkind = \"load\"\n")
+            .unwrap();
+    let mut e = healthy();
+    let report = lastmile_harness::report::judge(&scenario, &e);
+    assert!(report.skipped.is_empty(), "nothing skipped: {:?}", report.skipped);
+    assert!(!lastmile_harness::report::human(&report, None).contains("skipped"));
+    e.history.push(op(
+        5_000,
+        "nemesis",
+        "skip",
+        OpPhase::Ok,
+        json!({ "step": "t=   5.0s crash          trip-service point=mid-sync", "why": "not supported by this target" }),
+    ));
+    let report = lastmile_harness::report::judge(&scenario, &e);
+    assert_eq!(report.skipped, ["t=   5.0s crash          trip-service point=mid-sync"]);
+    let human = lastmile_harness::report::human(&report, None);
+    assert!(human.contains("skipped (not possible on this target): t=   5.0s crash"), "{human}");
+}
+
 #[test]
 fn an_expectation_outside_its_bounds_fails_and_names_the_phase() {
     let text = r#"

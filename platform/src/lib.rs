@@ -34,8 +34,8 @@
 //! - [`watch`]: a single-value channel whose wake-up order is deterministic under simulation.
 
 pub mod auth;
-pub mod capacity;
 pub mod broker;
+pub mod capacity;
 pub mod clock;
 pub mod coverage;
 pub mod faults;

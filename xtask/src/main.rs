@@ -5,10 +5,11 @@
 //!   and `cargo simtest` (madsim flavour), then README.md's main job as written
 //!   (`cargo sim run scenarios/matching-outage.toml --seed 1`).
 //!   Then the three documented scenarios run for real (`cargo xtask chaos`).
-//! - `cargo xtask chaos`: the three documented scenarios against local service processes and
-//!   the real RabbitMQ, at half their simulated length, judged by the simulation's checkers;
-//!   then `lastmile resilience matching-service` and `lastmile demo simulation`, so the scripts'
-//!   jobs run too, and a short `lastmile load`.
+//! - `cargo xtask chaos`: the three documented scenarios, `capacity` and `rolling-update`
+//!   against local service processes, each with a RabbitMQ node of its own, time-scaled, with
+//!   seeds whose random faults carry out partitions, latency and broker restarts for real, judged
+//!   by the simulation's checkers; then `lastmile resilience matching-service` and `lastmile demo
+//!   simulation`, so the scripts' jobs run too, and a short `lastmile load`.
 //! - `cargo xtask report`: a failing simulated run (the naive design under scale) written as an
 //!   HTML report and rendered by headless Chromium (Debian's `chromium`) to a PNG; fails when
 //!   Chromium is missing or draws nothing. Part of `cargo xtask test`.
@@ -55,18 +56,36 @@ fn main() -> ExitCode {
 /// README.md's main job: a simulated chaos scenario, no external services.
 const README_MAIN_JOB: [&str; 5] = ["sim", "run", "scenarios/matching-outage.toml", "--seed", "1"];
 
-/// The documented scenarios, run for real (`--target local`) at this share of their length.
-const REAL_WORLD_SCENARIOS: [&str; 4] = [
-    "scenarios/matching-outage.toml",
-    "scenarios/scale-under-load.toml",
-    "scenarios/non-critical-outage.toml",
-    "scenarios/capacity.toml",
+/// The scenarios run for real (`--target local`, the run's own RabbitMQ node): file, seed, the
+/// share of their length, and the fault kinds the seed was chosen for (`--expect-faults` fails
+/// the run if its timeline lacks one; `--strict` if any step would be skipped). Together they
+/// carry out partitions, latency, broker restarts and rollouts for real.
+const REAL_WORLD_RUNS: [(&str, &str, &str, &str); 5] = [
+    ("scenarios/matching-outage.toml", "26", "0.5", "partition,broker-restart,latency"),
+    ("scenarios/scale-under-load.toml", "11", "0.5", "partition,latency"),
+    ("scenarios/non-critical-outage.toml", "22", "0.5", "broker-restart,latency,restart"),
+    ("scenarios/capacity.toml", "1", "0.5", "scale"),
+    ("scenarios/rolling-update.toml", "1", "0.3", "rollout"),
 ];
 const REAL_WORLD_TIME_SCALE: &str = "0.5";
 
 fn chaos() -> Result<(), String> {
-    for file in REAL_WORLD_SCENARIOS {
-        run_all(&[&["lastmile", "chaos", "run", file, "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE]])?;
+    for (file, seed, scale, faults) in REAL_WORLD_RUNS {
+        run_all(&[&[
+            "lastmile",
+            "chaos",
+            "run",
+            file,
+            "--target",
+            "local",
+            "--seed",
+            seed,
+            "--time-scale",
+            scale,
+            "--strict",
+            "--expect-faults",
+            faults,
+        ]])?;
     }
     // The scripts' jobs, so the commands cannot rot: one resilience run and the original demo.
     run_all(&[
