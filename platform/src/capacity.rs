@@ -149,8 +149,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn draws_stay_within_the_jitter() {
+    // A runtime in both flavours: under madsim the draws come from the simulation's seeded RNG.
+    #[tokio::test]
+    async fn draws_stay_within_the_jitter() {
         let t = ServiceTime { mean_ms: 100, jitter_ms: 20, concurrency: 1 };
         for _ in 0..1_000 {
             let d = t.draw().as_millis();
