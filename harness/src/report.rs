@@ -315,6 +315,7 @@ mod tests {
             random_faults: true,
             naive_matching: false,
             timeline: vec![],
+            skipped: vec![],
             heal_at_s: 1.0,
             end_at_s: 2.0,
             phases: vec![],
