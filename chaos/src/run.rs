@@ -205,7 +205,18 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
     } else {
         println!("  starting the services...");
     }
-    let mut local = match LocalTarget::start(options, &initial_replicas(scenario)).await {
+    // Ctrl-C while starting drops the half-built target: its broker node and every process it
+    // started are stopped.
+    let replicas = initial_replicas(scenario);
+    let starting = tokio::select! {
+        biased;
+        _ = interrupted() => {
+            eprintln!("interrupted while starting: every process the run started is gone");
+            return Ended::Interrupted;
+        }
+        started = LocalTarget::start(options, &replicas) => started,
+    };
+    let mut local = match starting {
         Ok(t) => t,
         Err(e) => return Ended::Failed(format!("cannot start the services: {e}")),
     };
