@@ -196,10 +196,8 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
         let to = rf.to_s.unwrap_or(scenario.duration_s());
         for _ in 0..count {
             let action = rf.actions[rng.below(rf.actions.len() as u64) as usize];
-            let needs_target = matches!(
-                action,
-                Action::Kill | Action::Restart | Action::Rollout | Action::Crash | Action::Pause | Action::Partition
-            );
+            // `scale` is not a random fault (the loader refuses it).
+            let needs_target = action.targets_a_service();
             if needs_target && rf.targets.is_empty() {
                 continue;
             }

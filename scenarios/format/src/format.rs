@@ -174,6 +174,23 @@ pub enum Action {
     Crash,
 }
 
+impl Action {
+    /// Whether the step acts on one service (`target`), rather than on the whole network or
+    /// the broker.
+    pub fn targets_a_service(self) -> bool {
+        matches!(
+            self,
+            Action::Scale
+                | Action::Kill
+                | Action::Restart
+                | Action::Rollout
+                | Action::Pause
+                | Action::Partition
+                | Action::Crash
+        )
+    }
+}
+
 /// `[[step]]`: one action on the timeline.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

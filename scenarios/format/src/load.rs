@@ -166,16 +166,7 @@ impl Validator<'_> {
                     format!("{at} is outside the run (0..={duration})"),
                 );
             }
-            let needs_target = matches!(
-                step.action,
-                Action::Scale
-                    | Action::Kill
-                    | Action::Restart
-                    | Action::Rollout
-                    | Action::Pause
-                    | Action::Partition
-                    | Action::Crash
-            );
+            let needs_target = step.action.targets_a_service();
             match (&step.target, needs_target) {
                 (Some(t), true) => self.service(t.span(), &format!("step[{i}].target"), t.get_ref()),
                 (None, true) => self.fail(
