@@ -6,8 +6,9 @@
 mod support;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::cli::{finish, text};
 use support::fake_kube::FakeKube;
 
 fn work_dir(name: &str) -> PathBuf {
@@ -20,22 +21,6 @@ fn lastmile(fake: &FakeKube, dir: &std::path::Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_lastmile"));
     cmd.args(args).env("KUBECONFIG", fake.kubeconfig(dir)).env_remove("LASTMILE_NAMESPACE");
     cmd
-}
-
-/// Wait for the child without blocking the runtime the fake API server runs on.
-async fn finish(mut child: Child) -> Output {
-    for _ in 0..1200 {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    panic!("lastmile did not finish within a minute: {:?}", child.wait_with_output().unwrap());
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,10 @@ use lastmile_chaos::sweep::{SweepArgs, SweepPlan};
 use lastmile_harness::sweep::{SeedRange, SeedSummary, SummaryLine};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::cli::{finish, text};
 use support::fake_kube::{FakeKube, JobPodOutcome, JobPodRun};
 
 fn work_dir(name: &str) -> PathBuf {
@@ -120,22 +121,6 @@ fn lastmile(fake: &FakeKube, dir: &Path, args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
-}
-
-/// Wait for the child without blocking the runtime the fake API server runs on.
-async fn finish(mut child: Child) -> Output {
-    for _ in 0..1200 {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let _ = child.kill();
-    panic!("lastmile did not finish within a minute: {:?}", child.wait_with_output().unwrap());
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// The Job and its ConfigMap are gone, deleted by the sweep (the Job with its pods).
