@@ -8,7 +8,8 @@ use lastmile_scenarios::faults::Origin;
 use lastmile_scenarios::Scenario;
 use lastmile_scenarios::{Action, Metric};
 use lastmile_services::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
-use lastmile_services::trip::Change;
+use lastmile_services::notification::Inbox;
+use lastmile_services::trip::{Change, Export};
 use lastmile_services::ServiceName;
 use lastmile_workload::history::{Op, OpPhase};
 use serde::{Deserialize, Serialize};
@@ -896,42 +897,68 @@ pub fn every_servable_ride_matched(e: &Evidence) -> Vec<Violation> {
         .collect()
 }
 
-/// Liveness: every participant of every trip was told about its match (and its completion),
-/// and every rider of an expired ride was told why — even if notification-service was down.
-pub fn notifications_delivered(e: &Evidence) -> Vec<Violation> {
-    let Some(export) = &e.export else { return Vec::new() };
-    let has = |user: &str, kind: &str, subject: &str| {
-        e.inboxes.get(user).is_some_and(|i| i.notifications.iter().any(|n| n.kind == kind && n.subject == subject))
-    };
+/// One notification the end state owes a user: `kind` about `subject` (a trip or a ride).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owed {
+    /// Who must have been told.
+    pub user: String,
+    /// The event kind (`match.found`, `trip.updated`, `ride.expired`).
+    pub kind: &'static str,
+    /// The trip or ride it is about.
+    pub subject: String,
+    /// What is missing, in words.
+    pub what: String,
+}
+
+/// Every notification `export` says someone must have: each participant of each trip told of
+/// its match (and of its completion), each rider of an expired ride told why.
+pub fn owed_notifications(export: &Export) -> Vec<Owed> {
     let mut out = Vec::new();
     for trip in &export.trips {
         for user in std::iter::once(&trip.driver_id).chain(&trip.rider_ids) {
-            if !has(user, "match.found", &trip.trip_id) {
-                out.push(violation(
-                    "notifications_delivered",
-                    vec![user.clone(), trip.trip_id.clone()],
-                    None,
-                    format!("{user} was never told about match {}", trip.trip_id),
-                ));
-            }
-            if trip.status == TripStatus::Completed && !has(user, "trip.updated", &trip.trip_id) {
-                out.push(violation(
-                    "notifications_delivered",
-                    vec![user.clone(), trip.trip_id.clone()],
-                    None,
-                    format!("{user} was never told that {} completed", trip.trip_id),
-                ));
+            let owed = |kind, what: String| Owed { user: user.clone(), kind, subject: trip.trip_id.clone(), what };
+            out.push(owed("match.found", format!("{user} was never told about match {}", trip.trip_id)));
+            if trip.status == TripStatus::Completed {
+                out.push(owed("trip.updated", format!("{user} was never told that {} completed", trip.trip_id)));
             }
         }
     }
     for ride in export.rides.iter().filter(|r| matches!(r.status, RideStatus::Expired { .. })) {
-        if !has(&ride.rider_id, "ride.expired", &ride.ride_id) {
-            out.push(violation(
-                "notifications_delivered",
-                vec![ride.rider_id.clone(), ride.ride_id.clone()],
-                None,
-                format!("{} was never told that ride {} expired", ride.rider_id, ride.ride_id),
-            ));
+        out.push(Owed {
+            user: ride.rider_id.clone(),
+            kind: "ride.expired",
+            subject: ride.ride_id.clone(),
+            what: format!("{} was never told that ride {} expired", ride.rider_id, ride.ride_id),
+        });
+    }
+    out
+}
+
+/// Whether `inbox` holds the notification `owed`.
+pub fn delivered(owed: &Owed, inbox: Option<&Inbox>) -> bool {
+    inbox.is_some_and(|i| i.notifications.iter().any(|n| n.kind == owed.kind && n.subject == owed.subject))
+}
+
+/// Liveness: every participant of every trip was told about its match (and its completion),
+/// and every rider of an expired ride was told why — even if notification-service was down.
+/// An inbox that could not be read at the end says so once, instead of claiming each of its
+/// notifications was never sent.
+pub fn notifications_delivered(e: &Evidence) -> Vec<Violation> {
+    let Some(export) = &e.export else { return Vec::new() };
+    let mut out = Vec::new();
+    let mut unreadable = BTreeSet::new();
+    for owed in owed_notifications(export) {
+        if let Some(error) = e.unread_inboxes.get(&owed.user) {
+            if unreadable.insert(owed.user.clone()) {
+                out.push(violation(
+                    "notifications_delivered",
+                    vec![owed.user.clone()],
+                    None,
+                    format!("the inbox of {} could not be read at the end: {error}", owed.user),
+                ));
+            }
+        } else if !delivered(&owed, e.inboxes.get(&owed.user)) {
+            out.push(violation("notifications_delivered", vec![owed.user, owed.subject], None, owed.what));
         }
     }
     out

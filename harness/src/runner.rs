@@ -11,6 +11,7 @@
 //!
 //! All times in the evidence are milliseconds since the workload started (`t0`).
 
+use crate::check;
 use crate::target::Target;
 use lastmile_platform::capacity::ServiceTime;
 use lastmile_platform::clock::{instant_now, now_ms};
@@ -93,6 +94,9 @@ pub struct Evidence {
     pub export: Option<Export>,
     /// Every user's notifications at the end.
     pub inboxes: BTreeMap<String, Inbox>,
+    /// Users whose inbox could not be read at the end, with the last error.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unread_inboxes: BTreeMap<String, String>,
     /// Matching counters at the start and end of every phase.
     pub stats: Vec<StatsSnapshot>,
     /// Expectations of a scripted workload (demo, multi-station) that did not hold.
@@ -315,6 +319,7 @@ impl<'a, T: Target> Run<'a, T> {
             plan: None,
             export: None,
             inboxes: BTreeMap::new(),
+            unread_inboxes: BTreeMap::new(),
             stats: Vec::new(),
             scripted_violations: Vec::new(),
             run_errors: Vec::new(),
@@ -587,19 +592,15 @@ impl<'a, T: Target> Run<'a, T> {
                 if let Some(plan) = plan {
                     users.extend(plan.drivers.iter().map(|d| d.driver_id.clone()));
                 }
-                let mut inboxes = BTreeMap::new();
-                for user in users {
-                    if let Ok(inbox) = api.inbox(&user).await {
-                        inboxes.insert(user, inbox);
-                    }
-                }
-                (export, inboxes)
+                let (inboxes, unread) = read_inboxes(&api, users, FINAL_READ_PATIENCE).await;
+                (export, inboxes, unread)
             })
         };
         match final_read.await {
-            Ok((export, inboxes)) => {
+            Ok((export, inboxes, unread)) => {
                 self.evidence.export = export;
                 self.evidence.inboxes = inboxes;
+                self.evidence.unread_inboxes = unread;
             }
             Err(e) => self.evidence.run_errors.push(format!("reading the final state failed: {e}")),
         }
@@ -705,18 +706,59 @@ impl StatsRead {
     }
 }
 
-/// Whether every servable ride that was accepted is matched or completed.
+/// How long the final read keeps trying an inbox that does not answer (a breaker cooling
+/// down, a slow sync): a read that fails once must not pass for notifications never sent.
+const FINAL_READ_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Each user's inbox; a failed read is tried again until `patience` has passed since the first
+/// read (then each remaining user gets one try). The users whose inbox stayed unreadable come
+/// back with the last error.
+async fn read_inboxes(
+    api: &LastMileClient,
+    users: impl IntoIterator<Item = String>,
+    patience: Duration,
+) -> (BTreeMap<String, Inbox>, BTreeMap<String, String>) {
+    let deadline = instant_now() + patience;
+    let (mut read, mut unread) = (BTreeMap::new(), BTreeMap::new());
+    for user in users {
+        loop {
+            match api.inbox(&user).await {
+                Ok(inbox) => {
+                    read.insert(user, inbox);
+                    break;
+                }
+                Err(_) if instant_now() < deadline => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => {
+                    unread.insert(user, e.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    (read, unread)
+}
+
+/// Whether every servable ride that was accepted is completed and everyone it concerns has
+/// been told (notifications trail the trips: ending the run at the last completion would judge
+/// an inbox before its events were consumed).
 async fn converged<T: Target>(target: &T, api: &LastMileClient, plan: Option<&LoadPlan>) -> bool {
     let Some(plan) = plan else { return true };
     let servable: BTreeSet<String> = plan.arrivals.iter().filter(|a| a.servable).map(|a| a.ride_id.clone()).collect();
     let api = api.clone();
     let check = target.spawn_client(async move {
         let Ok(export) = api.export().await else { return false };
-        export
+        let served = export
             .rides
             .iter()
             .filter(|r| servable.contains(&r.ride_id))
-            .all(|r| matches!(r.status, RideStatus::Completed { .. }))
+            .all(|r| matches!(r.status, RideStatus::Completed { .. }));
+        if !served {
+            return false;
+        }
+        let owed = check::owed_notifications(&export);
+        let users: BTreeSet<String> = owed.iter().map(|o| o.user.clone()).collect();
+        let (inboxes, unread) = read_inboxes(&api, users, Duration::ZERO).await;
+        unread.is_empty() && owed.iter().all(|o| check::delivered(o, inboxes.get(&o.user)))
     });
     check.await.unwrap_or(false)
 }

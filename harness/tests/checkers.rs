@@ -122,6 +122,7 @@ fn healthy() -> Evidence {
         plan: Some(plan),
         export: Some(export),
         inboxes,
+        unread_inboxes: BTreeMap::new(),
         stats: vec![],
         scripted_violations: vec![],
         run_errors: vec![],
@@ -221,6 +222,25 @@ fn a_participant_never_told_about_a_match_breaks_delivery() {
     let v = check::notifications_delivered(&e);
     assert_eq!(rules(&v), ["notifications_delivered"]);
     assert_eq!(v[0].entities, ["rider-r1", "t1"]);
+}
+
+#[test]
+fn an_inbox_that_could_not_be_read_is_named_once_and_not_called_never_told() {
+    let mut e = healthy();
+    let owed_to_rider =
+        check::owed_notifications(e.export.as_ref().unwrap()).into_iter().filter(|o| o.user == "rider-r1").count();
+    assert!(owed_to_rider >= 2, "the fixture owes the rider a match and a completion");
+    e.inboxes.remove("rider-r1");
+    e.unread_inboxes.insert("rider-r1".into(), "circuit breaker open".into());
+    let v = check::notifications_delivered(&e);
+    assert_eq!(rules(&v), ["notifications_delivered"], "one violation for the unread inbox, not one per notification");
+    assert_eq!(v[0].entities, ["rider-r1"]);
+    assert!(
+        v[0].message.contains("could not be read") && v[0].message.contains("circuit breaker open"),
+        "{}",
+        v[0].message
+    );
+    assert!(!v[0].message.contains("never told"), "{}", v[0].message);
 }
 
 #[test]
