@@ -9,7 +9,8 @@
 //!   against local service processes, each with a RabbitMQ node of its own, time-scaled, with
 //!   seeds whose random faults carry out partitions, latency and broker restarts for real, judged
 //!   by the simulation's checkers; then `lastmile resilience matching-service` and `lastmile demo
-//!   simulation`, so the scripts' jobs run too, and a short `lastmile load`.
+//!   simulation`, so the scripts' jobs run too, and a short `lastmile load`. Two at a time, each
+//!   one's output in `target/chaos-logs/`; a failed one's output is printed whole at the end.
 //! - `cargo xtask report`: a failing simulated run (the naive design under scale) written as an
 //!   HTML report and rendered by headless Chromium (Debian's `chromium`) to a PNG; fails when
 //!   Chromium is missing or draws nothing. Part of `cargo xtask test`.
@@ -70,30 +71,87 @@ const REAL_WORLD_RUNS: [(&str, &str, &str, &str); 5] = [
 const REAL_WORLD_TIME_SCALE: &str = "0.3";
 
 fn chaos() -> Result<(), String> {
-    for (file, seed, scale, faults) in REAL_WORLD_RUNS {
-        run_all(&[&[
-            "lastmile",
-            "chaos",
-            "run",
-            file,
-            "--target",
-            "local",
-            "--seed",
-            seed,
-            "--time-scale",
-            scale,
-            "--strict",
-            "--expect-faults",
-            faults,
-        ]])?;
+    let mut jobs: Vec<Vec<String>> = REAL_WORLD_RUNS
+        .iter()
+        .map(|(file, seed, scale, faults)| {
+            let args = ["chaos", "run", file, "--target", "local", "--seed", seed, "--time-scale", scale];
+            args.iter().chain(&["--strict", "--expect-faults", faults]).map(|a| a.to_string()).collect()
+        })
+        .collect();
+    // The scripts' jobs, so the commands cannot rot: one resilience run and the original demo;
+    // and the load generator, briefly (its figures come from the release build: BENCHMARKS.md).
+    let scripts: [&[&str]; 3] = [
+        &["resilience", "matching-service", "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE],
+        &["demo", "simulation", "--target", "local"],
+        &["load", "--rate", "200", "--duration-s", "2", "--match-rides", "10"],
+    ];
+    jobs.extend(scripts.iter().map(|args| args.iter().map(|a| a.to_string()).collect()));
+    run_parallel(jobs)
+}
+
+/// How many real-world runs go at once. They wait on timers, sockets and disks far more than
+/// they compute (each has its own broker node, ports and work dir), so two lanes halve CI's
+/// wall time on two cores without starving any run.
+const CHAOS_LANES: usize = 2;
+
+/// Run `lastmile` with each argument list, [`CHAOS_LANES`] at a time, each one's output kept
+/// in `target/chaos-logs`; every run finishes, then the logs of those that failed are printed
+/// whole, last, where a CI log's tail shows them.
+fn run_parallel(jobs: Vec<Vec<String>>) -> Result<(), String> {
+    run_all(&[&["build", "-q", "-p", "lastmile-chaos", "--bin", "lastmile"]])?;
+    let target_dir = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".to_string());
+    let binary = std::path::Path::new(&target_dir).join("debug").join("lastmile");
+    let logs = std::path::Path::new(&target_dir).join("chaos-logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    // Popped from the back: the first job (the longest runs come first) goes first.
+    let queue = std::sync::Mutex::new(jobs.into_iter().enumerate().rev().collect::<Vec<_>>());
+    let failed = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..CHAOS_LANES {
+            scope.spawn(|| loop {
+                let Some((i, args)) = queue.lock().expect("queue").pop() else { return };
+                let command = format!("lastmile {}", args.join(" "));
+                // Named by the scenario file, or by the subcommand and its first argument.
+                let name = match args.iter().find_map(|a| a.strip_suffix(".toml")) {
+                    Some(file) => file.rsplit('/').next().unwrap_or(file).to_string(),
+                    None => args.iter().take(2).cloned().collect::<Vec<_>>().join("-"),
+                };
+                let log = logs
+                    .join(format!("{i}-{}.log", name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")));
+                eprintln!("xtask: started {command} (output in {})", log.display());
+                #[allow(clippy::disallowed_methods)] // xtask is a build tool: wall time is what it reports
+                let started = Instant::now();
+                let outcome = std::fs::File::create(&log).and_then(|out| {
+                    let err = out.try_clone()?;
+                    Command::new(&binary).args(&args).stdout(out).stderr(err).status()
+                });
+                let took = started.elapsed().as_secs();
+                let why = match outcome {
+                    Ok(status) if status.success() => {
+                        eprintln!("xtask: PASS {command} ({took} s)");
+                        continue;
+                    }
+                    Ok(status) => status.to_string(),
+                    Err(e) => format!("cannot run {}: {e}", binary.display()),
+                };
+                eprintln!("xtask: FAIL {command} ({why}, {took} s)");
+                failed.lock().expect("failed").push((command, log));
+            });
+        }
+    });
+    let failed = failed.into_inner().expect("failed");
+    for (command, log) in &failed {
+        eprintln!("xtask: ===== {command}: its whole output =====");
+        eprintln!("{}", std::fs::read_to_string(log).unwrap_or_else(|e| format!("({}: {e})", log.display())));
     }
-    // The scripts' jobs, so the commands cannot rot: one resilience run and the original demo.
-    run_all(&[
-        &["lastmile", "resilience", "matching-service", "--target", "local", "--time-scale", REAL_WORLD_TIME_SCALE],
-        &["lastmile", "demo", "simulation", "--target", "local"],
-        // The load generator, briefly (its figures come from the release build: BENCHMARKS.md).
-        &["lastmile", "load", "--rate", "200", "--duration-s", "2", "--match-rides", "10"],
-    ])
+    match failed.as_slice() {
+        [] => Ok(()),
+        _ => Err(format!(
+            "{} real-world run(s) failed: {}",
+            failed.len(),
+            failed.iter().map(|(c, _)| format!("`{c}`")).collect::<Vec<_>>().join(", ")
+        )),
+    }
 }
 
 /// Where `cargo xtask report` writes the page and its screenshot.
