@@ -355,10 +355,12 @@ pub async fn command(args: &LoadArgs) -> ExitCode {
         work_dir: work_dir.clone(),
         naive_matching: false,
         service_time: Default::default(),
-        // No faults in a load run: the proxy draws nothing.
+        // No faults in a load run.
         seed: 0,
         // The broker whose round trip is measured beside the services.
         broker: crate::local::BrokerChoice::Shared { restart_node: None },
+        // The services measured, not the fault proxy (which a load run has no use for).
+        direct: true,
     };
     let options = LoadOptions {
         rate: args.rate,

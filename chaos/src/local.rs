@@ -74,6 +74,10 @@ pub struct LocalOptions {
     pub seed: u64,
     /// Whose RabbitMQ the run uses.
     pub broker: BrokerChoice,
+    /// No fault proxy: one replica per service on a port chosen at the start, the services
+    /// dialling each other and the broker directly (`lastmile load` measures the services, not
+    /// the proxy). Network faults and more replicas are then refused.
+    pub direct: bool,
 }
 
 /// Whose RabbitMQ a local run uses.
@@ -125,6 +129,8 @@ pub struct LocalTarget {
     shared_broker: Option<SharedBroker>,
     /// Whether a broker restart has it down now.
     broker_down: bool,
+    /// [`LocalOptions::direct`]: each service's one port, fixed at the start.
+    direct_ports: Option<BTreeMap<ServiceName, u16>>,
 }
 
 fn free_port() -> Result<u16, TargetError> {
@@ -230,9 +236,15 @@ impl LocalTarget {
             .ok_or_else(|| TargetError::Deployment(format!("the broker {broker} has no address")))?;
         proxy.join(Endpoint::broker(), broker_addr);
         let mut fronts = BTreeMap::new();
-        for s in ServiceName::ALL {
-            let route = proxy.route(Endpoint::client(), s.as_str()).await;
-            fronts.insert(s, route.map_err(|e| route_error(&Endpoint::client(), s.as_str(), e))?);
+        let mut direct_ports = None;
+        if options.direct {
+            let ports = ServiceName::ALL.into_iter().map(|s| free_port().map(|port| (s, port)));
+            direct_ports = Some(ports.collect::<Result<_, TargetError>>()?);
+        } else {
+            for s in ServiceName::ALL {
+                let route = proxy.route(Endpoint::client(), s.as_str()).await;
+                fronts.insert(s, route.map_err(|e| route_error(&Endpoint::client(), s.as_str(), e))?);
+            }
         }
         let mut target = LocalTarget {
             options,
@@ -245,6 +257,7 @@ impl LocalTarget {
             own_broker,
             shared_broker,
             broker_down: false,
+            direct_ports,
         };
         for s in ServiceName::ALL {
             target.scale(s, replicas.get(&s).copied().unwrap_or(1)).await?;
@@ -267,8 +280,21 @@ impl LocalTarget {
     }
 
     async fn spawn(&self, service: ServiceName, port: u16) -> Result<Process, TargetError> {
-        let routes = self.routes(service, port).await?;
-        let [broker, user, location, trip] = &routes[..] else { unreachable!("four routes") };
+        let o = &self.options;
+        let (routes, amqp_url, [user, location, trip]) = match &self.direct_ports {
+            Some(ports) => {
+                let peer = |s: ServiceName| Self::url(ports[&s]);
+                let peers = [peer(ServiceName::User), peer(ServiceName::Location), peer(ServiceName::Trip)];
+                (Vec::new(), o.amqp_url.clone(), peers)
+            }
+            None => {
+                let routes = self.routes(service, port).await?;
+                let [broker, user, location, trip] = &routes[..] else { unreachable!("four routes") };
+                let (amqp_url, peers) =
+                    (amqp_url_via(&o.amqp_url, broker.addr()), [user.url(), location.url(), trip.url()]);
+                (routes, amqp_url, peers)
+            }
+        };
         let dir = self.options.work_dir.join(service.as_str());
         std::fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         let log_error = |e| TargetError::Deployment(format!("{service} log: {e}"));
@@ -278,23 +304,22 @@ impl LocalTarget {
             .open(dir.join(format!("{port}.log")))
             .map_err(log_error)?;
         let err = log.try_clone().map_err(log_error)?;
-        let o = &self.options;
         let mut cmd = Command::new(&o.binary);
         cmd.arg("service")
             .arg(service.as_str())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             // In the environment, not on the command line, where `ps` would show its password.
-            .env("LASTMILE_AMQP_URL", amqp_url_via(&o.amqp_url, broker.addr()))
+            .env("LASTMILE_AMQP_URL", amqp_url)
             .env("LASTMILE_SERVICE_TOKEN", self.token.expose())
             .arg("--prefix")
             .arg(&o.prefix)
             .arg("--user-url")
-            .arg(user.url())
+            .arg(user)
             .arg("--location-url")
-            .arg(location.url())
+            .arg(location)
             .arg("--trip-url")
-            .arg(trip.url())
+            .arg(trip)
             .arg("--data-dir")
             .arg(&dir)
             .arg("--queue-expires-secs")
@@ -343,8 +368,17 @@ impl LocalTarget {
         Ok(())
     }
 
-    /// A free port that no killed replica waits to come back on.
-    fn fresh_port(&self) -> Result<u16, TargetError> {
+    /// A free port that no killed replica waits to come back on; with direct wiring, the
+    /// service's one port while it has no replica.
+    fn fresh_port(&self, service: ServiceName) -> Result<u16, TargetError> {
+        if let Some(ports) = &self.direct_ports {
+            return match self.running.get(&service).map_or(0, Vec::len) {
+                0 => Ok(ports[&service]),
+                _ => Err(TargetError::Deployment(format!(
+                    "a run without the fault proxy has one replica of {service}, no more"
+                ))),
+            };
+        }
         loop {
             let port = free_port()?;
             if !self.killed.iter().any(|(_, p)| *p == port) {
@@ -379,7 +413,7 @@ impl LocalTarget {
         }
         let mut new = Vec::new();
         for &port in &old {
-            let fresh = self.fresh_port()?;
+            let fresh = self.fresh_port(service)?;
             self.start_on(service, fresh).await?;
             new.push(fresh);
             if let Some(process) = self.retire(service, port) {
@@ -409,7 +443,7 @@ impl LocalTarget {
     /// Set `service` to `n` replicas, each on a port of its own; scaling down stops the newest.
     pub async fn scale(&mut self, service: ServiceName, n: usize) -> Result<(), TargetError> {
         while self.running.get(&service).map_or(0, Vec::len) < n {
-            let port = self.fresh_port()?;
+            let port = self.fresh_port(service)?;
             self.start_on(service, port).await?;
         }
         while self.running.get(&service).map_or(0, Vec::len) > n {
@@ -455,7 +489,10 @@ impl Target for LocalTarget {
     }
 
     fn endpoints(&self) -> Endpoints {
-        crate::endpoints(|s| self.fronts[&s].url(), Some(self.token.clone()))
+        match &self.direct_ports {
+            Some(ports) => crate::endpoints(|s| Self::url(ports[&s]), Some(self.token.clone())),
+            None => crate::endpoints(|s| self.fronts[&s].url(), Some(self.token.clone())),
+        }
     }
 
     fn broker(&self) -> Option<lastmile_workload::hostile::BrokerAccess> {
@@ -475,7 +512,8 @@ impl Target for LocalTarget {
     }
 
     fn supports(&self, action: Action) -> bool {
-        LocalTarget::can(&self.options.broker, action)
+        let network = matches!(action, Action::Partition | Action::Latency | Action::Loss);
+        LocalTarget::can(&self.options.broker, action) && !(network && self.direct_ports.is_some())
     }
 
     async fn running(&self, service: ServiceName) -> Result<usize, TargetError> {

@@ -198,6 +198,7 @@ async fn run_local(label: &str, scenario: &Scenario, run: &RunArgs, dir: &Path, 
             .collect(),
         seed: config.seed,
         broker,
+        direct: false,
     };
     let started = wall_clock();
     if options.broker == BrokerChoice::Own {
