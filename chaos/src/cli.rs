@@ -15,6 +15,8 @@
 //! lastmile dlq replay lastmile.matching-service [--max 10]  # dead letters back into their queue
 //! lastmile dlq purge lastmile.matching-service              # drop them
 //! lastmile sweep --kube scenarios/demo.toml --seeds 1..100000 --parallelism 50  # an Indexed Job
+//! lastmile load --rate 5000                                 # a local deployment of its own, measured
+//! lastmile load --target kube --rate 5000                   # the generator as a Job in the cluster
 //! ```
 //! (Simulated runs are `cargo sim run ...`.)
 
@@ -81,10 +83,13 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Measure the services on this machine: open-loop ride requests at a constant rate
-    /// (latency from each request's due time), request -> match with drivers waiting, and the
-    /// disk's fdatasync rate and RabbitMQ's publish -> confirm round trip in the same run.
-    /// Starts its own local deployment (release build recommended: `cargo lastmile-release`).
+    /// Measure the services: open-loop ride requests at a constant rate (latency from each
+    /// request's due time), request -> match with drivers waiting, and the disk's fdatasync rate
+    /// and RabbitMQ's publish -> confirm round trip in the same run. `--target local` starts a
+    /// deployment of its own on this machine (release build recommended: `cargo
+    /// lastmile-release`); `--target kube` runs the generator as a Job inside the cluster, next
+    /// to the services (k8s/load/job.yaml); `--target endpoints` loads a deployment already
+    /// running at the URLs given (what that Job's pod runs).
     Load(LoadArgs),
     /// Run one of the two demo workloads against a deployment.
     Demo {
@@ -190,9 +195,27 @@ impl KubeArgs {
     }
 }
 
+/// Where `lastmile load`'s generator runs, and what it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadTarget {
+    /// A deployment of the run's own on this machine (every service once, wired direct), and
+    /// the generator beside it.
+    Local,
+    /// The Kubernetes deployment: the generator runs as a Job in its namespace
+    /// (k8s/load/job.yaml), next to the services — through port-forwards it would measure the
+    /// tunnels. The Job's report is printed here; the Job is deleted at the end.
+    Kube,
+    /// A deployment already running at --user-url, --location-url and --trip-url (what the
+    /// kube target's pod runs, against the cluster's DNS names).
+    Endpoints,
+}
+
 /// `lastmile load`'s arguments.
 #[derive(Debug, Clone, Args)]
 pub struct LoadArgs {
+    /// Where the generator runs, and against what.
+    #[arg(long, value_enum, default_value = "local")]
+    pub target: LoadTarget,
     /// Ride requests per second.
     #[arg(long, default_value_t = 1000.0)]
     pub rate: f64,
@@ -205,13 +228,57 @@ pub struct LoadArgs {
     /// Rides in the request -> match phase (10 a second).
     #[arg(long, default_value_t = 100)]
     pub match_rides: usize,
-    /// RabbitMQ for the services.
+    /// RabbitMQ: the services' with --target local; the one whose publish -> confirm round trip
+    /// is measured with --target endpoints.
     #[arg(long, env = "LASTMILE_AMQP_URL", hide_env_values = true, default_value = lastmile_services::config::DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// A file holding the RabbitMQ URL (a mounted Secret); wins over --amqp-url.
+    #[arg(long, env = "LASTMILE_AMQP_URL_FILE")]
+    pub amqp_url_file: Option<PathBuf>,
     /// Where journals and service logs go (default: a fresh folder under the temp dir); its disk
-    /// is the one measured.
+    /// is the one measured. --target local only.
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
+    /// user-service's base URL, `http://host:port` (--target endpoints; checked by
+    /// `load::parse_service_url`, whose errors never echo a password in the URL).
+    #[arg(long, value_name = "URL")]
+    pub user_url: Option<String>,
+    /// location-service's base URL (--target endpoints).
+    #[arg(long, value_name = "URL")]
+    pub location_url: Option<String>,
+    /// trip-service's base URL (--target endpoints).
+    #[arg(long, value_name = "URL")]
+    pub trip_url: Option<String>,
+    /// notification-service's base URL (--target endpoints; optional: the load does not call it,
+    /// it is only checked to be ready).
+    #[arg(long, value_name = "URL")]
+    pub notification_url: Option<String>,
+    /// A file holding the deployment's service token (a mounted Secret), presented with every
+    /// call (--target endpoints). Or the token itself in the environment variable
+    /// LASTMILE_SERVICE_TOKEN — never a flag, never printed.
+    #[arg(long, env = "LASTMILE_SERVICE_TOKEN_FILE")]
+    pub service_token_file: Option<PathBuf>,
+    /// Prefix of the services' exchanges: the broker probe publishes to their events exchange
+    /// (--target endpoints).
+    #[arg(long, env = "LASTMILE_PREFIX", default_value = "lastmile")]
+    pub prefix: String,
+    /// The folder whose disk the fdatasync probe measures (--target endpoints; default: a fresh
+    /// folder under the temp dir): the generator's own disk, not the services' volumes.
+    #[arg(long)]
+    pub disk_dir: Option<PathBuf>,
+    /// The run's tag in every rider, driver and ride id, so that runs against a long-lived
+    /// deployment never collide (--target endpoints and kube; default: a fresh one).
+    #[arg(long, value_parser = crate::load::parse_run_id)]
+    pub run_id: Option<String>,
+    /// The image holding `lastmile` (the Dockerfile's; --target kube).
+    #[arg(long, default_value = "lastmile:dev")]
+    pub image: String,
+    /// Give up after this many seconds and delete the Job (--target kube; default: the time the
+    /// pod may take to start, --ready-timeout-s, plus a bound of the run's own length).
+    #[arg(long)]
+    pub timeout_s: Option<u64>,
+    #[command(flatten)]
+    pub kube: KubeArgs,
 }
 
 /// How a scenario is run.

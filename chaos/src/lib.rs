@@ -28,7 +28,10 @@
 //! queues (`lastmile dlq list|replay|purge`). [`cli`] is the `lastmile` command line (the binary
 //! only parses and dispatches), [`run`] runs scenarios on either target, [`operate`] scales and
 //! port-forwards the Kubernetes deployment. [`sweep`] runs a simulated sweep over many seeds as
-//! an Indexed Job on the cluster (`lastmile sweep --kube`) and merges the pods' results.
+//! an Indexed Job on the cluster (`lastmile sweep --kube`) and merges the pods' results. [`load`]
+//! is `lastmile load`: one measurement ([`load::run_against`]) of a deployment of its own
+//! (`--target local`), of one running at given URLs (`--target endpoints`), or from a Job inside
+//! the cluster that runs the latter next to the services (`--target kube`, [`load::kube`]).
 
 pub mod broker;
 pub mod chaos_mesh;

@@ -288,6 +288,9 @@ fn the_dockerfile_builds_the_binary_the_deployments_run() {
     assert!(dockerfile.contains(r#"RUSTFLAGS="--cfg madsim""#), "the simulator is built with --cfg madsim");
     assert!(dockerfile.contains("--bin lastmile-sim"), "the Dockerfile builds lastmile-sim");
     assert!(dockerfile.contains("/usr/local/bin/lastmile-sim"), "and puts it on the PATH");
+    // And the CLI, for the Job of `lastmile load --target kube`, which runs it by name.
+    assert!(dockerfile.contains("-p lastmile-chaos --bin lastmile\n"), "the Dockerfile builds lastmile");
+    assert!(dockerfile.contains("target/release/lastmile /usr/local/bin/lastmile\n"), "and puts it on the PATH");
 }
 
 /// `k8s/sweep/indexed-job.yaml`, the template of `lastmile sweep --kube`: a Job of Kubernetes'
@@ -331,6 +334,97 @@ fn the_sweep_job_template_is_a_locked_down_indexed_job_outside_the_deployment() 
     assert!(items.iter().any(|i| i.key == lastmile_chaos::sweep::SCENARIO_KEY));
     let kustomization = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap();
     assert!(!kustomization.contains("sweep"), "the sweep's Job is not part of the deployment");
+}
+
+/// `k8s/load/job.yaml`, the template of `lastmile load --target kube`: one pod, never retried,
+/// locked down like the services, reading the broker URL and the token from the mounted Secrets'
+/// files, running `lastmile load --target endpoints` against URLs that are the deployment's
+/// Services and ports, with its fdatasync probe on a volume of its own — and not part of the
+/// deployment.
+#[test]
+fn the_load_job_template_runs_the_generator_next_to_the_services_it_names() {
+    use k8s_openapi::api::batch::v1::Job;
+    use lastmile_chaos::load::kube::{CONTAINER, POD_NAME_LABEL, TEMPLATE};
+    let text = std::fs::read_to_string(k8s_dir().join("load/job.yaml")).unwrap();
+    assert_eq!(text, TEMPLATE, "the CLI renders this very file");
+    let job: Job = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("k8s/load/job.yaml: {e}"));
+    assert_eq!(job.metadata.namespace.as_deref(), Some(NAMESPACE));
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.completion_mode, None, "one pod, not indexed");
+    assert_eq!(spec.backoff_limit, Some(0), "a measurement is not retried");
+    assert!(spec.ttl_seconds_after_finished.is_some() && spec.active_deadline_seconds.is_some(), "safety nets");
+    let labels = spec.template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+    assert_eq!(labels.get("app.kubernetes.io/name").map(String::as_str), Some(POD_NAME_LABEL));
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let pod_sc = pod.security_context.as_ref().unwrap();
+    assert_eq!(pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+    assert_eq!(pod_sc.run_as_non_root, Some(true));
+    assert_eq!(pod.containers.len(), 1);
+    let c = &pod.containers[0];
+    assert_eq!(c.name, CONTAINER);
+    assert_eq!(c.image.as_deref(), Some(IMAGE));
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
+    let resources = c.resources.as_ref().unwrap();
+    for key in ["cpu", "memory"] {
+        assert!(resources.requests.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} request");
+        assert!(resources.limits.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} limit");
+    }
+
+    // Secrets as files, as the services read them; nothing secret in the environment.
+    let env = c.env.clone().unwrap_or_default();
+    let value = |var: &str| env.iter().find(|e| e.name == var).and_then(|e| e.value.clone());
+    assert!(!env.iter().any(|e| e.name == "LASTMILE_AMQP_URL" || e.name == "LASTMILE_SERVICE_TOKEN"));
+    assert!(!env.iter().any(|e| e.value_from.is_some()), "no secretKeyRef in the environment");
+    let volumes = pod.volumes.clone().unwrap_or_default();
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
+    let mounted_secret = |secret: &str, key: &str| -> String {
+        let volume = volumes
+            .iter()
+            .find(|v| v.secret.as_ref().is_some_and(|s| s.secret_name.as_deref() == Some(secret)))
+            .unwrap_or_else(|| panic!("the Secret {secret} is not mounted"));
+        let mount = mounts.iter().find(|m| m.name == volume.name).expect("its volume is mounted");
+        assert_eq!(mount.read_only, Some(true));
+        format!("{}/{key}", mount.mount_path)
+    };
+    assert_eq!(value("LASTMILE_AMQP_URL_FILE"), Some(mounted_secret("rabbitmq", "amqp-url")));
+    assert_eq!(
+        value("LASTMILE_SERVICE_TOKEN_FILE"),
+        Some(mounted_secret(
+            lastmile_chaos::kubernetes::SERVICE_TOKEN_SECRET,
+            lastmile_chaos::kubernetes::SERVICE_TOKEN_KEY
+        ))
+    );
+
+    // The command: an endpoints load against the deployment's own Services and ports.
+    let command = c.command.clone().unwrap_or_default();
+    assert_eq!(command[..4], ["lastmile", "load", "--target", "endpoints"]);
+    let flag = |name: &str| command.iter().position(|w| w == name).map(|i| command[i + 1].clone());
+    let m = load();
+    for (service, name) in
+        [("user-service", "--user-url"), ("location-service", "--location-url"), ("trip-service", "--trip-url")]
+    {
+        let url = flag(name).unwrap_or_else(|| panic!("no {name}"));
+        let port = m
+            .services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(service))
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first().map(|p| p.port))
+            .unwrap_or_else(|| panic!("no Service {service}"));
+        assert_eq!(url, format!("http://{service}:{port}"), "{name} is the Service's DNS name and port");
+        assert_eq!(lastmile_chaos::load::parse_service_url(&url), Ok(url.clone()));
+    }
+    // The disk probe writes to a volume of the pod's own (the root filesystem is read-only).
+    let disk = flag("--disk-dir").expect("--disk-dir");
+    let scratch = mounts.iter().find(|m| m.mount_path == disk).expect("--disk-dir is a mount");
+    let volume = volumes.iter().find(|v| v.name == scratch.name).unwrap();
+    assert!(volume.empty_dir.is_some(), "an emptyDir: this pod's disk, not trip-service's volume");
+    assert_ne!(scratch.read_only, Some(true));
+
+    let kustomization = std::fs::read_to_string(k8s_dir().join("kustomization.yaml")).unwrap();
+    assert!(!kustomization.contains("load/"), "the load Job is not part of the deployment");
 }
 
 /// Every pod runs under the runtime's seccomp profile, without a service-account token (none of
@@ -406,10 +500,15 @@ fn network_policies_let_only_the_intended_callers_in() {
         out.sort();
         out
     };
-    assert_eq!(callers("user-service"), ["location-service", "trip-service"]);
-    assert_eq!(callers("location-service"), ["matching-service"]);
-    assert_eq!(callers("trip-service"), ["location-service", "matching-service"]);
-    assert_eq!(callers("rabbitmq").len(), 5, "the five services reach the broker");
+    // The load generator's pods (k8s/load/job.yaml) are let in where it calls, and only there.
+    let load = lastmile_chaos::load::kube::POD_NAME_LABEL;
+    assert_eq!(callers("user-service"), [load, "location-service", "trip-service"]);
+    assert_eq!(callers("location-service"), [load, "matching-service"]);
+    assert_eq!(callers("trip-service"), [load, "location-service", "matching-service"]);
+    let mut broker_callers: Vec<String> = lastmile_services::ServiceName::NAMES.map(String::from).to_vec();
+    broker_callers.push(load.to_string());
+    broker_callers.sort();
+    assert_eq!(callers("rabbitmq"), broker_callers, "the five services and the load probe reach the broker");
     for service in ["trip-service", "matching-service"] {
         let budget = m.budgets.iter().find(|b| b.metadata.name.as_deref() == Some(service)).expect("a budget");
         assert_eq!(budget.spec.as_ref().unwrap().min_available, Some(IntOrString::Int(1)), "{service}");

@@ -16,12 +16,13 @@
 //!   installed), create/get/list (`labelSelector`, `fieldSelector`, watch)/delete of
 //!   `networkchaos` and `podchaos`, each object marked injected at once, every create and delete
 //!   recorded in order; creation answering 500 when told so;
-//! - Jobs (`batch/v1`, Indexed only): create, get, list/watch by name, delete with a
-//!   `propagationPolicy` (Background/Foreground take the pods along), and a Job controller that
-//!   runs each index as a pod (labels and `JOB_COMPLETION_INDEX` as Kubernetes sets them) whose
-//!   end and log a test hook decides, retrying up to `backoffLimitPerIndex`, honouring
-//!   `parallelism` and `maxFailedIndexes`, keeping `completedIndexes`/`failedIndexes`; and
-//!   ConfigMaps (create, get, delete); creation of a Job answering 500 when told so;
+//! - Jobs (`batch/v1`, Indexed, or NonIndexed with one completion): create, get, list/watch by
+//!   name, delete with a `propagationPolicy` (Background/Foreground take the pods along), and a
+//!   Job controller that runs each index as a pod (labels and `JOB_COMPLETION_INDEX` as
+//!   Kubernetes sets them) whose end and log a test hook decides, retrying up to
+//!   `backoffLimitPerIndex` (a NonIndexed Job: `backoffLimit`), honouring `parallelism` and
+//!   `maxFailedIndexes`, keeping `completedIndexes`/`failedIndexes`; and ConfigMaps (create,
+//!   get, delete); creation of a Job answering 500 when told so;
 //! - faults for the tests: a workload whose scale PATCH answers 500, one whose pods never get
 //!   ready; and a record of every scale PATCH per workload.
 //!
@@ -899,14 +900,14 @@ async fn delete_chaos(
     axum::Json(object).into_response()
 }
 
-// ---- Jobs (batch/v1) and ConfigMaps: what `lastmile sweep --kube` creates --------------------
+// ---- Jobs (batch/v1) and ConfigMaps: what `lastmile sweep --kube` and `load --target kube` create
 
-/// One pod of an Indexed Job, as the fake's Job controller hands it to the test's hook.
+/// One pod of a Job, as the fake's Job controller hands it to the test's hook.
 #[derive(Debug, Clone)]
 pub struct JobPodRun {
     /// The Job's name.
     pub job: String,
-    /// The completion index.
+    /// The completion index (0 for the one pod of a NonIndexed Job).
     pub index: u64,
     /// 0 for the first pod of the index, then one more per retry.
     pub attempt: u32,
@@ -956,6 +957,8 @@ struct JobsModel {
 
 struct JobRun {
     object: Value,
+    /// `completionMode: Indexed` (else NonIndexed: one completion, retried up to `backoffLimit`).
+    indexed: bool,
     indexes: Vec<IndexRun>,
     succeeded_pods: u64,
     failed_pods: u64,
@@ -1059,7 +1062,10 @@ fn job_controller_tick(shared: &Arc<Shared>) {
         }
         let spec = run.object["spec"].clone();
         let int = |key: &str, default: u64| spec[key].as_u64().unwrap_or(default);
-        let (parallelism, backoff) = (int("parallelism", 1), int("backoffLimitPerIndex", 0) as u32);
+        let indexed = run.indexed;
+        let parallelism = int("parallelism", 1);
+        // Kubernetes' default backoffLimit is 6.
+        let backoff = (if indexed { int("backoffLimitPerIndex", 0) } else { int("backoffLimit", 6) }) as u32;
         let max_failed = spec["maxFailedIndexes"].as_u64();
         // Running pods end when the hook says so.
         let mut finished_pods: Vec<(String, i32, String, u64, u32)> = Vec::new();
@@ -1113,14 +1119,20 @@ fn job_controller_tick(shared: &Arc<Shared>) {
             "active": run.indexes.iter().filter(|i| i.running.is_some()).count(),
             "succeeded": run.succeeded_pods,
             "failed": run.failed_pods,
-            "completedIndexes": index_list(run.indexes.iter().enumerate().filter(|(_, i)| i.completed).map(|(n, _)| n as u64)),
-            "failedIndexes": index_list(run.indexes.iter().enumerate().filter(|(_, i)| i.failed_for_good).map(|(n, _)| n as u64)),
         });
+        if indexed {
+            status["completedIndexes"] =
+                json!(index_list(run.indexes.iter().enumerate().filter(|(_, i)| i.completed).map(|(n, _)| n as u64)));
+            status["failedIndexes"] = json!(index_list(
+                run.indexes.iter().enumerate().filter(|(_, i)| i.failed_for_good).map(|(n, _)| n as u64)
+            ));
+        }
         if over_max || all_done {
-            let (kind, reason) = match (over_max, failed_for_good) {
-                (true, _) => ("Failed", "MaxFailedIndexesExceeded"),
-                (false, 0) => ("Complete", "CompletionsReached"),
-                (false, _) => ("Failed", "FailedIndexes"),
+            let (kind, reason) = match (over_max, failed_for_good, indexed) {
+                (true, _, _) => ("Failed", "MaxFailedIndexesExceeded"),
+                (false, 0, _) => ("Complete", "CompletionsReached"),
+                (false, _, true) => ("Failed", "FailedIndexes"),
+                (false, _, false) => ("Failed", "BackoffLimitExceeded"),
             };
             status["conditions"] = json!([{ "type": kind, "status": "True", "reason": reason }]);
         }
@@ -1133,7 +1145,8 @@ fn job_controller_tick(shared: &Arc<Shared>) {
             m.jobs.logs.insert(pod.clone(), log);
             if let Some(p) = m.pods.get_mut(&pod) {
                 let phase = if exit_code == 0 { "Succeeded" } else { "Failed" };
-                p.object["status"] = json!({ "phase": phase, "containerStatuses": [ { "name": "sweep",
+                let container = p.object["spec"]["containers"][0]["name"].clone();
+                p.object["status"] = json!({ "phase": phase, "containerStatuses": [ { "name": container,
                     "state": { "terminated": { "exitCode": exit_code } } } ] });
                 let object = p.object.clone();
                 m.publish(tx, "pods", "MODIFIED", object);
@@ -1142,23 +1155,26 @@ fn job_controller_tick(shared: &Arc<Shared>) {
         for (index, attempt) in to_start {
             let pod = format!("{name}-{index}-{attempt}");
             let mut spec = template["spec"].clone();
-            for c in spec["containers"].as_array_mut().into_iter().flatten() {
-                let env = c["env"].as_array().cloned().unwrap_or_default();
-                let mut env: Vec<Value> = env.into_iter().filter(|e| e["name"] != "JOB_COMPLETION_INDEX").collect();
-                env.push(json!({ "name": "JOB_COMPLETION_INDEX", "value": index.to_string() }));
-                c["env"] = json!(env);
-            }
             let mut labels = template["metadata"]["labels"].clone();
             if !labels.is_object() {
                 labels = json!({});
             }
             labels["batch.kubernetes.io/job-name"] = json!(name);
             labels["job-name"] = json!(name);
-            labels["batch.kubernetes.io/job-completion-index"] = json!(index.to_string());
+            let mut annotations = json!({});
+            if indexed {
+                for c in spec["containers"].as_array_mut().into_iter().flatten() {
+                    let env = c["env"].as_array().cloned().unwrap_or_default();
+                    let mut env: Vec<Value> = env.into_iter().filter(|e| e["name"] != "JOB_COMPLETION_INDEX").collect();
+                    env.push(json!({ "name": "JOB_COMPLETION_INDEX", "value": index.to_string() }));
+                    c["env"] = json!(env);
+                }
+                labels["batch.kubernetes.io/job-completion-index"] = json!(index.to_string());
+                annotations["batch.kubernetes.io/job-completion-index"] = json!(index.to_string());
+            }
             let object = json!({
                 "metadata": { "name": pod, "namespace": "lastmile", "creationTimestamp": timestamp(m.clock),
-                              "labels": labels,
-                              "annotations": { "batch.kubernetes.io/job-completion-index": index.to_string() } },
+                              "labels": labels, "annotations": annotations },
                 "spec": spec,
                 "status": { "phase": "Running" }
             });
@@ -1222,10 +1238,11 @@ async fn create_job(State(shared): State<Arc<Shared>>, Path(ns): Path<String>, b
         if m.jobs.jobs.contains_key(&name) {
             return status(StatusCode::CONFLICT, &format!("jobs.batch \"{name}\" already exists"));
         }
-        if object["spec"]["completionMode"] != "Indexed" {
-            return status(StatusCode::UNPROCESSABLE_ENTITY, "the fake runs Indexed Jobs only");
-        }
+        let indexed = object["spec"]["completionMode"] == "Indexed";
         let completions = object["spec"]["completions"].as_u64().unwrap_or(1) as usize;
+        if !indexed && (completions != 1 || object["spec"]["parallelism"].as_u64().unwrap_or(1) != 1) {
+            return status(StatusCode::UNPROCESSABLE_ENTITY, "the fake runs NonIndexed Jobs of one pod only");
+        }
         m.jobs.created.push(object.clone());
         object["metadata"]["namespace"] = json!(ns);
         object["metadata"]["creationTimestamp"] = json!(timestamp(m.clock));
@@ -1234,6 +1251,7 @@ async fn create_job(State(shared): State<Arc<Shared>>, Path(ns): Path<String>, b
         object["metadata"]["resourceVersion"] = json!(m.rv.to_string());
         let run = JobRun {
             object: object.clone(),
+            indexed,
             indexes: vec![IndexRun::default(); completions],
             succeeded_pods: 0,
             failed_pods: 0,
