@@ -39,7 +39,7 @@ pub trait State: Default + Send + 'static {
 }
 
 /// Changes per record in a compacted journal (keeps each line a moderate size).
-const COMPACTED_CHANGES_PER_RECORD: usize = 1000;
+pub const COMPACTED_CHANGES_PER_RECORD: usize = 1000;
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
@@ -215,8 +215,7 @@ impl<S: State> Store<S> {
             if let Some(at) = self.unconfirmed_at.remove(&event_id) {
                 self.unconfirmed.remove(&at);
             }
-            let record = serde_json::to_vec(&Record::<S::Change>::Published { event_id }).expect("serializes");
-            ticket = Some(self.journal.write(&record)?);
+            ticket = Some(self.journal.write(&published_record(event_id))?);
         }
         self.compact_if_due().await;
         self.note_sizes();
@@ -241,17 +240,7 @@ impl<S: State> Store<S> {
         if self.journal.records_since_snapshot() < self.compact_after {
             return;
         }
-        let changes = self.state.compacted();
-        let mut records = Vec::with_capacity(changes.len() / COMPACTED_CHANGES_PER_RECORD + 2);
-        let record = |changes: Vec<S::Change>, events: Vec<Event>| {
-            serde_json::to_vec(&Record::Commit { changes, events }).expect("records serialize")
-        };
-        for chunk in changes.chunks(COMPACTED_CHANGES_PER_RECORD) {
-            records.push(record(chunk.to_vec(), Vec::new()));
-        }
-        if !self.unconfirmed.is_empty() {
-            records.push(record(Vec::new(), self.unconfirmed.values().cloned().collect()));
-        }
+        let records = snapshot_records(&self.state, self.unconfirmed.values().cloned().collect());
         let before = self.journal.records_since_snapshot();
         if let Err(e) = self.journal.compact(&records).await {
             // The history is intact (a snapshot counts only once complete): only replay stays
@@ -315,6 +304,35 @@ impl<S: State> Store<S> {
     pub fn unpublished(&self) -> usize {
         self.outbox.pending()
     }
+}
+
+/// A commit of `changes` and the `events` they cause, as [`Store::commit`] journals it.
+///
+/// With [`published_record`] and [`snapshot_records`], what writes a store's journal without a
+/// running service, in exactly the store's format (the restart benchmark in `lastmile-benches`
+/// builds a million-record journal with them).
+pub fn commit_record<C: Serialize>(changes: Vec<C>, events: Vec<Event>) -> Vec<u8> {
+    serde_json::to_vec(&Record::Commit { changes, events }).expect("records serialize")
+}
+
+/// The broker's confirm of `event_id`, as the store journals it.
+pub fn published_record(event_id: String) -> Vec<u8> {
+    serde_json::to_vec(&Record::<()>::Published { event_id }).expect("records serialize")
+}
+
+/// What a compaction replaces the journal's history with: `state` as the changes that rebuild
+/// it ([`State::compacted`]), [`COMPACTED_CHANGES_PER_RECORD`] to a record, then the
+/// `unconfirmed` events in one record (published again after a restart).
+pub fn snapshot_records<S: State>(state: &S, unconfirmed: Vec<Event>) -> Vec<Vec<u8>> {
+    let changes = state.compacted();
+    let mut records = Vec::with_capacity(changes.len() / COMPACTED_CHANGES_PER_RECORD + 2);
+    for chunk in changes.chunks(COMPACTED_CHANGES_PER_RECORD) {
+        records.push(commit_record(chunk.to_vec(), Vec::new()));
+    }
+    if !unconfirmed.is_empty() {
+        records.push(commit_record::<S::Change>(Vec::new(), unconfirmed));
+    }
+    records
 }
 
 /// A commit written and applied, not durable yet. Wait for it outside the store's lock.
