@@ -24,7 +24,7 @@ use crate::chaos_mesh::{self, ChaosMesh, ChaosObject, Pods};
 use crate::forward::Forwarder;
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Secret};
 use kube::api::{Api, DeleteParams, ListParams, LogParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::config::KubeConfigOptions;
 use kube::{Client, Config, Resource, ResourceExt};
@@ -111,6 +111,11 @@ impl std::fmt::Display for KubeWorkload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The container called `name` of a Job template's pod (the one the CLI fills in).
+pub fn template_container<'a>(pod: &'a mut PodSpec, name: &str) -> Result<&'a mut Container, String> {
+    pod.containers.iter_mut().find(|c| c.name == name).ok_or_else(|| format!("the template has no container {name}"))
 }
 
 /// Whether a pod is ready and not on its way out.

@@ -184,11 +184,7 @@ impl SweepPlan {
                 config_map.name = self.name.clone();
             }
         }
-        let container = pod
-            .containers
-            .iter_mut()
-            .find(|c| c.name == CONTAINER)
-            .ok_or_else(|| format!("the template has no container {CONTAINER}"))?;
+        let container = kubernetes::template_container(pod, CONTAINER)?;
         container.image = Some(self.image.clone());
         let env = container.env.get_or_insert_with(Vec::new);
         let values = [

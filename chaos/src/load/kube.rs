@@ -69,11 +69,7 @@ impl LoadJob {
         job.metadata.name = Some(self.name.clone());
         job.metadata.namespace = Some(namespace.to_string());
         let pod = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()).ok_or("the template has no pod spec")?;
-        let container = pod
-            .containers
-            .iter_mut()
-            .find(|c| c.name == CONTAINER)
-            .ok_or_else(|| format!("the template has no container {CONTAINER}"))?;
+        let container = crate::kubernetes::template_container(pod, CONTAINER)?;
         container.image = Some(self.image.clone());
         container.args = Some(self.args.clone());
         Ok(job)
