@@ -375,23 +375,41 @@ impl JournalHandle {
                 woken.await;
                 continue;
             };
-            let result = write_and_sync(shared, &bytes, offset).await;
-            {
-                let mut state = shared.state.lock().expect("journal state");
-                state.syncing = false;
-                match &result {
-                    Ok(()) => {
-                        state.len += bytes.len() as u64;
-                        state.synced = target;
-                        state.syncs += u64::from(!bytes.is_empty());
-                    }
-                    Err(e) => state.failed = Some(e.to_string()),
+            // The sync is a task of its own: the leader's caller may give up (an HTTP handler is
+            // dropped when its client disconnects), and a sync dropped half way would leave
+            // `syncing` set and the taken bytes unwritten — every later commit waiting forever.
+            let sync = tokio::spawn(lead_sync(shared.clone(), bytes, offset, target));
+            match sync.await {
+                Ok(result) => result?,
+                Err(e) => {
+                    return Err(io::Error::other(format!(
+                        "journal {}: the sync task ended: {e}",
+                        shared.path.display()
+                    )))
                 }
             }
-            shared.synced.notify_waiters();
-            result.map_err(|e| io::Error::new(e.kind(), format!("journal {}: {e}", shared.path.display())))?;
         }
     }
+}
+
+/// One group sync, led to its end whoever waits for it: write and sync `bytes` at `offset`, then
+/// mark everything up to `target` synced (or the journal failed) and wake the waiters.
+async fn lead_sync(shared: Arc<Shared>, bytes: Vec<u8>, offset: u64, target: u64) -> io::Result<()> {
+    let result = write_and_sync(&shared, &bytes, offset).await;
+    {
+        let mut state = shared.state.lock().expect("journal state");
+        state.syncing = false;
+        match &result {
+            Ok(()) => {
+                state.len += bytes.len() as u64;
+                state.synced = target;
+                state.syncs += u64::from(!bytes.is_empty());
+            }
+            Err(e) => state.failed = Some(e.to_string()),
+        }
+    }
+    shared.synced.notify_waiters();
+    result.map_err(|e| io::Error::new(e.kind(), format!("journal {}: {e}", shared.path.display())))
 }
 
 /// Write `bytes` at `offset` and sync. With crash points on, the bytes go down in two halves
@@ -573,6 +591,30 @@ mod tests {
         let (_, records) = Journal::open(&path).await.unwrap();
         assert_eq!(records.len(), 3);
         assert_eq!(records[2], b"{\"d\":4}".to_vec());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// A request handler leading a group sync is dropped when its client disconnects: the sync
+    /// must still finish, or `syncing` stays set and every later commit waits forever (found by
+    /// the local chaos runs: trip-service stopped writing at a partition and never answered
+    /// again).
+    #[tokio::test]
+    async fn a_sync_whose_leader_is_dropped_half_way_still_finishes_for_everyone() {
+        let dir = std::env::temp_dir().join(format!("lastmile-journal-{}", crate::clock::new_id()));
+        let path = dir.join("log");
+        let (mut journal, _) = Journal::open(&path).await.unwrap();
+        let first = journal.write(b"{\"a\":1}").unwrap();
+        // Polled once — it takes the lead and starts the write — then dropped.
+        let dropped = futures_util::FutureExt::now_or_never(journal.handle().durable(first));
+        assert!(dropped.is_none(), "the leader was dropped before its sync ended");
+        let second = journal.write(b"{\"b\":2}").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), journal.handle().durable(second))
+            .await
+            .expect("a commit after a dropped leader is synced, not stuck behind it")
+            .unwrap();
+        drop(journal);
+        let (_, records) = Journal::open(&path).await.unwrap();
+        assert_eq!(records, vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()], "the dropped leader's record too");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
