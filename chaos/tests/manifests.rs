@@ -296,6 +296,24 @@ fn the_dockerfile_builds_the_binary_the_deployments_run() {
 /// `k8s/sweep/indexed-job.yaml`, the template of `lastmile sweep --kube`: a Job of Kubernetes'
 /// own type, Indexed with retries per index, locked down like the services, running the
 /// simulator of the Dockerfile's image — and not part of the deployment.
+/// A Job template's pod runs non-root under the default seccomp profile, and its container
+/// `name` runs the project image read-only, unprivileged, with requests and limits.
+fn locked_down_container<'a>(pod: &'a PodSpec, name: &str) -> &'a k8s_openapi::api::core::v1::Container {
+    let pod_sc = pod.security_context.as_ref().unwrap();
+    assert_eq!(pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+    assert_eq!(pod_sc.run_as_non_root, Some(true));
+    let c = pod.containers.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no container {name}"));
+    assert_eq!(c.image.as_deref(), Some(IMAGE));
+    let sc = c.security_context.as_ref().unwrap();
+    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
+    let resources = c.resources.as_ref().unwrap();
+    for key in ["cpu", "memory"] {
+        assert!(resources.requests.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} request");
+        assert!(resources.limits.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} limit");
+    }
+    c
+}
+
 #[test]
 fn the_sweep_job_template_is_a_locked_down_indexed_job_outside_the_deployment() {
     use k8s_openapi::api::batch::v1::Job;
@@ -313,18 +331,7 @@ fn the_sweep_job_template_is_a_locked_down_indexed_job_outside_the_deployment() 
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"), "backoffLimitPerIndex needs Never");
     assert_eq!(pod.automount_service_account_token, Some(false));
-    let pod_sc = pod.security_context.as_ref().unwrap();
-    assert_eq!(pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
-    assert_eq!(pod_sc.run_as_non_root, Some(true));
-    let c = pod.containers.iter().find(|c| c.name == lastmile_chaos::sweep::CONTAINER).expect("the sweep container");
-    assert_eq!(c.image.as_deref(), Some(IMAGE));
-    let sc = c.security_context.as_ref().unwrap();
-    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
-    let resources = c.resources.as_ref().unwrap();
-    for key in ["cpu", "memory"] {
-        assert!(resources.requests.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} request");
-        assert!(resources.limits.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} limit");
-    }
+    let c = locked_down_container(pod, lastmile_chaos::sweep::CONTAINER);
     let script = c.args.clone().unwrap_or_default().join(" ");
     assert!(script.contains("JOB_COMPLETION_INDEX") && script.contains("lastmile-sim run"), "{script}");
     assert!(script.contains("--summary-lines"), "{script}");
@@ -358,20 +365,8 @@ fn the_load_job_template_runs_the_generator_next_to_the_services_it_names() {
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert_eq!(pod.automount_service_account_token, Some(false));
-    let pod_sc = pod.security_context.as_ref().unwrap();
-    assert_eq!(pod_sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
-    assert_eq!(pod_sc.run_as_non_root, Some(true));
     assert_eq!(pod.containers.len(), 1);
-    let c = &pod.containers[0];
-    assert_eq!(c.name, CONTAINER);
-    assert_eq!(c.image.as_deref(), Some(IMAGE));
-    let sc = c.security_context.as_ref().unwrap();
-    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
-    let resources = c.resources.as_ref().unwrap();
-    for key in ["cpu", "memory"] {
-        assert!(resources.requests.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} request");
-        assert!(resources.limits.as_ref().is_some_and(|r| r.contains_key(key)), "no {key} limit");
-    }
+    let c = locked_down_container(pod, CONTAINER);
 
     // Secrets as files, as the services read them; nothing secret in the environment.
     let env = c.env.clone().unwrap_or_default();
