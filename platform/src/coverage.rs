@@ -39,6 +39,8 @@ pub enum RecoveryPath {
     TornTailDropped,
     /// A journal was rebuilt from a compaction's snapshot at start.
     SnapshotReplayed,
+    /// A compaction cut short by a crash was finished at start: its owed snapshot written.
+    OwedSnapshotWritten,
     /// Events committed but never confirmed were published again after a restart.
     Republished,
     /// A replica died at an armed crash point.
@@ -47,7 +49,7 @@ pub enum RecoveryPath {
 
 impl RecoveryPath {
     /// Every recovery path, in report order.
-    pub const ALL: [RecoveryPath; 14] = [
+    pub const ALL: [RecoveryPath; 15] = [
         RecoveryPath::Redelivered,
         RecoveryPath::DuplicateIgnored,
         RecoveryPath::CasConflict,
@@ -60,6 +62,7 @@ impl RecoveryPath {
         RecoveryPath::JournalReplayed,
         RecoveryPath::TornTailDropped,
         RecoveryPath::SnapshotReplayed,
+        RecoveryPath::OwedSnapshotWritten,
         RecoveryPath::Republished,
         RecoveryPath::CrashPointHit,
     ];
@@ -79,6 +82,7 @@ impl RecoveryPath {
             RecoveryPath::JournalReplayed => "journal_replayed",
             RecoveryPath::TornTailDropped => "torn_tail_dropped",
             RecoveryPath::SnapshotReplayed => "snapshot_replayed",
+            RecoveryPath::OwedSnapshotWritten => "owed_snapshot_written",
             RecoveryPath::Republished => "republished",
             RecoveryPath::CrashPointHit => "crash_point_hit",
         }

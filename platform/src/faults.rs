@@ -7,7 +7,8 @@
 //! | `before-reply` | a commit is synced to the journal; the caller has no answer yet | a client retry finds the committed work (idempotent request ids), replay rebuilds it |
 //! | `before-confirm-recorded` | the broker confirmed a publish; the journal does not say so yet | the event is published again after replay, and consumers deduplicate it |
 //! | `mid-sync` | a journal record (or a snapshot) is half on disk | a torn tail is dropped on replay (a torn snapshot ignored), nothing acknowledged is lost |
-//! | `after-snapshot` | a compaction's snapshot is durable; the old log is not emptied yet | replay takes the snapshot and drops the log it already holds: nothing applied twice |
+//! | `mid-compaction` | a compaction started the next epoch's log; its snapshot is not written yet | replay spans the old snapshot and both logs, and writes the owed snapshot before compacting again |
+//! | `after-snapshot` | a compaction's snapshot is durable; the older log is still on disk | replay takes the snapshot and skips the log it already holds: nothing applied twice |
 //!
 //! A fault plan *arms* a point of a service (the simulation does it from the seed, as a step
 //! of the run's timeline); the next replica of that service to pass the point calls the crash
@@ -31,17 +32,20 @@ pub enum CrashPoint {
     BeforeConfirmRecorded,
     /// In the middle of writing a journal record (a torn write).
     MidSync,
-    /// After a journal compaction's snapshot is durable, before the log is emptied.
+    /// After a journal compaction started the next epoch's log, before its snapshot is written.
+    MidCompaction,
+    /// After a journal compaction's snapshot is durable (the older log still on disk).
     AfterSnapshot,
 }
 
 impl CrashPoint {
     /// Every crash point.
-    pub const ALL: [CrashPoint; 5] = [
+    pub const ALL: [CrashPoint; 6] = [
         CrashPoint::BeforeAck,
         CrashPoint::BeforeReply,
         CrashPoint::BeforeConfirmRecorded,
         CrashPoint::MidSync,
+        CrashPoint::MidCompaction,
         CrashPoint::AfterSnapshot,
     ];
 
@@ -52,6 +56,7 @@ impl CrashPoint {
             CrashPoint::BeforeReply => "before-reply",
             CrashPoint::BeforeConfirmRecorded => "before-confirm-recorded",
             CrashPoint::MidSync => "mid-sync",
+            CrashPoint::MidCompaction => "mid-compaction",
             CrashPoint::AfterSnapshot => "after-snapshot",
         }
     }

@@ -5,7 +5,7 @@
 use crate::api::Context;
 use crate::config::ServiceName;
 use crate::events::{Event, EventBody};
-use crate::store::{SharedStore, State, Store};
+use crate::store::{Compacted, SharedStore, State, Store};
 use axum::extract::State as AxState;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -63,8 +63,8 @@ impl State for Inboxes {
         }
     }
     /// Each user's notifications in order; `seen` is exactly their (event, user) pairs.
-    fn compacted(&self) -> Vec<Notified> {
-        self.by_user.values().flatten().cloned().map(Notified).collect()
+    fn compacted(&self) -> Compacted<Notified> {
+        vec![std::sync::Arc::new(self.by_user.values().flatten().cloned().map(Notified).collect())]
     }
 }
 
@@ -220,8 +220,8 @@ mod tests {
             inboxes.apply(&Notified(n(event, user)));
         }
         let mut rebuilt = Inboxes::default();
-        for change in inboxes.compacted() {
-            rebuilt.apply(&change);
+        for change in inboxes.compacted().iter().flat_map(|c| c.iter()) {
+            rebuilt.apply(change);
         }
         assert_eq!(rebuilt.by_user, inboxes.by_user, "each inbox, in its order");
         assert_eq!(rebuilt.seen, inboxes.seen);

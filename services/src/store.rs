@@ -6,9 +6,12 @@
 //! After a crash, events committed but never confirmed are published again (same event id), so
 //! no committed event is lost and consumers deduplicate the repeats.
 //!
-//! Every [`Config::compact_after`] records the journal is compacted: the state, written as the
-//! changes that rebuild it ([`State::compacted`]), and the events still unconfirmed replace the
-//! history, so a restart replays the state rather than everything that led to it.
+//! Every [`Config::compact_after`] records (and more as the state grows) the journal is
+//! compacted: the state, written as the changes that rebuild it ([`State::compacted`]), and the
+//! events still unconfirmed replace the history, so a restart replays the state rather than
+//! everything that led to it. A compaction holds the store's lock only for the journal's cut
+//! and to take the state's chunks (shared, not copied); the snapshot is serialized and written
+//! in the background while commits go on.
 //!
 //! [`Config::compact_after`]: crate::Config::compact_after
 
@@ -18,7 +21,7 @@ use lastmile_platform::broker::outbox::Outbox;
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_platform::faults::{CrashPoint, Faults};
 use lastmile_platform::http::ApiError;
-use lastmile_platform::storage::{Journal, JournalHandle, Ticket};
+use lastmile_platform::storage::{off_runtime, Journal, JournalHandle, Ticket};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,22 +33,94 @@ use tokio::sync::{mpsc, Mutex};
 /// State that is changed only through journaled changes.
 pub trait State: Default + Send + 'static {
     /// One journaled state change.
-    type Change: Serialize + DeserializeOwned + Send + Clone;
+    type Change: Serialize + DeserializeOwned + Send + Sync + Clone;
     /// Apply a change (at commit and at replay; must be deterministic).
     fn apply(&mut self, change: &Self::Change);
     /// Changes that, applied in order to the default state, rebuild this one exactly: what a
-    /// compacted journal keeps.
-    fn compacted(&self) -> Vec<Self::Change>;
+    /// compacted journal keeps. Taken under the store's lock, so a large state keeps them in
+    /// shared chunks ([`Chunked`]) and hands out references, not copies.
+    fn compacted(&self) -> Compacted<Self::Change>;
 }
 
-/// Changes per record in a compacted journal (keeps each line a moderate size).
+/// A state's changes in chunks that may be shared with the state itself: the snapshot is
+/// serialized from them after the store's lock is released.
+pub type Compacted<C> = Vec<Arc<Vec<C>>>;
+
+/// Changes per record in a compacted journal (keeps each line a moderate size), and per chunk of
+/// a [`Chunked`] list.
 pub const COMPACTED_CHANGES_PER_RECORD: usize = 1000;
+
+/// An append-only list kept in chunks of [`COMPACTED_CHANGES_PER_RECORD`]: full chunks are frozen
+/// and shared, so [`Chunked::chunks`] costs a reference per frozen chunk and a copy of the last,
+/// partial one — not a copy of the list.
+#[derive(Debug, Clone)]
+pub struct Chunked<T> {
+    frozen: Vec<Arc<Vec<T>>>,
+    open: Vec<T>,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Chunked { frozen: Vec::new(), open: Vec::new() }
+    }
+}
+
+impl<T: Clone> Chunked<T> {
+    /// Append `item`.
+    pub fn push(&mut self, item: T) {
+        self.open.push(item);
+        if self.open.len() == COMPACTED_CHANGES_PER_RECORD {
+            self.frozen.push(Arc::new(std::mem::take(&mut self.open)));
+        }
+    }
+
+    /// Every item, in the order pushed.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.frozen.iter().flat_map(|c| c.iter()).chain(self.open.iter())
+    }
+
+    /// How many items.
+    pub fn len(&self) -> usize {
+        self.frozen.len() * COMPACTED_CHANGES_PER_RECORD + self.open.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The last item pushed.
+    pub fn last(&self) -> Option<&T> {
+        self.open.last().or_else(|| self.frozen.last().and_then(|c| c.last()))
+    }
+
+    /// A copy of every item, in order.
+    pub fn to_vec(&self) -> Vec<T> {
+        self.iter().cloned().collect()
+    }
+
+    /// The items as shared chunks (see [`Compacted`]).
+    pub fn chunks(&self) -> Compacted<T> {
+        let mut chunks = self.frozen.clone();
+        if !self.open.is_empty() {
+            chunks.push(Arc::new(self.open.clone()));
+        }
+        chunks
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "record", rename_all = "snake_case")]
 enum Record<C> {
     Commit { changes: Vec<C>, events: Vec<Event> },
     Published { event_id: String },
+}
+
+/// A [`Record::Commit`] written from borrowed changes (a snapshot's chunks): the same bytes.
+#[derive(Serialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+enum RecordRef<'a, C> {
+    Commit { changes: &'a [C], events: &'a [Event] },
 }
 
 /// A service's durable state, its journal and its outbox.
@@ -102,15 +177,26 @@ impl<S: State> Store<S> {
         if !records.is_empty() {
             coverage.hit(RecoveryPath::JournalReplayed);
         }
-        if journal.epoch() > 0 {
+        if journal.snapshot_epoch() > 0 {
             coverage.hit(RecoveryPath::SnapshotReplayed);
         }
-        let journal = journal.with_faults(faults.clone());
+        let mut journal = journal.with_faults(faults.clone());
+        // A compaction cut short by a crash: its snapshot is the state at the end of the older
+        // log, written before anything else (the journal compacts no more until it is).
+        let mut owed = journal.take_owed_snapshot();
         let mut state = S::default();
         let mut committed: Vec<Event> = Vec::new();
         let mut published = BTreeSet::new();
         let mut replayed_changes = 0;
-        for (index, raw) in records.iter().enumerate() {
+        // One pass more than there are records: the owed snapshot may come after the last.
+        for index in 0..=records.len() {
+            if let Some((_, writer)) = owed.take_if(|(at, _)| *at == index) {
+                let unconfirmed = committed.iter().filter(|e| !published.contains(&e.event_id)).cloned().collect();
+                let snapshot = snapshot_of(&state.compacted(), unconfirmed);
+                writer.write(snapshot).await.map_err(|source| StoreError::Io { path: display.clone(), source })?;
+                coverage.hit(RecoveryPath::OwedSnapshotWritten);
+            }
+            let Some(raw) = records.get(index) else { break };
             let record: Record<S::Change> = serde_json::from_slice(raw).map_err(|e| StoreError::Corrupt {
                 path: display.clone(),
                 index,
@@ -129,6 +215,7 @@ impl<S: State> Store<S> {
                 }
             }
         }
+        debug_assert!(owed.is_none(), "the owed snapshot lies within the records replayed");
         let (confirmed_tx, mut confirmed_rx) = mpsc::unbounded_channel();
         let outbox = ctx.outbox(Some(confirmed_tx));
         let mut store = Store {
@@ -162,6 +249,7 @@ impl<S: State> Store<S> {
             journal = %path.display(),
             records = records.len(),
             epoch = store.journal.epoch(),
+            snapshot_epoch = store.journal.snapshot_epoch(),
             "journal replayed"
         );
         let store = Arc::new(Mutex::new(store));
@@ -238,35 +326,52 @@ impl<S: State> Store<S> {
     }
 
     /// Compact the journal once the log since the snapshot holds [`Config::compact_after`]
-    /// records and an eighth as many as the snapshot holds changes. A compaction rewrites the
-    /// whole state under the store's lock (commits wait for it), so its interval grows with the
-    /// state: each costs O(state) and comes after O(state) records — O(1) per record however
-    /// large the state grows, where a fixed interval costs O(state) every few thousand records —
-    /// while the log a restart replays past the snapshot stays within a ninth of the state
-    /// (trip-service at 1 M records: a log of at most ~62 000, ~0.4 s of replay).
+    /// records and an eighth as many as the snapshot holds changes, and no earlier snapshot is
+    /// still being written. The interval grows with the state: each compaction costs O(state)
+    /// (in the background) and comes after O(state) records — O(1) per record however large the
+    /// state grows — while the log a restart replays past the snapshot stays within a ninth of the
+    /// state (trip-service at 1 M records: a log of at most ~62 000, ~0.4 s of replay).
+    ///
+    /// Under the store's lock (commits wait) only the journal's cut — a sync and the next log's
+    /// header — and taking the state's chunks; the snapshot is serialized and written by a task
+    /// of its own while commits go on into the next epoch's log.
     ///
     /// [`Config::compact_after`]: crate::Config::compact_after
     async fn compact_if_due(&mut self) {
-        if !compaction_due(self.journal.records_since_snapshot(), self.compact_after, self.snapshot_changes) {
+        if !compaction_due(self.journal.records_since_snapshot(), self.compact_after, self.snapshot_changes)
+            || self.journal.snapshotting()
+        {
             return;
         }
-        let records = snapshot_records(&self.state, self.unconfirmed.values().cloned().collect());
-        let snapshot_changes = records.len() * COMPACTED_CHANGES_PER_RECORD;
         let before = self.journal.records_since_snapshot();
-        if let Err(e) = self.journal.compact(&records).await {
-            // The history is intact (a snapshot counts only once complete): only replay stays
-            // longer until the next try.
-            tracing::warn!(journal = %self.journal.path().display(), error = %e, "could not compact the journal");
-            return;
-        }
-        self.snapshot_changes = snapshot_changes;
-        tracing::info!(
-            journal = %self.journal.path().display(),
-            epoch = self.journal.epoch(),
-            records_before = before,
-            records_after = records.len(),
-            "journal compacted"
-        );
+        let writer = match self.journal.cut().await {
+            Ok(Some(writer)) => writer,
+            Ok(None) => return,
+            Err(e) => {
+                // Nothing changed (or the journal failed, which the next commit reports): only
+                // replay stays longer until the next try.
+                tracing::warn!(journal = %self.journal.path().display(), error = %e, "could not compact the journal");
+                return;
+            }
+        };
+        let chunks = self.state.compacted();
+        let unconfirmed: Vec<Event> = self.unconfirmed.values().cloned().collect();
+        self.snapshot_changes = chunks.iter().map(|c| c.len()).sum();
+        let journal = self.journal.path().display().to_string();
+        tokio::spawn(async move {
+            let epoch = writer.epoch();
+            // Serializing a large state takes a while: off the runtime's threads.
+            let records = off_runtime(move || snapshot_of(&chunks, unconfirmed)).await;
+            let after = records.len();
+            match writer.write(records).await {
+                Ok(()) => {
+                    tracing::info!(journal, epoch, records_before = before, records_after = after, "journal compacted")
+                }
+                // The history is intact (two logs replay after the older snapshot); the journal
+                // compacts no more until a restart writes the owed snapshot.
+                Err(e) => tracing::warn!(journal, epoch, error = %e, "could not write the snapshot; compactions stop"),
+            }
+        });
     }
 
     /// Write `changes` and the `events` they cause as one journal record and apply the
@@ -346,13 +451,19 @@ pub fn published_record(event_id: String) -> Vec<u8> {
 /// it ([`State::compacted`]), [`COMPACTED_CHANGES_PER_RECORD`] to a record, then the
 /// `unconfirmed` events in one record (published again after a restart).
 pub fn snapshot_records<S: State>(state: &S, unconfirmed: Vec<Event>) -> Vec<Vec<u8>> {
-    let changes = state.compacted();
-    let mut records = Vec::with_capacity(changes.len() / COMPACTED_CHANGES_PER_RECORD + 2);
-    for chunk in changes.chunks(COMPACTED_CHANGES_PER_RECORD) {
-        records.push(commit_record(chunk.to_vec(), Vec::new()));
+    snapshot_of(&state.compacted(), unconfirmed)
+}
+
+/// [`snapshot_records`] from a state's chunks, taken earlier.
+fn snapshot_of<C: Serialize>(chunks: &Compacted<C>, unconfirmed: Vec<Event>) -> Vec<Vec<u8>> {
+    let changes: usize = chunks.iter().map(|c| c.len()).sum();
+    let mut records = Vec::with_capacity(changes / COMPACTED_CHANGES_PER_RECORD + chunks.len() + 1);
+    for part in chunks.iter().flat_map(|chunk| chunk.chunks(COMPACTED_CHANGES_PER_RECORD)) {
+        let record = RecordRef::Commit { changes: part, events: &[] };
+        records.push(serde_json::to_vec(&record).expect("records serialize"));
     }
     if !unconfirmed.is_empty() {
-        records.push(commit_record::<S::Change>(Vec::new(), unconfirmed));
+        records.push(commit_record::<C>(Vec::new(), unconfirmed));
     }
     records
 }
@@ -419,7 +530,37 @@ pub fn accepting(outbox: &Outbox) -> Result<(), ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use super::compaction_due;
+    use super::*;
+
+    #[test]
+    fn a_chunked_list_shares_its_full_chunks_and_keeps_its_order() {
+        let mut list = Chunked::default();
+        assert!(list.is_empty() && list.last().is_none() && list.chunks().is_empty());
+        let n = 2 * COMPACTED_CHANGES_PER_RECORD + 3;
+        for i in 0..n {
+            list.push(i);
+        }
+        assert_eq!((list.len(), list.last()), (n, Some(&(n - 1))));
+        assert_eq!(list.to_vec(), (0..n).collect::<Vec<_>>());
+        let (first, second) = (list.chunks(), list.chunks());
+        assert_eq!(first.iter().map(|c| c.len()).collect::<Vec<_>>(), [1000, 1000, 3]);
+        assert!(Arc::ptr_eq(&first[0], &second[0]), "a full chunk is shared, not copied");
+        list.push(n);
+        assert_eq!(first.iter().map(|c| c.len()).sum::<usize>(), n, "chunks taken earlier do not change");
+    }
+
+    #[test]
+    fn a_snapshot_from_shared_chunks_is_the_records_a_commit_would_write() {
+        let chunks: Compacted<u32> = vec![Arc::new((0..1500).collect()), Arc::new(vec![7, 8])];
+        let records = snapshot_of(&chunks, Vec::new());
+        assert_eq!(records.len(), 3, "a record holds at most {COMPACTED_CHANGES_PER_RECORD} changes");
+        assert_eq!(records[0], commit_record((0..1000).collect::<Vec<u32>>(), Vec::new()));
+        assert_eq!(records[1], commit_record((1000..1500).collect::<Vec<u32>>(), Vec::new()));
+        let Record::Commit { changes, events } = serde_json::from_slice::<Record<u32>>(&records[2]).unwrap() else {
+            panic!("not a commit")
+        };
+        assert_eq!((changes, events.len()), (vec![7, 8], 0));
+    }
 
     /// A state that grows by one change per record, compacted by the rule: how many times, and
     /// the longest log a restart would replay.

@@ -4,7 +4,7 @@
 use crate::api::Context;
 use crate::domain::{Role, User};
 use crate::events::{Event, EventBody};
-use crate::store::{storage_error, SharedStore, State, Store};
+use crate::store::{storage_error, Compacted, SharedStore, State, Store};
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -29,8 +29,8 @@ impl State for Users {
     fn apply(&mut self, change: &Registered) {
         self.by_id.insert(change.0.user_id.clone(), change.0.clone());
     }
-    fn compacted(&self) -> Vec<Registered> {
-        self.by_id.values().cloned().map(Registered).collect()
+    fn compacted(&self) -> Compacted<Registered> {
+        vec![std::sync::Arc::new(self.by_id.values().cloned().map(Registered).collect())]
     }
 }
 

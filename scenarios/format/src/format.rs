@@ -222,7 +222,7 @@ pub struct Step {
     #[serde(default)]
     pub loss: Option<f64>,
     /// For `crash`: where the replica dies (`before-ack`, `before-reply`,
-    /// `before-confirm-recorded`, `mid-sync`, `after-snapshot`).
+    /// `before-confirm-recorded`, `mid-sync`, `mid-compaction`, `after-snapshot`).
     #[serde(default)]
     pub point: Option<CrashPoint>,
     /// A seed's random fault written out (`--emit-scenario`, `shrink`): judged as one, so the

@@ -1,7 +1,7 @@
 //! Reading a scenario file: TOML syntax and shape first, then the meaning of each field. Every
 //! error names the file, the line and the field.
 
-use crate::format::{Action, Metric, Scenario, WorkloadKind};
+use crate::format::{Action, CrashPoint, Metric, Scenario, WorkloadKind};
 use crate::ServiceName;
 use std::ops::Range;
 use std::path::Path;
@@ -204,7 +204,10 @@ impl Validator<'_> {
                 (Action::Crash, None) => self.fail(
                     span.clone(),
                     format!("step[{i}].point"),
-                    "crash needs a point: before-ack, before-reply, before-confirm-recorded, mid-sync or after-snapshot",
+                    format!(
+                        "crash needs a point: {}",
+                        CrashPoint::ALL.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
                 ),
                 (Action::Crash, Some(_)) | (_, None) => {}
                 (_, Some(_)) => self.fail(span.clone(), format!("step[{i}].point"), "only a crash takes a point"),

@@ -400,7 +400,7 @@ async fn export(AxState(app): AxState<AppState>) -> Json<Export> {
         rides: state.rides.values().cloned().collect(),
         trips: state.trips.values().cloned().collect(),
         shifts: state.shifts.clone(),
-        changes: state.changes.clone(),
+        changes: state.changes.to_vec(),
     })
 }
 

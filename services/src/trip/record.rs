@@ -3,7 +3,7 @@
 
 use super::api::Proposal;
 use crate::domain::{Ride, RideStatus, Shift, Trip, TripStatus};
-use crate::store::State;
+use crate::store::{Chunked, Compacted, State};
 use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::http::ApiError;
 use serde::{Deserialize, Serialize};
@@ -29,8 +29,9 @@ pub struct TripRecord {
     pub(super) next_seq: u64,
     /// Every change applied, in commit order (replayed from the journal after a restart): the
     /// ordered record of everything trip-service committed, exported so the checkers can judge
-    /// each committed effect against the state it was committed in.
-    pub(super) changes: Vec<Change>,
+    /// each committed effect against the state it was committed in. Kept in shared chunks, so a
+    /// compaction takes it without copying it under the store's lock.
+    pub(super) changes: Chunked<Change>,
 }
 
 /// One journaled change of the record.
@@ -182,8 +183,8 @@ impl State for TripRecord {
     /// The change history itself: the record keeps every committed change (the checkers judge
     /// each against the state it was committed in), so compaction drops the journal's publish
     /// confirms but keeps the history, and replaying it rebuilds the record exactly.
-    fn compacted(&self) -> Vec<Change> {
-        self.changes.clone()
+    fn compacted(&self) -> Compacted<Change> {
+        self.changes.chunks()
     }
 }
 

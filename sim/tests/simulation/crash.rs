@@ -89,9 +89,17 @@ fn trip_service_killed_in_the_middle_of_a_journal_write_drops_the_torn_record_on
 }
 
 #[test]
-fn trip_service_killed_between_a_snapshot_and_emptying_its_log_applies_nothing_twice() {
+fn trip_service_killed_once_a_snapshot_is_durable_replays_from_it_and_applies_nothing_twice() {
     let run = crashed_and_recovered("trip-service", "after-snapshot");
     assert!(count(&run, RecoveryPath::SnapshotReplayed) >= 1, "{:?}", run.evidence.coverage);
+    assert_eq!(count(&run, RecoveryPath::OwedSnapshotWritten), 0, "nothing was owed: {:?}", run.evidence.coverage);
+}
+
+#[test]
+fn trip_service_killed_between_a_compactions_cut_and_its_snapshot_replays_both_logs_and_writes_the_snapshot() {
+    let run = crashed_and_recovered("trip-service", "mid-compaction");
+    assert_eq!(count(&run, RecoveryPath::OwedSnapshotWritten), 1, "{:?}", run.evidence.coverage);
+    assert!(count(&run, RecoveryPath::JournalReplayed) >= 1);
 }
 
 #[test]
