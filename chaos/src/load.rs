@@ -69,6 +69,9 @@ pub struct Limits {
     pub amqp_url: String,
     /// The exchange the probe publishes to: the services' events exchange, which exists.
     pub exchange: String,
+    /// matching-service's work queue, whose depth at the end of the throughput phase says
+    /// whether matching kept up with the ride requests.
+    pub matching_queue: String,
 }
 
 /// Latency percentiles in milliseconds.
@@ -124,6 +127,11 @@ pub struct LoadReport {
     pub accepted_per_s: f64,
     /// Ride request latency from the moment each was due.
     pub ride_request: Percentiles,
+    /// The p99 of the requests due in each second of the phase, in ms: a tail spread over
+    /// every second is a queue (the cores are busy); one in a few seconds is a stall.
+    pub p99_by_second: Vec<f64>,
+    /// Ride requests still in matching-service's queue when the phase ended (`None`: not read).
+    pub matching_backlog: Option<u32>,
     /// Ride accepted → its trip committed (trip-service's stamps; ms resolution).
     pub request_to_match: Percentiles,
     /// Rides of the match phase that were not matched within 5 s.
@@ -144,6 +152,17 @@ impl std::fmt::Display for LoadReport {
             writeln!(f, "  no answer ({n}): {why}")?;
         }
         writeln!(f, "  latency from due time: {}", self.ride_request)?;
+        if !self.p99_by_second.is_empty() {
+            let each: Vec<String> = self.p99_by_second.iter().map(|ms| format!("{ms:.0}")).collect();
+            writeln!(f, "  p99 of each second's requests (ms): {}", each.join(" "))?;
+        }
+        if let Some(backlog) = self.matching_backlog {
+            writeln!(
+                f,
+                "  matching-service's queue when the phase ended: {backlog} ride requests not consumed yet{}",
+                if backlog > self.sent as u32 / 100 { " (matching fell behind the rate)" } else { "" }
+            )?;
+        }
         writeln!(f, "request -> match (driver waiting): {}", self.request_to_match)?;
         if self.unmatched > 0 {
             writeln!(f, "  {} rides not matched within 5 s", self.unmatched)?;
@@ -238,11 +257,21 @@ pub async fn run_local(options: &LoadOptions, local: LocalOptions) -> Result<Loa
         disk: "the data folder".to_string(),
         amqp_url: local.amqp_url.clone(),
         exchange: lastmile_platform::broker::Names::new(local.prefix.clone()).events_exchange(),
+        matching_queue: lastmile_platform::broker::Names::new(local.prefix.clone())
+            .queue(ServiceName::Matching.as_str()),
     };
+    let names = lastmile_platform::broker::Names::new(local.prefix.clone());
     let replicas = ServiceName::ALL.into_iter().map(|s| (s, 1)).collect();
     let target = LocalTarget::start(local, &replicas).await?;
     let report = run_against(options, &target.endpoints(), &limits).await;
     drop(target);
+    // The run's queues and exchanges go with it: a backlog left in the broker would weigh on the
+    // next run measured (they would expire only after 10 minutes).
+    let broker = Broker::new(limits.amqp_url.clone());
+    if let Err(e) = broker.delete(&lastmile_services::events::topology(&names, None)).await {
+        eprintln!("lastmile load: could not delete the run's queues (they expire in 10 minutes): {e}");
+    }
+    broker.disconnect().await;
     report
 }
 
@@ -320,7 +349,9 @@ pub async fn run_against(
     let mut h = histogram();
     let statuses: Arc<Mutex<BTreeMap<u16, u64>>> = Arc::default();
     let failures: Arc<Mutex<BTreeMap<String, u64>>> = Arc::default();
-    let latencies = Arc::new(Mutex::new(histogram()));
+    let seconds = options.duration.as_secs_f64().ceil().max(1.0) as usize;
+    // One histogram per second of due time (the last takes any remainder).
+    let latencies = Arc::new(Mutex::new(vec![histogram(); seconds]));
     let slots = Arc::new(tokio::sync::Semaphore::new(options.max_in_flight.max(1)));
     let total = (options.rate * options.duration.as_secs_f64()).round() as u64;
     let gap = Duration::from_secs_f64(1.0 / options.rate.max(0.001));
@@ -346,7 +377,8 @@ pub async fn run_against(
                     0
                 }
             };
-            latencies.lock().expect("histogram").saturating_record(due.elapsed().as_micros() as u64);
+            let second = ((due - start).as_secs() as usize).min(seconds - 1);
+            latencies.lock().expect("histograms")[second].saturating_record(due.elapsed().as_micros() as u64);
             *statuses.lock().expect("statuses").entry(status).or_default() += 1;
             drop(slot);
         }));
@@ -355,7 +387,14 @@ pub async fn run_against(
         let _ = t.await;
     }
     let elapsed = start.elapsed().as_secs_f64();
-    h.add(&*latencies.lock().expect("histogram")).expect("same bounds");
+    let broker = Broker::new(limits.amqp_url.clone());
+    let matching_backlog = broker.queue_len(&limits.matching_queue).await.ok().flatten();
+    broker.disconnect().await;
+    let by_second = latencies.lock().expect("histograms").clone();
+    for second in &by_second {
+        h.add(second).expect("same bounds");
+    }
+    let p99_by_second = by_second.iter().filter(|s| !s.is_empty()).map(|s| Percentiles::of(s).p99_ms).collect();
     let statuses = statuses.lock().expect("statuses").clone();
     let failures = failures.lock().expect("failures").clone();
     let accepted = statuses.get(&201).copied().unwrap_or(0);
@@ -367,6 +406,8 @@ pub async fn run_against(
         failures,
         accepted_per_s: accepted as f64 / elapsed,
         ride_request: Percentiles::of(&h),
+        p99_by_second,
+        matching_backlog,
         request_to_match: Percentiles::of(&matched),
         unmatched,
         fdatasyncs_per_s,
@@ -709,6 +750,8 @@ async fn endpoints_command(args: &LoadArgs) -> ExitCode {
         disk_dir,
         amqp_url,
         exchange: lastmile_platform::broker::Names::new(args.prefix.clone()).events_exchange(),
+        matching_queue: lastmile_platform::broker::Names::new(args.prefix.clone())
+            .queue(ServiceName::Matching.as_str()),
     };
     let options = options(args, format!("{run_id}-"));
     let services: Vec<String> = checked.iter().map(|(s, url)| format!("{s} {url}")).collect();
@@ -902,6 +945,8 @@ mod tests {
             failures: BTreeMap::new(),
             accepted_per_s: 1.0,
             ride_request: p.clone(),
+            p99_by_second: vec![3.0, 41.5],
+            matching_backlog: Some(0),
             request_to_match: p.clone(),
             unmatched: 0,
             fdatasyncs_per_s: 812.0,
@@ -909,5 +954,6 @@ mod tests {
             broker_confirm: p,
         };
         assert!(report.to_string().contains("  disk: 812 write+fdatasync/s on the data folder\n"), "{report}");
+        assert!(report.to_string().contains("  p99 of each second's requests (ms): 3 42\n"), "{report}");
     }
 }

@@ -628,10 +628,11 @@ async fn write_and_sync(shared: &Shared, sync: &GroupSync) -> io::Result<()> {
         return Ok(());
     }
     let half = if shared.faults.is_on() { bytes.len() / 2 } else { 0 };
-    if half > 0 {
-        imp::write_at(file, &bytes[..half], *offset).await?;
-        shared.faults.crash_point(CrashPoint::MidSync).await;
+    if half == 0 {
+        return imp::write_and_sync(file, bytes, *offset).await;
     }
+    imp::write_at(file, &bytes[..half], *offset).await?;
+    shared.faults.crash_point(CrashPoint::MidSync).await;
     imp::write_at(file, &bytes[half..], offset + half as u64).await?;
     imp::sync(file).await
 }
@@ -738,6 +739,17 @@ mod imp {
         blocking(move || file.sync_data()).await
     }
 
+    /// [`write_at`] and [`sync`] in one trip to the blocking pool (a group sync's hot path: one
+    /// thread hand-off, not two).
+    pub async fn write_and_sync(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+        let (file, bytes) = (file.clone(), bytes.to_vec());
+        blocking(move || {
+            file.write_all_at(&bytes, offset)?;
+            file.sync_data()
+        })
+        .await
+    }
+
     pub async fn truncate(file: &File, len: u64) -> io::Result<()> {
         let file = file.clone();
         blocking(move || {
@@ -808,6 +820,11 @@ mod imp {
         let micros = madsim::rand::thread_rng().gen_range(500..3_000);
         madsim::time::sleep(Duration::from_micros(micros)).await;
         file.sync_all().await
+    }
+
+    pub async fn write_and_sync(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
+        write_at(file, bytes, offset).await?;
+        sync(file).await
     }
 }
 

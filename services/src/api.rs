@@ -84,6 +84,7 @@ impl Context {
     {
         let ctx = self.clone();
         let config = WorkerConfig {
+            prefetch: ctx.config.prefetch,
             faults: ctx.config.faults.clone(),
             coverage: ctx.config.coverage.clone(),
             ..WorkerConfig::new(ctx.config.names.queue(service.as_str()))

@@ -73,6 +73,10 @@ pub struct ServiceArgs {
     /// Journal records between compactions of a durable service's journal.
     #[arg(long, env = "LASTMILE_COMPACT_AFTER", default_value_t = crate::config::DEFAULT_COMPACT_AFTER)]
     pub compact_after: usize,
+    /// Deliveries a consumer takes ahead of its acks (handled concurrently).
+    #[arg(long, env = "LASTMILE_PREFETCH", default_value_t = crate::config::DEFAULT_PREFETCH,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
 }
 
 impl ServiceArgs {
@@ -109,6 +113,7 @@ impl ServiceArgs {
             harness_routes: self.harness_routes,
             outbox_capacity: self.outbox_capacity,
             compact_after: self.compact_after,
+            prefetch: self.prefetch,
             ..Config::default()
         })
     }

@@ -13,6 +13,7 @@
 //! | delete unused queues after | `--queue-expires-secs` / `LASTMILE_QUEUE_EXPIRES_SECS` | never |
 //! | events waiting for the broker before 503 | `--outbox-capacity` / `LASTMILE_OUTBOX_CAPACITY` | 10 000 |
 //! | journal records between compactions | `--compact-after` / `LASTMILE_COMPACT_AFTER` | 10 000 |
+//! | deliveries a consumer takes ahead (prefetch) | `--prefetch` / `LASTMILE_PREFETCH` | 8 |
 //! | service token of internal endpoints | `--service-token-file` / `LASTMILE_SERVICE_TOKEN_FILE`, or `LASTMILE_SERVICE_TOKEN` | none (open) |
 //! | the harness's routes (`/export`, `/summary`, `/stats`) | `--harness-routes` / `LASTMILE_HARNESS_ROUTES` | off |
 //! | original matching design | `--naive-matching` / `LASTMILE_NAIVE_MATCHING` | off |
@@ -35,6 +36,9 @@ pub const DEFAULT_OUTBOX_CAPACITY: usize = 10_000;
 
 /// Default number of journal records between compactions (see `Config::compact_after`).
 pub const DEFAULT_COMPACT_AFTER: usize = 10_000;
+
+/// Default prefetch of a service's consumer (see `Config::prefetch`).
+pub const DEFAULT_PREFETCH: u16 = 8;
 
 /// Default broker URL (a local RabbitMQ).
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -70,6 +74,11 @@ pub struct Config {
     /// Journal records written since the last snapshot after which a durable service compacts
     /// its journal (a restart then replays at most the snapshot and this many records).
     pub compact_after: usize,
+    /// Deliveries a consumer takes ahead of its acks, handled concurrently. It bounds a
+    /// replica's throughput at about prefetch / (deliver-to-ack round trip): 8 keeps work
+    /// spread over replicas; a single replica taking thousands of events a second needs more
+    /// (BENCHMARKS.md).
+    pub prefetch: u16,
     /// Serve the harness's own routes: trip-service's `/export` (the whole record, for the
     /// checkers) and `/summary`, matching-service's `/stats`. Off in a production deployment;
     /// every harness world turns it on (the simulation, the local target, the Kubernetes
@@ -115,6 +124,7 @@ impl Default for Config {
             queue_expires: None,
             outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
             compact_after: DEFAULT_COMPACT_AFTER,
+            prefetch: DEFAULT_PREFETCH,
             service_token: None,
             harness_routes: false,
             naive_matching: false,
