@@ -2,10 +2,7 @@
 //! into a snapshot so replay reads the state, not its whole history.
 //!
 //! Real world: files on a volume (`std::fs` with `sync_data`). Simulation: the node's simulated
-//! disk (`madsim::fs`), which survives a kill and restart of that node; each sync there takes a
-//! few simulated milliseconds drawn from the seed, so whatever else runs while a disk is busy
-//! (a leader's caller giving up, a commit arriving mid-sync) is explored as it is on a real disk.
-//! Records are one line each (compact JSON never contains a raw newline); lines starting with
+//! disk (`madsim::fs`), which survives a kill and restart of that node. Records are one line each (compact JSON never contains a raw newline); lines starting with
 //! `#` are the journal's own.
 //!
 //! The storage fault model, the same in both worlds: [`Journal::write`] only buffers a record
@@ -762,11 +759,9 @@ mod imp {
 
 #[cfg(madsim)]
 mod imp {
-    use madsim::rand::Rng;
     use std::io;
     use std::path::Path;
     use std::sync::Arc;
-    use std::time::Duration;
 
     /// Shared by the journal and its syncing tasks.
     pub type File = Arc<madsim::fs::File>;
@@ -813,12 +808,7 @@ mod imp {
         file.write_all_at(bytes, offset).await
     }
 
-    /// A sync takes the simulated disk 0.5–3 ms, drawn from the seed (madsim's own is
-    /// instant): whatever runs meanwhile — a commit arriving, a leader's caller giving up — is
-    /// interleaved with it as on a real disk.
     pub async fn sync(file: &File) -> io::Result<()> {
-        let micros = madsim::rand::thread_rng().gen_range(500..3_000);
-        madsim::time::sleep(Duration::from_micros(micros)).await;
         file.sync_all().await
     }
 
