@@ -509,10 +509,10 @@ pub struct KubeTarget {
 }
 
 impl KubeTarget {
-    /// What the target can do: everything but crash points (no hook inside a process); pauses
-    /// and network faults through Chaos Mesh.
+    /// What the target can do: everything but crash points and disk stalls (no hook inside a
+    /// process); pauses and network faults through Chaos Mesh.
     pub fn can(action: Action) -> bool {
-        !matches!(action, Action::Crash)
+        !matches!(action, Action::Crash | Action::DiskStall)
     }
 
     /// Set each service to `replicas` (left out: 1), wait until all are ready and start the

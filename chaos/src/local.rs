@@ -188,7 +188,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 
 impl LocalTarget {
     /// What processes on one machine behind the fault proxy can do: everything but crash points
-    /// (simulation only), and broker restarts only on a broker the run may restart.
+    /// and disk stalls (simulation only), and broker restarts only on a broker the run may restart.
     pub fn can(broker: &BrokerChoice, action: Action) -> bool {
         match action {
             Action::Scale
@@ -200,7 +200,7 @@ impl LocalTarget {
             | Action::Latency
             | Action::Loss => true,
             Action::BrokerRestart => broker.restartable(),
-            Action::Crash => false,
+            Action::Crash | Action::DiskStall => false,
         }
     }
 

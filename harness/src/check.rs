@@ -1036,9 +1036,12 @@ pub fn disturbed(e: &Evidence, deps: &[&str]) -> Vec<Window> {
             let s = &e.timeline[*i];
             s.origin == Origin::Random
                 && match s.action {
-                    Action::Kill | Action::Restart | Action::Crash | Action::Pause | Action::Partition => {
-                        s.target.as_deref().is_some_and(|t| deps.contains(&t))
-                    }
+                    Action::Kill
+                    | Action::Restart
+                    | Action::Crash
+                    | Action::Pause
+                    | Action::Partition
+                    | Action::DiskStall => s.target.as_deref().is_some_and(|t| deps.contains(&t)),
                     Action::BrokerRestart => deps.contains(&"broker"),
                     // A rollout keeps every ready replica until its successor is ready: judged.
                     Action::Scale | Action::Rollout | Action::Latency | Action::Loss => false,

@@ -18,6 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A place where a process can be crashed with its work half done.
@@ -82,6 +83,8 @@ pub struct Faults {
 struct Armed {
     /// The points that crash the next replica passing them; a point disarms when it fires.
     points: Mutex<BTreeSet<CrashPoint>>,
+    /// What every journal sync takes more while the disk is stalled (ms; 0: not stalled).
+    disk_stall_ms: AtomicU64,
     /// Points that fired since the last [`Faults::disarm`] of each.
     fired: Mutex<BTreeSet<CrashPoint>>,
     /// Ends the process.
@@ -100,7 +103,14 @@ impl std::fmt::Debug for Faults {
 impl Faults {
     /// Crash points that can be armed; reaching an armed one calls `hook`.
     pub fn with_hook(hook: CrashHook) -> Faults {
-        Faults { inner: Some(Arc::new(Armed { points: Mutex::default(), fired: Mutex::default(), hook })) }
+        Faults {
+            inner: Some(Arc::new(Armed {
+                points: Mutex::default(),
+                disk_stall_ms: AtomicU64::new(0),
+                fired: Mutex::default(),
+                hook,
+            })),
+        }
     }
 
     /// Whether crash points can be armed at all (never in the real world).
@@ -121,6 +131,23 @@ impl Faults {
         let Some(a) = &self.inner else { return false };
         a.points.lock().expect("points").remove(&point);
         a.fired.lock().expect("fired").remove(&point)
+    }
+
+    /// Stall the disk: every journal sync takes `ms` more until set back to 0. Does nothing when
+    /// faults are off.
+    pub fn set_disk_stall(&self, ms: u64) {
+        if let Some(a) = &self.inner {
+            a.disk_stall_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Called by the journal before each sync: waits out a stalled disk (at once when faults are
+    /// off or the disk is not stalled).
+    pub async fn disk_stall(&self) {
+        let ms = self.inner.as_ref().map_or(0, |a| a.disk_stall_ms.load(Ordering::Relaxed));
+        if ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
     }
 
     /// Pass `point`: if it is armed, disarm it, crash the process and never return.

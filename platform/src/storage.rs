@@ -382,6 +382,7 @@ impl Journal {
         let file = imp::create(&next).await?;
         let header = format!("#epoch {epoch}\n").into_bytes();
         imp::write_at(&file, &header, 0).await?;
+        self.shared.faults.disk_stall().await;
         imp::sync(&file).await?;
         imp::sync_dir(&next).await?;
         {
@@ -484,6 +485,7 @@ impl SnapshotWriter {
             faults.crash_point(CrashPoint::MidSync).await;
         }
         imp::write_at(&file, &bytes[half..], half as u64).await?;
+        faults.disk_stall().await;
         imp::sync(&file).await?;
         imp::sync_dir(&slot).await?;
         faults.crash_point(CrashPoint::AfterSnapshot).await;
@@ -630,6 +632,9 @@ async fn write_and_sync(shared: &Shared, sync: &GroupSync) -> io::Result<()> {
     }
     imp::write_at(file, &bytes[..half], *offset).await?;
     shared.faults.crash_point(CrashPoint::MidSync).await;
+    // A stalled disk (`disk-stall`, simulation only) holds the sync here, the leader's caller
+    // waiting: a client may give up on it half way.
+    shared.faults.disk_stall().await;
     imp::write_at(file, &bytes[half..], offset + half as u64).await?;
     imp::sync(file).await
 }

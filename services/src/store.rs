@@ -480,14 +480,25 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Wait until the commit is durable, then hand its events to the outbox. Only then may the
+    /// Wait until the commit is durable; its events go to the outbox then. Only then may the
     /// caller answer (or ack).
+    ///
+    /// The events are handed on by a task of its own, so a caller that gives up half way — an
+    /// HTTP handler is dropped when its client disconnects — cannot leave a durable commit's
+    /// events unpublished until the next restart (found by the simulation's `disk-stall`: a
+    /// trip committed while trip-service's disk was slow, matching-service's call timed out,
+    /// and nobody was ever told of the match).
     pub async fn durable(self) -> std::io::Result<()> {
-        self.journal.durable(self.ticket).await?;
-        self.faults.crash_point(CrashPoint::BeforeReply).await;
-        for event in &self.events {
-            self.outbox.send(event.to_message());
-        }
+        let Pending { journal, ticket, events, outbox, faults } = self;
+        let publish = tokio::spawn(async move {
+            journal.durable(ticket).await?;
+            for event in &events {
+                outbox.send(event.to_message());
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        publish.await.map_err(|e| std::io::Error::other(format!("the commit's publishing task ended: {e}")))??;
+        faults.crash_point(CrashPoint::BeforeReply).await;
         Ok(())
     }
 }

@@ -382,6 +382,11 @@ impl SimCluster {
         self.faults[&service].arm(point);
     }
 
+    /// Stall `service`'s disks: each journal sync of its replicas takes `ms` more (0: undo).
+    pub fn stall_disk(&self, service: ServiceName, ms: u64) {
+        self.faults[&service].set_disk_stall(ms);
+    }
+
     /// Disarm `point` of `service`; the answer says whether a replica died there meanwhile.
     pub fn disarm_crash(&self, service: ServiceName, point: CrashPoint) -> bool {
         self.faults[&service].disarm(point)

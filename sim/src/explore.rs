@@ -45,8 +45,8 @@ struct Generated {
     random_faults: bool,
 }
 
-const ACTIONS: [&str; 9] =
-    ["scale", "kill", "restart", "crash", "pause", "partition", "latency", "loss", "broker-restart"];
+const ACTIONS: [&str; 10] =
+    ["scale", "kill", "restart", "crash", "pause", "partition", "latency", "loss", "broker-restart", "disk-stall"];
 
 fn step() -> impl Strategy<Value = GenStep> {
     (
@@ -117,6 +117,16 @@ impl Generated {
                 "latency" => {
                     let _ = writeln!(out, "latency_ms = {}\nfor_s = {}", s.latency_ms, s.for_s);
                 }
+                "disk-stall" => {
+                    // 200 ms to 3 s per sync: up to past a client's patience.
+                    let _ = writeln!(
+                        out,
+                        "target = \"{}\"\nlatency_ms = {}\nfor_s = {}",
+                        s.target,
+                        s.latency_ms * 10,
+                        s.for_s
+                    );
+                }
                 "loss" => {
                     let _ = writeln!(out, "loss = 0.1\nfor_s = {}", s.for_s);
                 }
@@ -129,7 +139,7 @@ impl Generated {
             let targets: Vec<String> = SERVICES.iter().map(|s| format!("\"{s}\"")).collect();
             let _ = write!(
                 out,
-                "\n[random_faults]\nenabled = true\nmax = 2\nactions = [\"kill\", \"restart\", \"crash\", \"partition\", \"pause\", \"latency\", \"broker-restart\"]\ntargets = [{}]\nfrom_s = 20\nmax_for_s = 15\n",
+                "\n[random_faults]\nenabled = true\nmax = 2\nactions = [\"kill\", \"restart\", \"crash\", \"partition\", \"pause\", \"latency\", \"broker-restart\", \"disk-stall\"]\ntargets = [{}]\nfrom_s = 20\nmax_for_s = 15\n",
                 targets.join(", ")
             );
         }

@@ -39,6 +39,8 @@ pub struct SimTarget {
     broker_down: bool,
     /// Crash points armed and not disarmed yet.
     armed: Vec<(ServiceName, CrashPoint)>,
+    /// Services whose disks are stalled.
+    stalled_disks: std::collections::BTreeSet<ServiceName>,
     /// Rollouts held up by a fault, to go on after the next undo (at the latest, the heal).
     stalled: Vec<Rollout>,
 }
@@ -73,6 +75,7 @@ impl SimTarget {
             cut_links: Vec::new(),
             broker_down: false,
             armed: Vec::new(),
+            stalled_disks: Default::default(),
             stalled: Vec::new(),
         }
     }
@@ -284,6 +287,13 @@ impl Target for SimTarget {
                 self.armed.push((s, point));
                 Ok(format!("armed {point} of {s}"))
             }
+            Action::DiskStall => {
+                let s = step_service(step)?;
+                let ms = TargetError::required(step.latency_ms, "disk-stall", "latency_ms")?;
+                self.cluster.stall_disk(s, ms);
+                self.stalled_disks.insert(s);
+                Ok(format!("{s}'s disk stalled: each sync takes {ms} ms more"))
+            }
         }
     }
 
@@ -368,12 +378,21 @@ impl SimTarget {
                 self.armed.retain(|a| *a != (s, point));
                 Ok(crash_outcome(s, point, self.cluster.disarm_crash(s, point)))
             }
+            Action::DiskStall => {
+                let s = step_service(step)?;
+                self.cluster.stall_disk(s, 0);
+                self.stalled_disks.remove(&s);
+                Ok(format!("{s}'s disk back to normal"))
+            }
             Action::Scale | Action::Restart | Action::Rollout => Ok("nothing to undo".into()),
         }
     }
 
     /// Undo every network fault, pause and broker outage.
     fn heal_faults(&mut self) {
+        for s in std::mem::take(&mut self.stalled_disks) {
+            self.cluster.stall_disk(s, 0);
+        }
         for r in std::mem::take(&mut self.partitioned) {
             self.cluster.reconnect(&r.node);
         }

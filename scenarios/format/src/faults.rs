@@ -213,7 +213,13 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
                     .then(|| rng.below(8) as usize),
                 peer: None,
                 for_s: Some(for_s),
-                latency_ms: (action == Action::Latency).then(|| 20 + rng.below(280)),
+                latency_ms: match action {
+                    Action::Latency => Some(20 + rng.below(280)),
+                    // 0.5 to 5 s more per sync: mostly past a client's 2 s patience, where a
+                    // stall puts handlers that give up half way to the test.
+                    Action::DiskStall => Some(500 + rng.below(4_500)),
+                    _ => None,
+                },
                 loss: (action == Action::Loss).then(|| (rng.between(0.05, 0.3) * 100.0).round() / 100.0),
                 point: (action == Action::Crash)
                     .then(|| CrashPoint::ALL[rng.below(CrashPoint::ALL.len() as u64) as usize]),

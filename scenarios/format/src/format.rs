@@ -172,6 +172,10 @@ pub enum Action {
     /// next replica to pass it dies there, with its work half done, and is started again 2 s
     /// later. Simulation only: real targets skip it.
     Crash,
+    /// Stall a durable service's disk for `for_s`: every journal sync of its replicas takes
+    /// `latency_ms` more (a cloud volume's hiccup), so requests wait on syncs and clients give
+    /// up on them half way. Simulation only: real targets skip it.
+    DiskStall,
 }
 
 impl Action {
@@ -187,6 +191,7 @@ impl Action {
                 | Action::Pause
                 | Action::Partition
                 | Action::Crash
+                | Action::DiskStall
         )
     }
 }
@@ -215,7 +220,7 @@ pub struct Step {
     /// How long the fault lasts before it is undone.
     #[serde(default)]
     pub for_s: Option<f64>,
-    /// For `latency`: extra milliseconds per message.
+    /// For `latency`: extra milliseconds per message; for `disk-stall`: per journal sync.
     #[serde(default)]
     pub latency_ms: Option<u64>,
     /// For `loss`: share of packets dropped.

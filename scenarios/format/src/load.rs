@@ -192,12 +192,15 @@ impl Validator<'_> {
                         }
                     }
                 },
-                Action::Pause | Action::Partition | Action::Latency | Action::Loss if step.for_s.is_none() => self
-                    .fail(
+                Action::Pause | Action::Partition | Action::Latency | Action::Loss | Action::DiskStall
+                    if step.for_s.is_none() =>
+                {
+                    self.fail(
                         span.clone(),
                         format!("step[{i}].for_s"),
                         format!("{:?} needs for_s (how long it lasts)", step.action),
-                    ),
+                    )
+                }
                 _ => {}
             }
             match (step.action, step.point) {
@@ -214,6 +217,13 @@ impl Validator<'_> {
             }
             if step.action == Action::Latency && step.latency_ms.is_none() {
                 self.fail(span.clone(), format!("step[{i}].latency_ms"), "latency needs latency_ms");
+            }
+            if step.action == Action::DiskStall && !step.latency_ms.is_some_and(|ms| (1..=60_000).contains(&ms)) {
+                self.fail(
+                    span.clone(),
+                    format!("step[{i}].latency_ms"),
+                    "disk-stall needs latency_ms (what each sync takes more, 1..=60000)",
+                );
             }
             if step.action == Action::Loss && !step.loss.is_some_and(|l| l > 0.0 && l < 1.0) {
                 self.fail(span.clone(), format!("step[{i}].loss"), "loss needs a share between 0 and 1");
@@ -408,6 +418,25 @@ min = 0.99
         let e = parse("x.toml", &two_trips).unwrap_err();
         assert_eq!((e.line, e.field.as_str()), (10, "step[0].replicas"), "{e}");
         assert!(e.message.contains("one journal"), "{e}");
+    }
+
+    #[test]
+    fn a_disk_stall_needs_a_service_a_duration_and_a_latency() {
+        let stall = |extra: &str| {
+            GOOD.replace(
+                "action = \"scale\"\ntarget = \"matching-service\"\nreplicas = 0",
+                &format!("action = \"disk-stall\"\ntarget = \"trip-service\"\n{extra}"),
+            )
+        };
+        let s = parse("x.toml", &stall("latency_ms = 2500\nfor_s = 30")).unwrap();
+        assert_eq!((s.steps[0].action, s.steps[0].latency_ms), (Action::DiskStall, Some(2500)));
+        let e = parse("x.toml", &stall("for_s = 30")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (10, "step[0].latency_ms"), "{e}");
+        assert!(e.message.contains("disk-stall needs latency_ms"), "{e}");
+        let e = parse("x.toml", &stall("latency_ms = 0\nfor_s = 30")).unwrap_err();
+        assert_eq!(e.field, "step[0].latency_ms", "{e}");
+        let e = parse("x.toml", &stall("latency_ms = 2500")).unwrap_err();
+        assert_eq!(e.field, "step[0].for_s", "{e}");
     }
 
     #[test]

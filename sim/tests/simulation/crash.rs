@@ -112,3 +112,46 @@ fn notification_service_killed_between_recording_and_ack_shows_each_notification
         run.evidence.coverage
     );
 }
+
+/// trip-service's disk stalls for a minute: every sync takes 2.5 s more, so matching-service's
+/// proposals and the workload's requests time out while their handlers wait on a sync. Nothing
+/// may be lost — before the fix a trip committed meanwhile never had its `match.found`
+/// published (its handler, dropped, was to hand it on), and the old inline group sync hung the
+/// journal for good: both failed every seed of this run (docs/fault-model.md).
+#[test]
+fn trip_service_behind_a_stalled_disk_loses_no_event_when_its_callers_give_up() {
+    let text = r#"
+[scenario]
+name = "disk-stall-trip-service"
+duration_s = 180
+settle_s = 180
+
+[workload]
+kind = "load"
+drivers = 4
+riders_per_minute = 12
+ride_ttl_s = 900
+
+[[step]]
+at_s = 30
+action = "disk-stall"
+target = "trip-service"
+latency_ms = 2500
+for_s = 60
+"#;
+    let scenario = lastmile_scenarios::parse("disk-stall.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let seed = 3;
+    let run =
+        runs::run(&scenario, &RunConfig { seed, random_faults: false, naive_matching: false, planted_bug: false });
+    assert!(
+        run.report.passed(),
+        "the system lost work behind a stalled disk:\n{}",
+        lastmile_harness::report::human(&run.report, None)
+    );
+    assert!(
+        count(&run, RecoveryPath::CallRetry) >= 1,
+        "no call gave up and retried while the disk stalled: the test proves nothing ({:?})",
+        run.evidence.coverage
+    );
+    assert!(run.report.totals.trips > 0, "no trips: the test proves nothing");
+}
