@@ -62,11 +62,11 @@ const README_MAIN_JOB: [&str; 5] = ["sim", "run", "scenarios/matching-outage.tom
 /// the run if its timeline lacks one; `--strict` if any step would be skipped). Together they
 /// carry out partitions, latency, broker restarts and rollouts for real.
 const REAL_WORLD_RUNS: [(&str, &str, &str, &str); 5] = [
-    ("scenarios/matching-outage.toml", "26", "0.3", "partition,broker-restart,latency"),
-    ("scenarios/scale-under-load.toml", "11", "0.3", "partition,latency"),
-    ("scenarios/non-critical-outage.toml", "22", "0.3", "broker-restart,latency,restart"),
+    ("scenarios/matching-outage.toml", "77", "0.3", "partition,broker-restart,latency"),
+    ("scenarios/scale-under-load.toml", "6", "0.3", "partition,latency"),
+    ("scenarios/non-critical-outage.toml", "179", "0.3", "broker-restart,latency,restart"),
     ("scenarios/capacity.toml", "1", "0.3", "scale"),
-    ("scenarios/rolling-update.toml", "1", "0.3", "rollout"),
+    ("scenarios/rolling-update.toml", "7", "0.3", "rollout"),
 ];
 const REAL_WORLD_TIME_SCALE: &str = "0.3";
 
