@@ -7,12 +7,13 @@ use lastmile_harness::RunConfig;
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_sim::runs::{self, ScenarioRun};
 
-/// A short load with one crash point of `service` armed from 30 s to 150 s.
-fn crash_scenario(service: &str, point: &str) -> lastmile_scenarios::Scenario {
+/// A short load (4 drivers, 12 riders a minute, 180 s) named `name` with one step at 30 s:
+/// `step` holds its lines after `at_s`.
+fn short_load(name: &str, step: &str) -> lastmile_scenarios::Scenario {
     let text = format!(
         r#"
 [scenario]
-name = "crash-{service}-{point}"
+name = "{name}"
 duration_s = 180
 settle_s = 180
 
@@ -24,13 +25,18 @@ ride_ttl_s = 900
 
 [[step]]
 at_s = 30
-action = "crash"
-target = "{service}"
-point = "{point}"
-for_s = 120
+{step}
 "#
     );
-    lastmile_scenarios::parse("crash.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+    lastmile_scenarios::parse(&format!("{name}.toml"), &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A short load with one crash point of `service` armed from 30 s to 150 s.
+fn crash_scenario(service: &str, point: &str) -> lastmile_scenarios::Scenario {
+    short_load(
+        &format!("crash-{service}-{point}"),
+        &format!("action = \"crash\"\ntarget = \"{service}\"\npoint = \"{point}\"\nfor_s = 120"),
+    )
 }
 
 /// Run the crash scenario, require every rule to hold and the crash point to have fired, and
@@ -120,26 +126,10 @@ fn notification_service_killed_between_recording_and_ack_shows_each_notification
 /// journal for good: both failed every seed of this run (docs/fault-model.md).
 #[test]
 fn trip_service_behind_a_stalled_disk_loses_no_event_when_its_callers_give_up() {
-    let text = r#"
-[scenario]
-name = "disk-stall-trip-service"
-duration_s = 180
-settle_s = 180
-
-[workload]
-kind = "load"
-drivers = 4
-riders_per_minute = 12
-ride_ttl_s = 900
-
-[[step]]
-at_s = 30
-action = "disk-stall"
-target = "trip-service"
-latency_ms = 2500
-for_s = 60
-"#;
-    let scenario = lastmile_scenarios::parse("disk-stall.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let scenario = short_load(
+        "disk-stall-trip-service",
+        "action = \"disk-stall\"\ntarget = \"trip-service\"\nlatency_ms = 2500\nfor_s = 60",
+    );
     let seed = 3;
     let run =
         runs::run(&scenario, &RunConfig { seed, random_faults: false, naive_matching: false, planted_bug: false });
