@@ -2,8 +2,8 @@
 //! into a snapshot so replay reads the state, not its whole history.
 //!
 //! Real world: files on a volume (`std::fs` with `sync_data`). Simulation: the node's simulated
-//! disk (`madsim::fs`), which survives a kill and restart of that node. Records are one line each (compact JSON never contains a raw newline); lines starting with
-//! `#` are the journal's own.
+//! disk (`madsim::fs`), which survives a kill and restart of that node. Records are one line each
+//! (compact JSON never contains a raw newline); lines starting with `#` are the journal's own.
 //!
 //! The storage fault model, the same in both worlds: [`Journal::write`] only buffers a record
 //! (the page cache); [`Journal::sync`] puts every buffered record on disk and returns once it is
@@ -13,6 +13,8 @@
 //! point) leaves the last record half written: a final line without its newline is a torn write
 //! and is dropped on replay with a warning, which is exactly what sync-before-acknowledge
 //! allows. Any other damage (a complete record that does not parse) is the owner's to refuse.
+//! In the simulation a `disk-stall` fault makes every sync wait [`Faults::disk_stall`] more, so
+//! callers give up on commits half way, as they do behind a slow volume.
 //!
 //! **Compaction, off the commit path.** The log lives in two files that take turns (`<log>` and
 //! `<log>.log-1`), each starting with the line `#epoch <n>`, and snapshots in two slots that take
@@ -65,8 +67,8 @@ struct Shared {
     state: Mutex<SyncState>,
     /// Wakes the waiters of [`JournalHandle::durable`] when a sync ends.
     synced: tokio::sync::Notify,
-    /// Crash points (`mid-sync`, `mid-compaction`, `after-snapshot`); off unless a fault plan
-    /// arms them.
+    /// Crash points (`mid-sync`, `mid-compaction`, `after-snapshot`) and the disk stall; off
+    /// unless a fault plan arms them.
     faults: Faults,
 }
 
