@@ -328,6 +328,26 @@ pub struct RunArgs {
     pub kube: KubeArgs,
 }
 
+/// What `lastmile chaos run` with these arguments (without the program name) would refuse before
+/// starting anything: arguments that do not parse, a scenario file that does not load, a
+/// timeline `--strict` or `--expect-faults` refuses. `Ok` when the run would start.
+pub fn preflight<I, S>(args: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(std::iter::once("lastmile".into()).chain(args.into_iter().map(Into::into)))
+        .map_err(|e| e.to_string())?;
+    let Command::Chaos { command: ChaosCommand::Run { file, run } } = cli.command else {
+        return Err("not a `chaos run` command line".into());
+    };
+    let scenario = lastmile_scenarios::load(&file).map_err(|e| e.to_string())?;
+    match crate::run::refusal(&scenario, &run) {
+        Some(why) => Err(format!("{}: {why}", file.display())),
+        None => Ok(()),
+    }
+}
+
 /// Carry out a parsed command line.
 pub fn dispatch(cli: Cli) -> ExitCode {
     let command = cli.command;

@@ -6,7 +6,10 @@
 //!   until the Deployment has observed it and exactly N pods are ready and none is terminating;
 //! - kill: delete one pod with no grace period (the Deployment replaces it, as after a crash);
 //! - restart and rollout: a rollout (a new pod-template annotation, like `kubectl rollout
-//!   restart`), carried out by the Deployment controller and waited for until complete;
+//!   restart`), carried out by the Deployment controller;
+//! - a timeline step waits for its pods up to [`STEP_PATIENCE`] only, then the timeline goes on
+//!   (the controller carries on): a fault in force may hold the pods up until a later step undoes
+//!   it. The start and the heal wait the full ready timeout;
 //! - broker restart: the RabbitMQ StatefulSet scaled to 0 and back;
 //! - logs: every pod of a service;
 //! - the workload and probes reach the services through [`Forwarder`] (port-forwarding).
@@ -48,6 +51,9 @@ pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 pub const BROKER: &str = "rabbitmq";
 /// The annotation a restart sets on the pod template.
 pub const RESTARTED_AT: &str = "lastmile.dev/restarted-at";
+/// How long a timeline step (a scale, a restart or rollout, a kill's undo) waits for its pods to
+/// get ready before the timeline goes on: the simulation's and the local target's patience.
+pub const STEP_PATIENCE: Duration = Duration::from_secs(20);
 
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
@@ -322,18 +328,35 @@ impl Cluster {
     /// Wait until `w` runs exactly `n` ready pods and no other (a Deployment must also have
     /// observed its latest spec, so a rollout counts only once it is complete).
     pub async fn wait_ready(&self, w: KubeWorkload, n: i32) -> Result<(), TargetError> {
+        self.wait_ready_within(w, n, self.ready_timeout).await
+    }
+
+    /// Whether `w` runs exactly `n` ready pods within [`STEP_PATIENCE`] (or the ready timeout,
+    /// if shorter). A timeline step waits no longer: a fault in force (the broker down, a
+    /// partition) may hold the pods up until a later step undoes it, and a step that waited for
+    /// them would hold that undo back. The heal, with no fault in force, waits the full timeout.
+    pub async fn ready_soon(&self, w: KubeWorkload, n: i32) -> Result<bool, TargetError> {
+        match self.wait_ready_within(w, n, self.ready_timeout.min(STEP_PATIENCE)).await {
+            Ok(()) => Ok(true),
+            Err(TargetError::TimedOut { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How long [`Cluster::ready_soon`] waits.
+    pub fn step_patience(&self) -> Duration {
+        self.ready_timeout.min(STEP_PATIENCE)
+    }
+
+    async fn wait_ready_within(&self, w: KubeWorkload, n: i32, timeout: Duration) -> Result<(), TargetError> {
         if let KubeWorkload::Service(_) = w {
             let by_name = ListParams::default().fields(&format!("metadata.name={}", w.name()));
-            wait_for(
-                &self.deployments,
-                &by_name,
-                &format!("{w} rolled out with {n} replicas"),
-                self.ready_timeout,
-                |ds| ds.iter().any(|d| deployment_settled(d, n)),
-            )
+            wait_for(&self.deployments, &by_name, &format!("{w} rolled out with {n} replicas"), timeout, |ds| {
+                ds.iter().any(|d| deployment_settled(d, n))
+            })
             .await?;
         }
-        wait_for(&self.pods, &Self::selector(w), &format!("{w} with {n} ready pods"), self.ready_timeout, |pods| {
+        wait_for(&self.pods, &Self::selector(w), &format!("{w} with {n} ready pods"), timeout, |pods| {
             pods_settled(pods, n)
         })
         .await
@@ -375,9 +398,9 @@ impl Cluster {
         Ok(Some(name))
     }
 
-    /// Roll every pod of a service (a new template annotation) and wait until the rollout is
-    /// complete. `stamp` tells this rollout apart from earlier ones.
-    pub async fn restart(&self, s: ServiceName, stamp: &str) -> Result<(), TargetError> {
+    /// Roll every pod of a service (a new template annotation); answers the replica count the
+    /// rollout ends with. `stamp` tells this rollout apart from earlier ones.
+    pub async fn restart(&self, s: ServiceName, stamp: &str) -> Result<i32, TargetError> {
         let w = KubeWorkload::Service(s);
         let n = self.replicas(w).await?;
         let patch = Patch::Merge(json!({
@@ -387,7 +410,7 @@ impl Cluster {
             .patch(s.as_str(), &PatchParams::default(), &patch)
             .await
             .map_err(|e| cluster_error(format!("cannot restart {s}: {e}")))?;
-        self.wait_ready(w, n).await
+        Ok(n)
     }
 
     /// The logs of every pod of a workload: (pod, text).
@@ -650,7 +673,7 @@ impl KubeTarget {
     }
 
     /// Delete the object `step` created (the oldest such, when a step repeats) and wait until
-    /// the fault is over; after a pause, until the service's pods are ready again.
+    /// the fault is over; after a pause, a while for the service's pods to be ready again.
     async fn recover(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         let Some(at) = self.active_chaos.iter().position(|a| &a.step == step) else {
             return Ok("no Chaos Mesh object to delete".into());
@@ -662,8 +685,8 @@ impl KubeTarget {
         if step.action == Action::Pause {
             let s = step_service(step)?;
             let n = self.cluster.replicas(KubeWorkload::Service(s)).await?;
-            self.cluster.wait_ready(KubeWorkload::Service(s), n).await?;
-            done.push_str(&format!("; {s} back to {n} ready pods"));
+            let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n).await?;
+            done.push_str(&format!("; {s} back to {n} pods, {}", self.readiness(ready)));
         }
         Ok(done)
     }
@@ -678,6 +701,20 @@ impl KubeTarget {
             }
         }
         out
+    }
+}
+
+impl KubeTarget {
+    /// What [`Cluster::ready_soon`] found, as a step's outcome says it.
+    fn readiness(&self, ready: bool) -> String {
+        if ready {
+            "all ready".into()
+        } else {
+            format!(
+                "not all ready within {}s: the controller carries on and the pods join when ready",
+                self.cluster.step_patience().as_secs_f64()
+            )
+        }
     }
 }
 
@@ -718,8 +755,9 @@ impl Target for KubeTarget {
             Action::Scale => {
                 let s = step_service(step)?;
                 let n = TargetError::required(step.replicas, "scale", "replicas")?;
-                self.cluster.scale(KubeWorkload::Service(s), n as i32).await?;
-                format!("{s} scaled to {n}, all ready")
+                self.cluster.set_replicas(KubeWorkload::Service(s), n as i32).await?;
+                let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n as i32).await?;
+                format!("{s} scaled to {n}, {}", self.readiness(ready))
             }
             Action::Kill => {
                 let s = step_service(step)?;
@@ -735,8 +773,9 @@ impl Target for KubeTarget {
                 let s = step_service(step)?;
                 self.restarts += 1;
                 let stamp = format!("{}-{}", lastmile_platform::clock::now_ms(), self.restarts);
-                self.cluster.restart(s, &stamp).await?;
-                format!("{s} rolled out again, all ready")
+                let n = self.cluster.restart(s, &stamp).await?;
+                let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n).await?;
+                format!("{s} rolled out again, {}", self.readiness(ready))
             }
             action if chaos_mesh::needs_chaos_mesh(action) => self.inject(step, index).await?,
             Action::BrokerRestart => {
@@ -753,11 +792,11 @@ impl Target for KubeTarget {
     async fn undo(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         let done = match step.action {
             Action::Kill => {
-                // The Deployment has already replaced the pod; wait until the replacement is ready.
+                // The Deployment has already replaced the pod; give the replacement a while.
                 let s = step_service(step)?;
                 let n = self.cluster.replicas(KubeWorkload::Service(s)).await?;
-                self.cluster.wait_ready(KubeWorkload::Service(s), n).await?;
-                format!("{s} back to {n} ready pods")
+                let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n).await?;
+                format!("{s} back to {n} pods, {}", self.readiness(ready))
             }
             Action::BrokerRestart => {
                 let n = self.recorded.0.get(&KubeWorkload::Broker).copied().unwrap_or(1).max(1);

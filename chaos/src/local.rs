@@ -24,6 +24,13 @@
 //! an old one leaves and stops; a journal service (one writer, `Recreate` in Kubernetes) is
 //! stopped and started again on the same port and data.
 //!
+//! No step waits for a replica to get ready, as in the simulation: a replica started by a scale,
+//! a restart or a kill's undo joins its backends whenever its `/ready` answers, because a fault
+//! in force (the broker down, a partition) may hold it up until a later step undoes that fault,
+//! and a timeline that waited would never reach the undo. A rollout waits for each new replica
+//! up to [`ROLLOUT_PATIENCE`], then stalls and goes on after the next undo. The start and the
+//! heal, with no fault in force, wait until every replica is ready.
+//!
 //! The broker: with [`BrokerChoice::Own`] (the default of `lastmile chaos run`) the run starts a
 //! RabbitMQ node of its own ([`BrokerNode`]: own node name, port and data dir under the work
 //! dir, so nothing else on the machine is disturbed), and `broker-restart` kills it hard and
@@ -50,8 +57,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// How long a starting replica may take to answer `/ready`.
+/// How long the start and the heal wait for a replica to answer `/ready` (no fault is in force
+/// then: a replica not ready by then is a finding).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a rollout waits for a new replica to get ready before it stalls and lets the
+/// timeline go on: a fault in force may be what holds it up (the simulation's patience).
+const ROLLOUT_PATIENCE: Duration = Duration::from_secs(20);
 /// How long a stopping replica may take to finish its work after SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -106,6 +117,45 @@ struct Process {
     port: u16,
     /// Its routes to the broker and its peers: closed once the process is gone.
     _routes: Vec<Route>,
+    /// Polls its `/ready` and adds it to its service's backends once it answers, however long
+    /// that takes; finished once it joined.
+    joining: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.joining.abort();
+    }
+}
+
+/// Whether a replica answers `/ready`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// It answered and joined its service's backends.
+    Ready,
+    /// Not within the patience given.
+    NotYet,
+    /// No replica runs on that port any more.
+    Gone,
+}
+
+/// A rollout under way.
+struct Rollout {
+    service: ServiceName,
+    /// Old replicas' ports still to replace, oldest first.
+    old: Vec<u16>,
+    /// Ports of replicas started and not ready yet; each one ready retires the next old one.
+    waiting: Vec<u16>,
+}
+
+/// Poll the replica on `port` until its `/ready` answers, then add it to `service`'s backends.
+async fn join_when_ready(proxy: FaultProxy, service: ServiceName, port: u16) {
+    let probe =
+        HttpClient::new("readiness", &LocalTarget::url(port), CallPolicy { attempts: 1, ..CallPolicy::default() });
+    while !matches!(probe.call_raw(Method::GET, "/ready", None).await, Ok((200, _))) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.join(Endpoint::replica(service.as_str(), port), SocketAddr::from(([127, 0, 0, 1], port)));
 }
 
 /// Services as processes of this machine.
@@ -131,6 +181,8 @@ pub struct LocalTarget {
     broker_down: bool,
     /// [`LocalOptions::direct`]: each service's one port, fixed at the start.
     direct_ports: Option<BTreeMap<ServiceName, u16>>,
+    /// Rollouts held up by a fault, to go on after the next undo (at the latest, the heal).
+    stalled: Vec<Rollout>,
 }
 
 fn free_port() -> Result<u16, TargetError> {
@@ -204,7 +256,7 @@ impl LocalTarget {
         }
     }
 
-    /// Start every service with `replicas` each (services left out get 1), waiting until each
+    /// Start every service with `replicas` each (services left out get 1), waiting until every
     /// replica is ready.
     pub async fn start(
         mut options: LocalOptions,
@@ -258,10 +310,12 @@ impl LocalTarget {
             shared_broker,
             broker_down: false,
             direct_ports,
+            stalled: Vec::new(),
         };
         for s in ServiceName::ALL {
             target.scale(s, replicas.get(&s).copied().unwrap_or(1)).await?;
         }
+        target.all_ready().await?;
         Ok(target)
     }
 
@@ -338,33 +392,49 @@ impl LocalTarget {
         let child = cmd
             .spawn()
             .map_err(|e| TargetError::Deployment(format!("cannot start {service} ({}): {e}", o.binary.display())))?;
-        Ok(Process { child, port, _routes: routes })
+        let joining = tokio::spawn(join_when_ready(self.proxy.clone(), service, port));
+        Ok(Process { child, port, _routes: routes, joining })
     }
 
-    async fn wait_ready(service: ServiceName, port: u16) -> Result<(), TargetError> {
-        let probe = HttpClient::new("readiness", &Self::url(port), CallPolicy { attempts: 1, ..CallPolicy::default() });
-        let deadline = lastmile_platform::clock::instant_now() + READY_TIMEOUT;
+    /// Start a replica on `port`; it joins its service's backends once it is ready. Nothing here
+    /// waits for that: a fault in force (the broker down, a partition) may hold it up until a
+    /// later step undoes the fault, as it would hold up a pod, and the timeline must go on.
+    async fn start_on(&mut self, service: ServiceName, port: u16) -> Result<(), TargetError> {
+        let process = self.spawn(service, port).await?;
+        self.running.entry(service).or_default().push(process);
+        Ok(())
+    }
+
+    /// Wait up to `patience` for the replica of `service` on `port` to be ready.
+    async fn ready(&self, service: ServiceName, port: u16, patience: Duration) -> Readiness {
+        let deadline = lastmile_platform::clock::instant_now() + patience;
         loop {
-            if let Ok((200, _)) = probe.call_raw(Method::GET, "/ready", None).await {
-                return Ok(());
+            let Some(p) = self.running.get(&service).into_iter().flatten().find(|p| p.port == port) else {
+                return Readiness::Gone;
+            };
+            if p.joining.is_finished() {
+                return Readiness::Ready;
             }
             if lastmile_platform::clock::instant_now() > deadline {
+                return Readiness::NotYet;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Wait until every running replica is ready ([`READY_TIMEOUT`] each at most).
+    async fn all_ready(&self) -> Result<(), TargetError> {
+        let replicas: Vec<(ServiceName, u16)> =
+            self.running.iter().flat_map(|(s, ps)| ps.iter().map(|p| (*s, p.port))).collect();
+        for (service, port) in replicas {
+            if self.ready(service, port, READY_TIMEOUT).await == Readiness::NotYet {
                 return Err(TargetError::TimedOut {
                     what: format!("{service} ready on port {port}"),
                     after: READY_TIMEOUT,
                     last_error: None,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    /// Start a replica on `port`, wait until it is ready, then add it to its service's backends.
-    async fn start_on(&mut self, service: ServiceName, port: u16) -> Result<(), TargetError> {
-        let process = self.spawn(service, port).await?;
-        self.running.entry(service).or_default().push(process);
-        Self::wait_ready(service, port).await?;
-        self.proxy.join(Endpoint::replica(service.as_str(), port), SocketAddr::from(([127, 0, 0, 1], port)));
         Ok(())
     }
 
@@ -389,38 +459,113 @@ impl LocalTarget {
 
     /// Take the replica on `port` out of its service's backends and out of the running ones.
     fn retire(&mut self, service: ServiceName, port: u16) -> Option<Process> {
-        self.proxy.leave(&Endpoint::replica(service.as_str(), port));
         let processes = self.running.get_mut(&service)?;
         let i = processes.iter().position(|p| p.port == port)?;
-        Some(processes.remove(i))
+        let process = processes.remove(i);
+        // Not joining any more, then out of the backends: a late join cannot bring it back.
+        process.joining.abort();
+        self.proxy.leave(&Endpoint::replica(service.as_str(), port));
+        Some(process)
     }
 
     fn ports(&self, service: ServiceName) -> Vec<u16> {
         self.running.get(&service).into_iter().flatten().map(|p| p.port).collect()
     }
 
-    /// Replace every replica of `service`, one at a time (see the module docs).
+    /// Start replacing every replica of `service`, one at a time (see the module docs).
     async fn rollout(&mut self, service: ServiceName) -> Result<String, TargetError> {
         let old = self.ports(service);
-        if service.single_replica() {
+        let rollout = if service.single_replica() {
+            // One journal writer at a time (`Recreate`): stopped, then started on the same data.
             for &port in &old {
                 if let Some(process) = self.retire(service, port) {
                     Self::stop(process).await;
                 }
+            }
+            for &port in &old {
                 self.start_on(service, port).await?;
             }
-            return Ok(format!("rolled out {service}: stopped and started again on ports {old:?}"));
+            Rollout { service, old: Vec::new(), waiting: old.clone() }
+        } else {
+            Rollout { service, old: old.clone(), waiting: Vec::new() }
+        };
+        Ok(match self.roll_on(rollout, false).await? {
+            None if service.single_replica() => {
+                format!("rolled out {service}: stopped and started again on ports {old:?}")
+            }
+            None => format!("rolled out {service}: ports {old:?} replaced by {:?}", self.ports(service)),
+            Some(stalled) => {
+                let why = format!(
+                    "rollout of {service} stalled: ports {:?} not ready within {}s; the old replicas keep \
+                     serving and it goes on after the next undo",
+                    stalled.waiting,
+                    ROLLOUT_PATIENCE.as_secs()
+                );
+                self.stalled.push(stalled);
+                why
+            }
+        })
+    }
+
+    /// Carry a rollout on: wait for the replicas it started, then for each old replica left
+    /// start a new one on a fresh port, wait until it is ready and retire the old one. A replica
+    /// not ready within [`ROLLOUT_PATIENCE`] stalls the rollout (returned, to go on later),
+    /// unless `must_finish` (the heal: no fault in force), when that fails the run.
+    async fn roll_on(&mut self, mut rollout: Rollout, must_finish: bool) -> Result<Option<Rollout>, TargetError> {
+        let s = rollout.service;
+        loop {
+            while let Some(&port) = rollout.waiting.first() {
+                let patience = if must_finish { READY_TIMEOUT } else { ROLLOUT_PATIENCE };
+                match self.ready(s, port, patience).await {
+                    Readiness::NotYet if must_finish => {
+                        return Err(TargetError::TimedOut {
+                            what: format!("{s} ready on port {port} during a rollout"),
+                            after: READY_TIMEOUT,
+                            last_error: None,
+                        })
+                    }
+                    Readiness::NotYet => return Ok(Some(rollout)),
+                    // Scaled away meanwhile: no successor, so the old replica it was to replace stays.
+                    Readiness::Gone => {
+                        rollout.waiting.remove(0);
+                        continue;
+                    }
+                    Readiness::Ready => {}
+                }
+                rollout.waiting.remove(0);
+                if let Some(old) = (!rollout.old.is_empty()).then(|| rollout.old.remove(0)) {
+                    if let Some(process) = self.retire(s, old) {
+                        Self::stop(process).await;
+                    }
+                }
+            }
+            if rollout.old.is_empty() {
+                return Ok(None);
+            }
+            let fresh = self.fresh_port(s)?;
+            self.start_on(s, fresh).await?;
+            rollout.waiting.push(fresh);
         }
-        let mut new = Vec::new();
-        for &port in &old {
-            let fresh = self.fresh_port(service)?;
-            self.start_on(service, fresh).await?;
-            new.push(fresh);
-            if let Some(process) = self.retire(service, port) {
-                Self::stop(process).await;
+    }
+
+    /// Go on with every stalled rollout; what became of them, if there were any.
+    async fn resume_rollouts(&mut self, must_finish: bool) -> Result<Option<String>, TargetError> {
+        let stalled = std::mem::take(&mut self.stalled);
+        if stalled.is_empty() {
+            return Ok(None);
+        }
+        let mut said = Vec::new();
+        for rollout in stalled {
+            let s = rollout.service;
+            match self.roll_on(rollout, must_finish).await? {
+                None => said.push(format!("rollout of {s} finished")),
+                Some(again) => {
+                    said.push(format!("rollout of {s} still stalled"));
+                    self.stalled.push(again);
+                }
             }
         }
-        Ok(format!("rolled out {service}: ports {old:?} replaced by {new:?}"))
+        Ok(Some(said.join(", ")))
     }
 
     /// Stop a replica gracefully (SIGTERM), SIGKILL after the grace period.
@@ -440,7 +585,8 @@ impl LocalTarget {
         }
     }
 
-    /// Set `service` to `n` replicas, each on a port of its own; scaling down stops the newest.
+    /// Set `service` to `n` replicas, each on a port of its own (new ones join when ready);
+    /// scaling down stops the newest.
     pub async fn scale(&mut self, service: ServiceName, n: usize) -> Result<(), TargetError> {
         while self.running.get(&service).map_or(0, Vec::len) < n {
             let port = self.fresh_port(service)?;
@@ -616,6 +762,36 @@ impl Target for LocalTarget {
     }
 
     async fn undo(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
+        let undone = self.undo_fault(step).await?;
+        Ok(match self.resume_rollouts(false).await? {
+            Some(resumed) => format!("{undone}; {resumed}"),
+            None => undone,
+        })
+    }
+
+    async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
+        self.proxy.heal();
+        self.resume_all();
+        self.start_broker().await?;
+        for (s, port) in std::mem::take(&mut self.killed) {
+            self.start_on(s, port).await?;
+        }
+        let mut done = Vec::new();
+        if let Some(resumed) = self.resume_rollouts(true).await? {
+            done.push(resumed);
+        }
+        for (s, n) in replicas {
+            self.scale(*s, *n).await?;
+            done.push(format!("{s}={n}"));
+        }
+        // No fault is in force any more: every replica must get ready now.
+        self.all_ready().await?;
+        Ok(format!("healed; replicas {}", done.join(" ")))
+    }
+}
+
+impl LocalTarget {
+    async fn undo_fault(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         match step.action {
             Action::Kill => {
                 let s = step_service(step)?;
@@ -647,23 +823,6 @@ impl Target for LocalTarget {
         }
     }
 
-    async fn heal(&mut self, replicas: &BTreeMap<ServiceName, usize>) -> Result<String, TargetError> {
-        self.proxy.heal();
-        self.resume_all();
-        self.start_broker().await?;
-        for (s, port) in std::mem::take(&mut self.killed) {
-            self.start_on(s, port).await?;
-        }
-        let mut done = Vec::new();
-        for (s, n) in replicas {
-            self.scale(*s, *n).await?;
-            done.push(format!("{s}={n}"));
-        }
-        Ok(format!("healed; replicas {}", done.join(" ")))
-    }
-}
-
-impl LocalTarget {
     /// A broker restart's first half: the run's own node killed hard, or the shared node's
     /// application stopped.
     async fn stop_broker(&mut self) -> Result<String, TargetError> {

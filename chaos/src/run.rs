@@ -100,7 +100,13 @@ pub async fn run_all(scenarios: Vec<(String, Scenario)>, run: &RunArgs) -> ExitC
     }
 }
 
-/// Why `--strict` or `--expect-faults` refuses the run's timeline, if either does.
+/// Why `run_all` would refuse to run `scenario` (as loaded) with these arguments, if it would:
+/// `--strict` or `--expect-faults` refusing its timeline.
+pub fn refusal(scenario: &Scenario, run: &RunArgs) -> Option<String> {
+    refused_plan(&scenario.time_scaled(run.time_scale), run)
+}
+
+/// Why `--strict` or `--expect-faults` refuses the run's (time-scaled) timeline, if either does.
 fn refused_plan(scenario: &Scenario, run: &RunArgs) -> Option<String> {
     let config = config(scenario, run);
     let steps = timeline(scenario, config.seed, config.random_faults);

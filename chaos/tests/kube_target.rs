@@ -196,6 +196,29 @@ async fn restart_rolls_every_pod_and_the_broker_restart_scales_rabbitmq_down_and
     assert!(logs.iter().all(|(pod, text)| text.contains(pod.as_str())));
 }
 
+/// A step gives its pods a while, not the whole ready timeout: a fault in force may hold them up
+/// until a later step undoes it, and a step that waited would hold that undo back. The heal,
+/// with no fault in force, still fails on pods that never get ready.
+#[tokio::test]
+async fn a_restart_or_scale_whose_pods_do_not_get_ready_lets_the_timeline_go_on_and_the_heal_fails() {
+    let fake = FakeKube::lastmile(1).await;
+    let cluster = Cluster::new(fake.client(), "lastmile", Duration::from_secs(2));
+    assert_eq!(cluster.step_patience(), Duration::from_secs(2), "never longer than the ready timeout");
+    let recorded = Recorded::read(&cluster).await.unwrap();
+    let wanted = BTreeMap::from([(ServiceName::Matching, 1)]);
+    let mut target = KubeTarget::start(cluster, recorded, "lastmile", &wanted, KubeRun::new(&[])).await.unwrap();
+    fake.never_ready("matching-service");
+
+    let restarted = target.apply(&step(Action::Restart, Some("matching-service"), None)).await.unwrap();
+    assert!(restarted.contains("not all ready within 2s"), "{restarted}");
+    let scaled = target.apply(&step(Action::Scale, Some("matching-service"), Some(2))).await.unwrap();
+    assert!(scaled.contains("scaled to 2, not all ready"), "{scaled}");
+    assert_eq!(fake.replicas("matching-service"), 2, "the scale went through all the same");
+
+    let err = target.heal(&wanted).await.unwrap_err();
+    assert!(matches!(err, TargetError::TimedOut { .. }), "{err:?}");
+}
+
 #[tokio::test]
 async fn the_fronts_spread_connections_over_the_ready_pods_and_reach_each_pod_alone() {
     let (fake, mut target) = started(3).await;
@@ -378,7 +401,7 @@ mod chaos_mesh {
         assert_eq!(objects["lm-0123456789ab-1-pause"]["spec"]["selector"], json!({ "pods": { "lastmile": [oldest] } }));
 
         let done = target.undo(&pause).await.unwrap();
-        assert!(done.contains("2 ready pods"), "{done}");
+        assert!(done.contains("back to 2 pods, all ready"), "{done}");
         assert_eq!(fake.chaos_objects("podchaos").keys().collect::<Vec<_>>(), vec!["lm-0123456789ab-1-pause"]);
         target.undo(&one).await.unwrap();
         assert!(fake.chaos_objects("podchaos").is_empty());

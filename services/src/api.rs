@@ -90,7 +90,12 @@ impl Context {
             ..WorkerConfig::new(ctx.config.names.queue(service.as_str()))
         };
         tokio::spawn(async move {
-            ctx.declared().await;
+            let mut stop = ctx.shutdown.clone();
+            tokio::select! {
+                biased;
+                _ = stop.wait() => return,
+                _ = ctx.declared() => {}
+            }
             let capacity = ctx.capacity.clone();
             worker::run(ctx.broker.clone(), config, ctx.shutdown.clone(), move |message, _| {
                 let work = Event::from_message(&message).map(&mut handler);
@@ -166,7 +171,13 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
         tasks.push(tokio::spawn(async move {
             let mut backoff = Duration::from_millis(50);
             loop {
-                match broker.declare(&topology).await {
+                // A stopping service does not wait on a broker that does not answer.
+                let declared = tokio::select! {
+                    biased;
+                    _ = shutdown.wait() => return,
+                    declared = broker.declare(&topology) => declared,
+                };
+                match declared {
                     Ok(()) => {
                         declared_tx.send(true);
                         return;
@@ -194,7 +205,11 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
                     _ = tokio::time::sleep(RECONNECT_PERIOD) => {}
                 }
                 if !broker.is_connected() {
-                    let _ = broker.connect().await;
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.wait() => return,
+                        _ = broker.connect() => {}
+                    }
                 }
             }
         }));

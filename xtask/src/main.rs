@@ -70,14 +70,19 @@ const REAL_WORLD_RUNS: [(&str, &str, &str, &str); 5] = [
 ];
 const REAL_WORLD_TIME_SCALE: &str = "0.3";
 
-fn chaos() -> Result<(), String> {
-    let mut jobs: Vec<Vec<String>> = REAL_WORLD_RUNS
+/// `lastmile` argument lists of [`REAL_WORLD_RUNS`].
+fn real_world_jobs() -> Vec<Vec<String>> {
+    REAL_WORLD_RUNS
         .iter()
         .map(|(file, seed, scale, faults)| {
             let args = ["chaos", "run", file, "--target", "local", "--seed", seed, "--time-scale", scale];
             args.iter().chain(&["--strict", "--expect-faults", faults]).map(|a| a.to_string()).collect()
         })
-        .collect();
+        .collect()
+}
+
+fn chaos() -> Result<(), String> {
+    let mut jobs = real_world_jobs();
     // The scripts' jobs, so the commands cannot rot: one resilience run and the original demo;
     // and the load generator, briefly (its figures come from the release build: BENCHMARKS.md).
     let scripts: [&[&str]; 3] = [
@@ -270,4 +275,61 @@ fn ensure_rabbitmq() -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(500));
     }
     Err(format!("RabbitMQ did not answer at {addr} within {RABBITMQ_START_TIMEOUT:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::real_world_jobs;
+
+    /// Each run as `cargo xtask chaos` starts it, its scenario file found from the workspace root.
+    fn jobs() -> Vec<Vec<String>> {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        real_world_jobs()
+            .into_iter()
+            .map(|mut args| {
+                assert_eq!(args[..2], ["chaos", "run"], "{args:?}");
+                args[2] = format!("{root}/{}", args[2]);
+                args
+            })
+            .collect()
+    }
+
+    /// A scenario's random actions redraw every seed's faults when they change: a seed that now
+    /// draws a fault the local target cannot carry out, or lacks one it was chosen for, fails
+    /// here in seconds rather than at the end of CI's real-world runs.
+    #[test]
+    fn every_real_world_run_is_one_the_local_target_starts() {
+        let jobs = jobs();
+        assert_eq!(jobs.len(), super::REAL_WORLD_RUNS.len());
+        for args in jobs {
+            assert_eq!(lastmile_chaos::cli::preflight(&args), Ok(()), "lastmile {}", args.join(" "));
+        }
+    }
+
+    /// The check above can fail: for each run with random faults some seed draws a crash point
+    /// or a disk stall (simulation only) and is refused, as CI refused the runs' old seeds once
+    /// disk stalls joined the random actions; and a fault kind the timeline lacks is refused.
+    #[test]
+    fn a_real_world_run_drawing_a_fault_the_local_target_cannot_carry_out_is_refused() {
+        for args in jobs() {
+            if args[2].ends_with("capacity.toml") {
+                continue; // no random faults: its one timeline is the file's own steps
+            }
+            // Without the fault kinds the seed was chosen for: only `--strict` judges.
+            let mut other: Vec<String> = args.iter().take_while(|a| *a != "--expect-faults").cloned().collect();
+            let seed = other.iter().position(|a| a == "--seed").expect("a seed") + 1;
+            let refused = (1..100u64).find_map(|n| {
+                other[seed] = n.to_string();
+                lastmile_chaos::cli::preflight(&other).err()
+            });
+            let refusal = refused.unwrap_or_else(|| panic!("no seed of {} refused", args[2]));
+            assert!(refusal.contains("--strict: the Local target cannot carry out"), "{refusal}");
+            assert!(refusal.contains("crash") || refusal.contains("disk-stall"), "{refusal}");
+        }
+        let mut none = jobs()[0].clone();
+        let faults = none.iter().position(|a| a == "--expect-faults").expect("expected faults") + 1;
+        none[faults] = "pause".into();
+        let refusal = lastmile_chaos::cli::preflight(&none).expect_err("no pause in that timeline");
+        assert!(refusal.contains("has no pause step"), "{refusal}");
+    }
 }

@@ -26,6 +26,8 @@ use std::time::Duration;
 
 /// How long a publish may wait for its confirm before it counts as failed.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long closing the connection waits for the broker's answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Live {
     connection: Connection,
@@ -225,10 +227,13 @@ impl Client {
     }
 
     /// Close the connection abruptly (tests use it to play a dying consumer).
+    /// Close the connection politely, waiting at most [`CLOSE_TIMEOUT`] for the broker's
+    /// close-ok: over a link that holds every byte (a partition) it never comes, and a stopping
+    /// service would hang until it is killed.
     pub async fn disconnect(&self) {
         let live = self.live.lock().expect("broker state").take();
         if let Some(live) = live {
-            let _ = live.connection.close(320, "closed by client".into()).await;
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, live.connection.close(320, "closed by client".into())).await;
         }
     }
 }
@@ -475,9 +480,15 @@ impl Consumer {
         }
     }
 
+    /// Cancel and close the channel, waiting at most [`CLOSE_TIMEOUT`] for the broker's answers
+    /// (over a link that holds every byte they never come; unacked deliveries go back to the
+    /// queue when the connection closes anyway).
     pub async fn cancel(self) {
-        let _ = self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
-        let _ = self.channel.close(200, "consumer stopped".into()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            let _ = self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
+            let _ = self.channel.close(200, "consumer stopped".into()).await;
+        })
+        .await;
     }
 }
 

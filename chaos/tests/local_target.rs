@@ -1,0 +1,90 @@
+//! The local target's timeline steps never wait on a replica that a fault in force keeps from
+//! getting ready: the fault's undo is a later step, so a step that waited would hold back the
+//! very undo it waits for (a run of non-critical-outage on this target once waited 60 s for a
+//! restarted trip-service while the broker it needed stayed down behind it, and failed). Needs
+//! RabbitMQ (`LASTMILE_TEST_AMQP_URL`, default `amqp://guest:guest@127.0.0.1:5672/%2f`).
+
+use lastmile_chaos::local::{BrokerChoice, LocalOptions, LocalTarget};
+use lastmile_harness::target::Target;
+use lastmile_platform::http::{CallPolicy, HttpClient, Method};
+use lastmile_scenarios::faults::{Origin, TimelineStep};
+use lastmile_scenarios::Action;
+use lastmile_services::ServiceName;
+use std::time::Duration;
+
+fn amqp_url() -> String {
+    std::env::var("LASTMILE_TEST_AMQP_URL").unwrap_or_else(|_| lastmile_services::config::DEFAULT_AMQP_URL.to_string())
+}
+
+fn step(action: Action) -> TimelineStep {
+    TimelineStep { target: Some("trip-service".into()), ..TimelineStep::new(0.0, action, Origin::Scenario) }
+}
+
+/// What `/ready` at `url` answers now (0: nothing answered).
+async fn ready_status(url: &str) -> u16 {
+    let probe = HttpClient::new("test", url, CallPolicy { attempts: 1, ..CallPolicy::default() });
+    probe.call_raw(Method::GET, "/ready", None).await.map_or(0, |(status, _)| status)
+}
+
+/// Poll `/ready` at `url` until it answers 200; false after `patience`.
+async fn gets_ready(url: &str, patience: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + patience;
+    while tokio::time::Instant::now() < deadline {
+        if ready_status(url).await == 200 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn a_restart_or_rollout_held_up_by_a_fault_lets_the_timeline_reach_the_undo() {
+    let id = lastmile_platform::clock::new_id();
+    let work_dir = std::env::temp_dir().join(format!("lastmile-local-{}", &id[..12]));
+    let options = LocalOptions {
+        binary: env!("CARGO_BIN_EXE_lastmile").into(),
+        amqp_url: amqp_url(),
+        prefix: format!("test-local-{}", &id[..8]),
+        work_dir: work_dir.clone(),
+        naive_matching: false,
+        service_time: Default::default(),
+        seed: 0,
+        broker: BrokerChoice::Shared { restart_node: None },
+        direct: false,
+    };
+    let replicas = ServiceName::ALL.into_iter().map(|s| (s, 1)).collect();
+    let mut target = LocalTarget::start(options, &replicas)
+        .await
+        .expect("the services start (is RabbitMQ running? `cargo xtask rabbitmq` starts it)");
+    let front = target.endpoints().trip;
+    assert_eq!(ready_status(&front).await, 200, "started means ready");
+
+    // trip-service cut off from the broker, then restarted: a fresh replica that never reached
+    // the broker is not ready, and the restart does not wait for it.
+    let cut = TimelineStep { peer: Some("broker".into()), ..step(Action::Partition) };
+    target.apply(&cut).await.expect("cut");
+    let restarted = target.apply(&step(Action::Restart)).await.expect("the restart returns");
+    assert!(restarted.contains("restarted trip-service"), "{restarted}");
+    let (_, replica) = target.replica_urls(ServiceName::Trip).pop().expect("one replica");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ready_status(&replica).await, 503, "the new replica reached no broker, yet it is ready");
+    assert_ne!(ready_status(&front).await, 200, "an unready replica is among the backends");
+
+    // The undo is reached, and the replica gets ready and joins.
+    target.undo(&cut).await.expect("reconnected");
+    assert!(gets_ready(&front, Duration::from_secs(30)).await, "trip-service never got ready after the undo");
+
+    // A rollout held up the same way stalls after its patience and goes on after the undo.
+    target.apply(&cut).await.expect("cut again");
+    let stalled = target.apply(&step(Action::Rollout)).await.expect("the rollout returns");
+    assert!(stalled.contains("rollout of trip-service stalled"), "{stalled}");
+    let undone = target.undo(&cut).await.expect("reconnected again");
+    assert!(undone.contains("rollout of trip-service finished"), "{undone}");
+    assert_eq!(ready_status(&front).await, 200);
+
+    let healed = target.heal(&replicas).await.expect("the heal");
+    assert!(healed.contains("trip-service=1"), "{healed}");
+    drop(target);
+    let _ = std::fs::remove_dir_all(&work_dir);
+}
