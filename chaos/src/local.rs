@@ -38,6 +38,11 @@
 //! [`BrokerChoice::Shared`] the run uses the given AMQP URL, and a `broker-restart` is carried out
 //! only when the user named the shared node (`rabbitmqctl stop_app` / `start_app`: every user of
 //! that broker sees it); otherwise it is skipped. Crash points are simulation only.
+//!
+//! `disk-stall` goes through each replica's harness route `POST /disk-stall` (service token
+//! required): every journal sync of the process waits `latency_ms` more, the same hook the
+//! simulation's stall uses, until the undo sets it back to 0; a replica that gets ready during
+//! the stall is stalled before it joins.
 
 use crate::broker::{BrokerNode, SharedBroker};
 use crate::proxy::{Cut, Endpoint, FaultProxy, Route};
@@ -55,6 +60,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long the start and the heal wait for a replica to answer `/ready` (no fault is in force
@@ -148,14 +154,36 @@ struct Rollout {
     waiting: Vec<u16>,
 }
 
-/// Poll the replica on `port` until its `/ready` answers, then add it to `service`'s backends.
-async fn join_when_ready(proxy: FaultProxy, service: ServiceName, port: u16) {
+/// The disk stalls in force, by service: a replica that gets ready while its service's disk is
+/// stalled is stalled before it joins.
+type DiskStalls = Arc<Mutex<BTreeMap<ServiceName, u64>>>;
+
+/// Poll the replica on `port` until its `/ready` answers, then (its service's disk stall set on
+/// it, if one is in force) add it to `service`'s backends.
+async fn join_when_ready(proxy: FaultProxy, service: ServiceName, port: u16, stalls: DiskStalls, token: ServiceToken) {
     let probe =
         HttpClient::new("readiness", &LocalTarget::url(port), CallPolicy { attempts: 1, ..CallPolicy::default() });
     while !matches!(probe.call_raw(Method::GET, "/ready", None).await, Ok((200, _))) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let stall = stalls.lock().expect("disk stalls").get(&service).copied();
+    if let Some(ms) = stall {
+        let _ = set_disk_stall(port, ms, &token).await;
+    }
     proxy.join(Endpoint::replica(service.as_str(), port), SocketAddr::from(([127, 0, 0, 1], port)));
+}
+
+/// Set the disk stall of the replica on `port` through its harness route (0 ends it).
+async fn set_disk_stall(port: u16, ms: u64, token: &ServiceToken) -> Result<(), String> {
+    let client =
+        HttpClient::new("disk-stall", &LocalTarget::url(port), CallPolicy { attempts: 1, ..CallPolicy::default() })
+            .with_token(Some(token.clone()));
+    let body = serde_json::json!({ "latency_ms": ms }).to_string().into_bytes();
+    match client.call_raw(Method::POST, "/disk-stall", Some(body)).await {
+        Ok((200, _)) => Ok(()),
+        Ok((status, body)) => Err(format!("{status} {}", String::from_utf8_lossy(&body))),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// Services as processes of this machine.
@@ -183,6 +211,8 @@ pub struct LocalTarget {
     direct_ports: Option<BTreeMap<ServiceName, u16>>,
     /// Rollouts held up by a fault, to go on after the next undo (at the latest, the heal).
     stalled: Vec<Rollout>,
+    /// Disk stalls in force.
+    disk_stalls: DiskStalls,
 }
 
 fn free_port() -> Result<u16, TargetError> {
@@ -240,7 +270,7 @@ fn signal(child: &Child, sig: libc::c_int) {
 
 impl LocalTarget {
     /// What processes on one machine behind the fault proxy can do: everything but crash points
-    /// and disk stalls (simulation only), and broker restarts only on a broker the run may restart.
+    /// (simulation only), and broker restarts only on a broker the run may restart.
     pub fn can(broker: &BrokerChoice, action: Action) -> bool {
         match action {
             Action::Scale
@@ -250,9 +280,10 @@ impl LocalTarget {
             | Action::Pause
             | Action::Partition
             | Action::Latency
-            | Action::Loss => true,
+            | Action::Loss
+            | Action::DiskStall => true,
             Action::BrokerRestart => broker.restartable(),
-            Action::Crash | Action::DiskStall => false,
+            Action::Crash => false,
         }
     }
 
@@ -311,6 +342,7 @@ impl LocalTarget {
             broker_down: false,
             direct_ports,
             stalled: Vec::new(),
+            disk_stalls: DiskStalls::default(),
         };
         for s in ServiceName::ALL {
             target.scale(s, replicas.get(&s).copied().unwrap_or(1)).await?;
@@ -392,7 +424,13 @@ impl LocalTarget {
         let child = cmd
             .spawn()
             .map_err(|e| TargetError::Deployment(format!("cannot start {service} ({}): {e}", o.binary.display())))?;
-        let joining = tokio::spawn(join_when_ready(self.proxy.clone(), service, port));
+        let joining = tokio::spawn(join_when_ready(
+            self.proxy.clone(),
+            service,
+            port,
+            self.disk_stalls.clone(),
+            self.token.clone(),
+        ));
         Ok(Process { child, port, _routes: routes, joining })
     }
 
@@ -742,6 +780,12 @@ impl Target for LocalTarget {
                 Ok(format!("paused {s}"))
             }
             Action::Rollout => self.rollout(s).await,
+            Action::DiskStall => {
+                let ms = TargetError::required(step.latency_ms, "disk-stall", "latency_ms")?;
+                self.disk_stalls.lock().expect("disk stalls").insert(s, ms);
+                let set = self.set_disk_stalls(s, ms).await;
+                Ok(format!("{s}'s disk stalled: each sync takes {ms} ms more ({set})"))
+            }
             Action::Partition => {
                 if let Some(peer) = step.peer.as_deref().filter(|p| *p != "broker") {
                     peer.parse::<ServiceName>()?;
@@ -773,6 +817,11 @@ impl Target for LocalTarget {
         self.proxy.heal();
         self.resume_all();
         self.start_broker().await?;
+        let stalled: Vec<ServiceName> =
+            std::mem::take(&mut *self.disk_stalls.lock().expect("disk stalls")).into_keys().collect();
+        for s in stalled {
+            self.set_disk_stalls(s, 0).await;
+        }
         for (s, port) in std::mem::take(&mut self.killed) {
             self.start_on(s, port).await?;
         }
@@ -819,7 +868,30 @@ impl LocalTarget {
                 Ok("loss removed".into())
             }
             Action::BrokerRestart => self.start_broker().await,
+            Action::DiskStall => {
+                let s = step_service(step)?;
+                self.disk_stalls.lock().expect("disk stalls").remove(&s);
+                let set = self.set_disk_stalls(s, 0).await;
+                Ok(format!("{s}'s disk back to normal ({set})"))
+            }
             _ => Ok("nothing to undo".into()),
+        }
+    }
+
+    /// Set the disk stall of every running replica of `service`; says how many took it.
+    async fn set_disk_stalls(&self, service: ServiceName, ms: u64) -> String {
+        let (ports, mut failed) = (self.ports(service), Vec::new());
+        for &port in &ports {
+            if let Err(e) = set_disk_stall(port, ms, &self.token).await {
+                failed.push(format!("port {port}: {e}"));
+            }
+        }
+        match failed.is_empty() {
+            true => format!("{} replicas", ports.len()),
+            // A paused replica does not answer; one not ready yet takes it when it gets ready.
+            false => {
+                format!("{} of {} replicas; not set on {}", ports.len() - failed.len(), ports.len(), failed.join(", "))
+            }
         }
     }
 

@@ -15,6 +15,11 @@
 //! hook — in the simulation: kill the node, restart it a moment later — and never goes on.
 //! Nothing arms a point in the real world: [`Faults::default`] is off and a point costs one
 //! branch.
+//!
+//! A *stalled disk* (`disk-stall`: every journal sync of a service waits some milliseconds more)
+//! is the one fault of this module the real world carries out too: a service serving the
+//! harness's routes has [`Faults::disk_stall_only`], which a harness sets through the service's
+//! internal `POST /disk-stall` (token required; crash points stay simulation only).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -81,6 +86,8 @@ pub struct Faults {
 }
 
 struct Armed {
+    /// Whether points can be armed (off with [`Faults::disk_stall_only`]).
+    crash_points: bool,
     /// The points that crash the next replica passing them; a point disarms when it fires.
     points: Mutex<BTreeSet<CrashPoint>>,
     /// What every journal sync takes more while the disk is stalled (ms; 0: not stalled).
@@ -105,6 +112,7 @@ impl Faults {
     pub fn with_hook(hook: CrashHook) -> Faults {
         Faults {
             inner: Some(Arc::new(Armed {
+                crash_points: true,
                 points: Mutex::default(),
                 disk_stall_ms: AtomicU64::new(0),
                 fired: Mutex::default(),
@@ -113,14 +121,33 @@ impl Faults {
         }
     }
 
-    /// Whether crash points can be armed at all (never in the real world).
-    pub fn is_on(&self) -> bool {
+    /// A disk that can be stalled ([`Faults::set_disk_stall`]) and no crash point: what the real
+    /// world's harness routes offer.
+    pub fn disk_stall_only() -> Faults {
+        Faults {
+            inner: Some(Arc::new(Armed {
+                crash_points: false,
+                points: Mutex::default(),
+                disk_stall_ms: AtomicU64::new(0),
+                fired: Mutex::default(),
+                hook: Arc::new(|point| unreachable!("{point} armed without crash points")),
+            })),
+        }
+    }
+
+    /// Whether the disk can be stalled ([`Faults::default`] cannot).
+    pub fn can_stall(&self) -> bool {
         self.inner.is_some()
     }
 
-    /// Arm `point`: the next replica to pass it crashes. Does nothing when faults are off.
+    /// Whether crash points can be armed at all (never in the real world).
+    pub fn is_on(&self) -> bool {
+        self.inner.as_ref().is_some_and(|a| a.crash_points)
+    }
+
+    /// Arm `point`: the next replica to pass it crashes. Does nothing when crash points are off.
     pub fn arm(&self, point: CrashPoint) {
-        if let Some(a) = &self.inner {
+        if let Some(a) = self.inner.as_ref().filter(|a| a.crash_points) {
             a.points.lock().expect("points").insert(point);
             a.fired.lock().expect("fired").remove(&point);
         }
@@ -134,7 +161,7 @@ impl Faults {
     }
 
     /// Stall the disk: every journal sync takes `ms` more until set back to 0. Does nothing when
-    /// faults are off.
+    /// faults are off ([`Faults::default`]).
     pub fn set_disk_stall(&self, ms: u64) {
         if let Some(a) = &self.inner {
             a.disk_stall_ms.store(ms, Ordering::Relaxed);
@@ -187,6 +214,25 @@ mod tests {
         assert!(!faults.disarm(CrashPoint::BeforeAck), "reported once");
         faults.arm(CrashPoint::MidSync);
         assert!(!faults.disarm(CrashPoint::MidSync), "armed but never reached");
+    }
+
+    #[tokio::test]
+    async fn a_disk_stall_only_fault_set_arms_no_crash_point_and_stalls_until_set_back() {
+        let faults = Faults::disk_stall_only();
+        assert!(!faults.is_on(), "no crash points: journals write records whole");
+        assert!(faults.can_stall() && !Faults::default().can_stall());
+        faults.arm(CrashPoint::MidSync);
+        faults.crash_point(CrashPoint::MidSync).await; // not armed: passes, the hook never runs
+        assert!(!faults.disarm(CrashPoint::MidSync));
+        faults.set_disk_stall(60_000);
+        let stalled = tokio::time::timeout(Duration::from_millis(50), faults.disk_stall()).await;
+        assert!(stalled.is_err(), "a sync waits out the stall");
+        faults.set_disk_stall(0);
+        faults.disk_stall().await;
+        let off = Faults::default();
+        off.set_disk_stall(60_000);
+        let at_once = tokio::time::timeout(Duration::from_millis(50), off.disk_stall()).await;
+        assert!(at_once.is_ok(), "faults off: no stall to set");
     }
 
     #[tokio::test]

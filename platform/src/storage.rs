@@ -13,8 +13,9 @@
 //! point) leaves the last record half written: a final line without its newline is a torn write
 //! and is dropped on replay with a warning, which is exactly what sync-before-acknowledge
 //! allows. Any other damage (a complete record that does not parse) is the owner's to refuse.
-//! In the simulation a `disk-stall` fault makes every sync wait [`Faults::disk_stall`] more, so
-//! callers give up on commits half way, as they do behind a slow volume.
+//! A `disk-stall` fault (the simulation's, or a real service's through its harness routes) makes
+//! every sync wait [`Faults::disk_stall`] more, so callers give up on commits half way, as they
+//! do behind a slow volume.
 //!
 //! **Compaction, off the commit path.** The log lives in two files that take turns (`<log>` and
 //! `<log>.log-1`), each starting with the line `#epoch <n>`, and snapshots in two slots that take
@@ -630,11 +631,13 @@ async fn write_and_sync(shared: &Shared, sync: &GroupSync) -> io::Result<()> {
     }
     let half = if shared.faults.is_on() { bytes.len() / 2 } else { 0 };
     if half == 0 {
+        // A real-world stall (`Faults::disk_stall_only`) holds the write and its sync.
+        shared.faults.disk_stall().await;
         return imp::write_and_sync(file, bytes, *offset).await;
     }
     imp::write_at(file, &bytes[..half], *offset).await?;
     shared.faults.crash_point(CrashPoint::MidSync).await;
-    // A stalled disk (`disk-stall`, simulation only) holds the sync here, the leader's caller
+    // A stalled disk (`disk-stall`) holds the sync here, the leader's caller
     // waiting: a client may give up on it half way.
     shared.faults.disk_stall().await;
     imp::write_at(file, &bytes[half..], offset + half as u64).await?;

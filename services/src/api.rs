@@ -4,7 +4,7 @@
 use crate::config::{Config, ServiceName};
 use crate::events::{topology, Event};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use lastmile_platform::auth;
 use lastmile_platform::broker::outbox::Outbox;
@@ -12,10 +12,11 @@ use lastmile_platform::broker::worker::{self, Outcome, WorkerConfig};
 use lastmile_platform::broker::Broker;
 use lastmile_platform::capacity::Capacity;
 use lastmile_platform::clock::jitter;
-use lastmile_platform::http::{self, HttpClient};
+use lastmile_platform::http::{self, ApiError, ApiJson, HttpClient};
 use lastmile_platform::metrics::{self, Metrics};
 use lastmile_platform::shutdown::Shutdown;
 use lastmile_platform::watch;
+use serde::Deserialize;
 use serde_json::json;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -249,6 +250,11 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
         Some(c) => routes.layer(axum::middleware::from_fn_with_state(c, charge)),
         None => routes,
     };
+    let routes = if config.harness_routes {
+        routes.merge(ctx.internal(Router::new().route("/disk-stall", post(set_disk_stall))).with_state(ctx.clone()))
+    } else {
+        routes
+    };
     let ready_ctx = ctx.clone();
     let scraped = ctx.metrics.clone();
     let router = routes
@@ -276,9 +282,42 @@ pub async fn start(name: ServiceName, config: &Config, shutdown: Shutdown) -> an
     Ok(Service { name, router, tasks, broker })
 }
 
-/// The harness's own reads: measurement rather than the service's work, so they pay no service
-/// time (a saturated matching replica still reports its counters on time).
-const HARNESS_ROUTES: [&str; 3] = ["/export", "/summary", "/stats"];
+/// The harness's own routes: measurement and fault control rather than the service's work, so
+/// they pay no service time (a saturated matching replica still reports its counters on time).
+const HARNESS_ROUTES: [&str; 4] = ["/export", "/summary", "/stats", "/disk-stall"];
+
+/// The longest stall `POST /disk-stall` takes (a scenario's `disk-stall` allows as much).
+pub const MAX_DISK_STALL_MS: u64 = 60_000;
+
+/// `POST /disk-stall` (harness routes, internal): `{"latency_ms": n}` makes every journal sync
+/// of this process wait `n` ms more, 0 ends the stall. The real world's `disk-stall` fault.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiskStall {
+    latency_ms: u64,
+}
+
+async fn set_disk_stall(
+    axum::extract::State(ctx): axum::extract::State<Context>,
+    ApiJson(body): ApiJson<DiskStall>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if body.latency_ms > MAX_DISK_STALL_MS {
+        return Err(ApiError::unprocessable(
+            "invalid_latency",
+            format!("latency_ms must be at most {MAX_DISK_STALL_MS}, not {}", body.latency_ms),
+        ));
+    }
+    if !ctx.config.faults.can_stall() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "disk_stall_unavailable",
+            "this service's faults are off: its disk cannot be stalled",
+        ));
+    }
+    ctx.config.faults.set_disk_stall(body.latency_ms);
+    tracing::warn!(latency_ms = body.latency_ms, "disk stall set through the harness route");
+    Ok(Json(json!({ "disk_stall_ms": body.latency_ms })))
+}
 
 /// Charge a request to the service's own routes one service time (see [`Config::service_time`]).
 async fn charge(

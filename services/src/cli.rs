@@ -57,7 +57,7 @@ pub struct ServiceArgs {
     /// Delete this service's queues after this many seconds unused (isolated test topologies).
     #[arg(long, env = "LASTMILE_QUEUE_EXPIRES_SECS")]
     pub queue_expires_secs: Option<u64>,
-    /// Serve the harness's routes (`/export`, `/summary`, `/stats`): for chaos runs.
+    /// Serve the harness's routes (`/export`, `/summary`, `/stats`, `/disk-stall`): for chaos runs.
     #[arg(long, env = "LASTMILE_HARNESS_ROUTES")]
     pub harness_routes: bool,
     /// The original LastMile matching design, for demonstrations only.
@@ -111,6 +111,12 @@ impl ServiceArgs {
             naive_matching: self.naive_matching,
             service_time: self.service_time,
             harness_routes: self.harness_routes,
+            // The one fault a real harness may set (crash points stay simulation only).
+            faults: if self.harness_routes {
+                lastmile_platform::faults::Faults::disk_stall_only()
+            } else {
+                lastmile_platform::faults::Faults::default()
+            },
             outbox_capacity: self.outbox_capacity,
             compact_after: self.compact_after,
             prefetch: self.prefetch,

@@ -95,7 +95,8 @@ pub struct Config {
     /// queues (capacity scenarios; `None`: no added time).
     pub service_time: Option<ServiceTime>,
     /// The service's crash points: armed only by a simulated fault plan (never configurable
-    /// from flags or the environment).
+    /// from flags or the environment). A real service serving the harness's routes has
+    /// [`Faults::disk_stall_only`]: its disk can be stalled through `POST /disk-stall`.
     pub faults: Faults,
     /// Where the service counts the recovery paths it takes (shared by a whole simulated run).
     pub coverage: Coverage,

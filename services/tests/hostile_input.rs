@@ -64,6 +64,8 @@ async fn start_with(configure: impl FnOnce(&mut Config)) -> Services {
         data_dir: data_dir.clone(),
         service_token: Some(ServiceToken::new(TOKEN).unwrap()),
         harness_routes: true,
+        // As `lastmile service --harness-routes` has it: a disk the harness can stall.
+        faults: lastmile_platform::faults::Faults::disk_stall_only(),
         ..Config::default()
     };
     let mut config = config;
@@ -123,7 +125,7 @@ async fn refused_with(
 async fn internal_endpoints_answer_only_callers_with_the_service_token() {
     let s = start().await;
     let policy = CallPolicy { attempts: 1, ..CallPolicy::default() };
-    let internal: [(ServiceName, Method, &str, Option<&str>); 8] = [
+    let internal: [(ServiceName, Method, &str, Option<&str>); 10] = [
         (ServiceName::User, Method::GET, "/users/u1", None),
         (ServiceName::User, Method::GET, "/users/pr1%3Fevil", None),
         (ServiceName::Location, Method::GET, "/stations/ST101/drivers", None),
@@ -132,6 +134,8 @@ async fn internal_endpoints_answer_only_callers_with_the_service_token() {
         (ServiceName::Trip, Method::GET, "/export", None),
         (ServiceName::Trip, Method::GET, "/summary", None),
         (ServiceName::Matching, Method::GET, "/stats", None),
+        (ServiceName::Trip, Method::POST, "/disk-stall", Some(r#"{"latency_ms": 60000}"#)),
+        (ServiceName::Matching, Method::POST, "/disk-stall", Some(r#"{"latency_ms": 60000}"#)),
     ];
     let wrong = ServiceToken::new("in-process-service-tokeN").unwrap();
     for (who, presented) in [("no token", None), ("a wrong token", Some(wrong))] {
@@ -181,7 +185,12 @@ async fn raw(url: &str, request: &[u8]) -> (u16, String) {
 async fn harness_only_routes_are_absent_unless_turned_on() {
     let s = start_with(|c| c.harness_routes = false).await;
     let trip = &s.clients[&ServiceName::Trip];
-    for (method, path) in [(Method::GET, "/export"), (Method::GET, "/summary"), (Method::POST, "/matches/unchecked")] {
+    for (method, path) in [
+        (Method::GET, "/export"),
+        (Method::GET, "/summary"),
+        (Method::POST, "/matches/unchecked"),
+        (Method::POST, "/disk-stall"),
+    ] {
         refused_with(trip, method, path, Some("{}".into()), (404, "no_such_route"), path).await;
     }
     refused_with(&s.clients[&ServiceName::Matching], Method::GET, "/stats", None, (404, "no_such_route"), "/stats")
@@ -189,6 +198,75 @@ async fn harness_only_routes_are_absent_unless_turned_on() {
     let on = start().await;
     let (status, _) = on.clients[&ServiceName::Trip].call_raw(Method::GET, "/export", None).await.unwrap();
     assert_eq!(status, 200, "turned on, the harness reads the record");
+}
+
+/// The real world's `disk-stall` route takes one bounded number and nothing else; a stall it sets
+/// holds every commit until it is set back to 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_stall_route_takes_a_bounded_latency_and_holds_commits_until_set_back() {
+    let s = start().await;
+    let trip = &s.clients[&ServiceName::Trip];
+    let bad: [(&str, (u16, &str), &str); 4] = [
+        (r#"{"latency_ms": 60001}"#, (422, "invalid_latency"), "latency_ms"),
+        (r#"{"latency_ms": -1}"#, (422, "invalid_body"), "latency_ms"),
+        (r#"{"latency_ms": 5, "crash": "mid-sync"}"#, (422, "invalid_body"), "crash"),
+        (r#"{"latency_ms": "#, (400, "malformed_json"), "EOF"),
+    ];
+    for (body, want, field) in bad {
+        refused_with(trip, Method::POST, "/disk-stall", Some(body.into()), want, field).await;
+    }
+    let ride = |id: &str| {
+        Some(
+            serde_json::json!({ "ride_id": id, "rider_id": "r1", "station_id": "ST101", "destination": "ST104" })
+                .to_string()
+                .into_bytes(),
+        )
+    };
+    let user = &s.clients[&ServiceName::User];
+    let rider =
+        serde_json::json!({ "rider_id": "r1", "name": "R", "phone": "+91 90000 00000" }).to_string().into_bytes();
+    let (status, _) = user.call_raw(Method::POST, "/riders", Some(rider)).await.unwrap();
+    assert_eq!(status, 201);
+    // trip-service records a rider it checked in a journal of its own: done before the stall,
+    // so the stalled sync below is the ride's commit itself.
+    let (status, _) = trip.call_raw(Method::POST, "/rides", ride("before")).await.unwrap();
+    assert_eq!(status, 201);
+
+    let (status, body) =
+        trip.call_raw(Method::POST, "/disk-stall", Some(br#"{"latency_ms": 1500}"#.to_vec())).await.unwrap();
+    assert_eq!((status, String::from_utf8_lossy(&body).as_ref()), (200, r#"{"disk_stall_ms":1500}"#));
+    let impatient = HttpClient::new(
+        "impatient",
+        &s.urls[&ServiceName::Trip],
+        CallPolicy { attempts: 1, timeout: std::time::Duration::from_millis(300), ..CallPolicy::default() },
+    )
+    .with_token(Some(token()));
+    assert!(impatient.call_raw(Method::POST, "/rides", ride("held")).await.is_err(), "answered through a 1.5 s stall");
+    let (status, _) = trip.call_raw(Method::POST, "/disk-stall", Some(br#"{"latency_ms": 0}"#.to_vec())).await.unwrap();
+    assert_eq!(status, 200);
+    // The commit its caller gave up on lands once its sync went through: nothing lost.
+    let mut found = 0;
+    for _ in 0..50 {
+        found = trip.call_raw(Method::GET, "/rides/held", None).await.map_or(0, |(status, _)| status);
+        if found == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(found, 200, "the ride committed during the stall");
+
+    // A service whose faults are off says so rather than pretend.
+    let off = start_with(|c| c.faults = lastmile_platform::faults::Faults::default()).await;
+    let body = Some(r#"{"latency_ms": 1500}"#.to_string());
+    refused_with(
+        &off.clients[&ServiceName::Trip],
+        Method::POST,
+        "/disk-stall",
+        body,
+        (409, "disk_stall_unavailable"),
+        "off",
+    )
+    .await;
 }
 
 /// Too many or too large request headers: a JSON 431 naming the limits.
