@@ -166,9 +166,15 @@ async fn join_when_ready(proxy: FaultProxy, service: ServiceName, port: u16, sta
     while !matches!(probe.call_raw(Method::GET, "/ready", None).await, Ok((200, _))) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let stall = stalls.lock().expect("disk stalls").get(&service).copied();
-    if let Some(ms) = stall {
-        let _ = set_disk_stall(port, ms, &token).await;
+    // Until what it set is what is in force: an undo may come while it sets a stall.
+    let mut set = 0;
+    loop {
+        let wanted = stalls.lock().expect("disk stalls").get(&service).copied().unwrap_or(0);
+        if wanted == set {
+            break;
+        }
+        let _ = set_disk_stall(port, wanted, &token).await;
+        set = wanted;
     }
     proxy.join(Endpoint::replica(service.as_str(), port), SocketAddr::from(([127, 0, 0, 1], port)));
 }
