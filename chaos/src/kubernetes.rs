@@ -336,7 +336,7 @@ impl Cluster {
     /// partition) may hold the pods up until a later step undoes it, and a step that waited for
     /// them would hold that undo back. The heal, with no fault in force, waits the full timeout.
     pub async fn ready_soon(&self, w: KubeWorkload, n: i32) -> Result<bool, TargetError> {
-        match self.wait_ready_within(w, n, self.ready_timeout.min(STEP_PATIENCE)).await {
+        match self.wait_ready_within(w, n, self.step_patience()).await {
             Ok(()) => Ok(true),
             Err(TargetError::TimedOut { .. }) => Ok(false),
             Err(e) => Err(e),
@@ -672,6 +672,18 @@ impl KubeTarget {
         Ok(done)
     }
 
+    /// Give the `n` pods of `s` [`Cluster::step_patience`] to be ready (a step waits no longer);
+    /// what the step's outcome says of them.
+    async fn readiness(&self, s: ServiceName, n: i32) -> Result<String, TargetError> {
+        Ok(match self.cluster.ready_soon(KubeWorkload::Service(s), n).await? {
+            true => "all ready".into(),
+            false => format!(
+                "not all ready within {}s: the controller carries on and the pods join when ready",
+                self.cluster.step_patience().as_secs_f64()
+            ),
+        })
+    }
+
     /// Delete the object `step` created (the oldest such, when a step repeats) and wait until
     /// the fault is over; after a pause, a while for the service's pods to be ready again.
     async fn recover(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
@@ -685,8 +697,7 @@ impl KubeTarget {
         if step.action == Action::Pause {
             let s = step_service(step)?;
             let n = self.cluster.replicas(KubeWorkload::Service(s)).await?;
-            let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n).await?;
-            done.push_str(&format!("; {s} back to {n} pods, {}", self.readiness(ready)));
+            done.push_str(&format!("; {s} back to {n} pods, {}", self.readiness(s, n).await?));
         }
         Ok(done)
     }
@@ -701,20 +712,6 @@ impl KubeTarget {
             }
         }
         out
-    }
-}
-
-impl KubeTarget {
-    /// What [`Cluster::ready_soon`] found, as a step's outcome says it.
-    fn readiness(&self, ready: bool) -> String {
-        if ready {
-            "all ready".into()
-        } else {
-            format!(
-                "not all ready within {}s: the controller carries on and the pods join when ready",
-                self.cluster.step_patience().as_secs_f64()
-            )
-        }
     }
 }
 
@@ -756,8 +753,7 @@ impl Target for KubeTarget {
                 let s = step_service(step)?;
                 let n = TargetError::required(step.replicas, "scale", "replicas")?;
                 self.cluster.set_replicas(KubeWorkload::Service(s), n as i32).await?;
-                let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n as i32).await?;
-                format!("{s} scaled to {n}, {}", self.readiness(ready))
+                format!("{s} scaled to {n}, {}", self.readiness(s, n as i32).await?)
             }
             Action::Kill => {
                 let s = step_service(step)?;
@@ -774,8 +770,7 @@ impl Target for KubeTarget {
                 self.restarts += 1;
                 let stamp = format!("{}-{}", lastmile_platform::clock::now_ms(), self.restarts);
                 let n = self.cluster.restart(s, &stamp).await?;
-                let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n).await?;
-                format!("{s} rolled out again, {}", self.readiness(ready))
+                format!("{s} rolled out again, {}", self.readiness(s, n).await?)
             }
             action if chaos_mesh::needs_chaos_mesh(action) => self.inject(step, index).await?,
             Action::BrokerRestart => {
@@ -795,8 +790,7 @@ impl Target for KubeTarget {
                 // The Deployment has already replaced the pod; give the replacement a while.
                 let s = step_service(step)?;
                 let n = self.cluster.replicas(KubeWorkload::Service(s)).await?;
-                let ready = self.cluster.ready_soon(KubeWorkload::Service(s), n).await?;
-                format!("{s} back to {n} pods, {}", self.readiness(ready))
+                format!("{s} back to {n} pods, {}", self.readiness(s, n).await?)
             }
             Action::BrokerRestart => {
                 let n = self.recorded.0.get(&KubeWorkload::Broker).copied().unwrap_or(1).max(1);

@@ -101,6 +101,32 @@ pub fn step_service(step: &TimelineStep) -> Result<ServiceName, TargetError> {
     Ok(name.parse()?)
 }
 
+/// Go on with the `stalled` rollouts through `roll_on`, which answers a rollout back when it
+/// stalls again (a rollout a fault holds up waits for the next undo; the simulated and the local
+/// target keep them, Kubernetes' controller carries its own on). Answers what became of them
+/// (`None` when there were none) and the rollouts still stalled.
+pub async fn resume_rollouts<R>(
+    stalled: Vec<R>,
+    service: impl Fn(&R) -> ServiceName,
+    mut roll_on: impl AsyncFnMut(R) -> Result<Option<R>, TargetError>,
+) -> Result<(Option<String>, Vec<R>), TargetError> {
+    if stalled.is_empty() {
+        return Ok((None, stalled));
+    }
+    let (mut said, mut still) = (Vec::new(), Vec::new());
+    for rollout in stalled {
+        let s = service(&rollout);
+        match roll_on(rollout).await? {
+            None => said.push(format!("rollout of {s} finished")),
+            Some(again) => {
+                said.push(format!("rollout of {s} still stalled"));
+                still.push(again);
+            }
+        }
+    }
+    Ok((Some(said.join(", ")), still))
+}
+
 /// A deployment a scenario can run against.
 #[allow(async_fn_in_trait)] // used through generics only; the runner needs no Send bound
 pub trait Target {

@@ -26,6 +26,10 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The longest disk stall a fault may set: what each sync takes more, in milliseconds (a
+/// scenario's `disk-stall` step and a real service's `POST /disk-stall` take as much).
+pub const MAX_DISK_STALL_MS: u64 = 60_000;
+
 /// A place where a process can be crashed with its work half done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -86,16 +90,14 @@ pub struct Faults {
 }
 
 struct Armed {
-    /// Whether points can be armed (off with [`Faults::disk_stall_only`]).
-    crash_points: bool,
     /// The points that crash the next replica passing them; a point disarms when it fires.
     points: Mutex<BTreeSet<CrashPoint>>,
     /// What every journal sync takes more while the disk is stalled (ms; 0: not stalled).
     disk_stall_ms: AtomicU64,
     /// Points that fired since the last [`Faults::disarm`] of each.
     fired: Mutex<BTreeSet<CrashPoint>>,
-    /// Ends the process.
-    hook: CrashHook,
+    /// Ends the process; none with [`Faults::disk_stall_only`], where no point can be armed.
+    hook: Option<CrashHook>,
 }
 
 impl std::fmt::Debug for Faults {
@@ -110,27 +112,22 @@ impl std::fmt::Debug for Faults {
 impl Faults {
     /// Crash points that can be armed; reaching an armed one calls `hook`.
     pub fn with_hook(hook: CrashHook) -> Faults {
-        Faults {
-            inner: Some(Arc::new(Armed {
-                crash_points: true,
-                points: Mutex::default(),
-                disk_stall_ms: AtomicU64::new(0),
-                fired: Mutex::default(),
-                hook,
-            })),
-        }
+        Faults::armed(Some(hook))
     }
 
     /// A disk that can be stalled ([`Faults::set_disk_stall`]) and no crash point: what the real
     /// world's harness routes offer.
     pub fn disk_stall_only() -> Faults {
+        Faults::armed(None)
+    }
+
+    fn armed(hook: Option<CrashHook>) -> Faults {
         Faults {
             inner: Some(Arc::new(Armed {
-                crash_points: false,
                 points: Mutex::default(),
                 disk_stall_ms: AtomicU64::new(0),
                 fired: Mutex::default(),
-                hook: Arc::new(|point| unreachable!("{point} armed without crash points")),
+                hook,
             })),
         }
     }
@@ -142,12 +139,12 @@ impl Faults {
 
     /// Whether crash points can be armed at all (never in the real world).
     pub fn is_on(&self) -> bool {
-        self.inner.as_ref().is_some_and(|a| a.crash_points)
+        self.inner.as_ref().is_some_and(|a| a.hook.is_some())
     }
 
     /// Arm `point`: the next replica to pass it crashes. Does nothing when crash points are off.
     pub fn arm(&self, point: CrashPoint) {
-        if let Some(a) = self.inner.as_ref().filter(|a| a.crash_points) {
+        if let Some(a) = self.inner.as_ref().filter(|a| a.hook.is_some()) {
             a.points.lock().expect("points").insert(point);
             a.fired.lock().expect("fired").remove(&point);
         }
@@ -179,13 +176,13 @@ impl Faults {
 
     /// Pass `point`: if it is armed, disarm it, crash the process and never return.
     pub async fn crash_point(&self, point: CrashPoint) {
-        let Some(a) = &self.inner else { return };
+        let Some((a, hook)) = self.inner.as_ref().and_then(|a| Some((a, a.hook.as_ref()?))) else { return };
         if !a.points.lock().expect("points").remove(&point) {
             return;
         }
         a.fired.lock().expect("fired").insert(point);
         tracing::warn!(%point, "crash point reached: the process dies here");
-        (a.hook)(point);
+        hook(point);
         std::future::pending::<()>().await;
     }
 }

@@ -629,17 +629,15 @@ async fn write_and_sync(shared: &Shared, sync: &GroupSync) -> io::Result<()> {
     if bytes.is_empty() {
         return Ok(());
     }
+    // A stalled disk (`disk-stall`) holds the write and its sync, the leader's caller waiting:
+    // a client may give up on it half way.
+    shared.faults.disk_stall().await;
     let half = if shared.faults.is_on() { bytes.len() / 2 } else { 0 };
     if half == 0 {
-        // A real-world stall (`Faults::disk_stall_only`) holds the write and its sync.
-        shared.faults.disk_stall().await;
         return imp::write_and_sync(file, bytes, *offset).await;
     }
     imp::write_at(file, &bytes[..half], *offset).await?;
     shared.faults.crash_point(CrashPoint::MidSync).await;
-    // A stalled disk (`disk-stall`) holds the sync here, the leader's caller
-    // waiting: a client may give up on it half way.
-    shared.faults.disk_stall().await;
     imp::write_at(file, &bytes[half..], offset + half as u64).await?;
     imp::sync(file).await
 }

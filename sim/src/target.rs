@@ -2,7 +2,7 @@
 //! operation on the nodes behind a service.
 
 use crate::cluster::{ClusterConfig, Replica, SimCluster};
-use lastmile_harness::target::step_service;
+use lastmile_harness::target::{self, step_service};
 use lastmile_harness::{RunConfig, Target, TargetError};
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_scenarios::faults::TimelineStep;
@@ -443,20 +443,9 @@ impl SimTarget {
     /// Go on with every stalled rollout; what became of them, if there were any.
     async fn resume_rollouts(&mut self, must_finish: bool) -> Result<Option<String>, TargetError> {
         let stalled = std::mem::take(&mut self.stalled);
-        if stalled.is_empty() {
-            return Ok(None);
-        }
-        let mut said = Vec::new();
-        for rollout in stalled {
-            let s = rollout.service;
-            match self.roll_on(rollout, must_finish).await? {
-                None => said.push(format!("rollout of {s} finished")),
-                Some(again) => {
-                    said.push(format!("rollout of {s} still stalled"));
-                    self.stalled.push(again);
-                }
-            }
-        }
-        Ok(Some(said.join(", ")))
+        let (said, still) =
+            target::resume_rollouts(stalled, |r| r.service, async |r| self.roll_on(r, must_finish).await).await?;
+        self.stalled = still;
+        Ok(said)
     }
 }

@@ -226,10 +226,9 @@ impl Client {
         Ok(Consumer { channel, inner, tag })
     }
 
-    /// Close the connection abruptly (tests use it to play a dying consumer).
-    /// Close the connection politely, waiting at most [`CLOSE_TIMEOUT`] for the broker's
-    /// close-ok: over a link that holds every byte (a partition) it never comes, and a stopping
-    /// service would hang until it is killed.
+    /// Close the connection (a stopping service; tests use it to play a dying consumer), waiting
+    /// at most [`CLOSE_TIMEOUT`] for the broker's close-ok: over a link that holds every byte (a
+    /// partition) it never comes, and a stopping service would hang until it is killed.
     pub async fn disconnect(&self) {
         let live = self.live.lock().expect("broker state").take();
         if let Some(live) = live {

@@ -3,6 +3,7 @@
 
 use crate::format::{Action, CrashPoint, Metric, Scenario, WorkloadKind};
 use crate::ServiceName;
+use lastmile_platform::faults::MAX_DISK_STALL_MS;
 use std::ops::Range;
 use std::path::Path;
 
@@ -218,11 +219,13 @@ impl Validator<'_> {
             if step.action == Action::Latency && step.latency_ms.is_none() {
                 self.fail(span.clone(), format!("step[{i}].latency_ms"), "latency needs latency_ms");
             }
-            if step.action == Action::DiskStall && !step.latency_ms.is_some_and(|ms| (1..=60_000).contains(&ms)) {
+            if step.action == Action::DiskStall
+                && !step.latency_ms.is_some_and(|ms| (1..=MAX_DISK_STALL_MS).contains(&ms))
+            {
                 self.fail(
                     span.clone(),
                     format!("step[{i}].latency_ms"),
-                    "disk-stall needs latency_ms (what each sync takes more, 1..=60000)",
+                    format!("disk-stall needs latency_ms (what each sync takes more, 1..={MAX_DISK_STALL_MS})"),
                 );
             }
             if step.action == Action::Loss && !step.loss.is_some_and(|l| l > 0.0 && l < 1.0) {
