@@ -21,6 +21,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind, ExchangeKind};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -223,7 +224,7 @@ impl Client {
             .basic_consume(queue.into(), tag.as_str().into(), BasicConsumeOptions::default(), FieldTable::default())
             .await
             .map_err(|e| BrokerError::Refused(format!("consume {queue}: {e}")))?;
-        Ok(Consumer { channel, inner, tag })
+        Ok(Consumer { channel, inner, tag, unsettled: Unsettled::default() })
     }
 
     /// Close the connection (a stopping service; tests use it to play a dying consumer), waiting
@@ -463,14 +464,21 @@ pub struct Consumer {
     channel: Channel,
     inner: lapin::Consumer,
     tag: String,
+    unsettled: Unsettled,
 }
+
+/// The delivery tags a consumer has handed out and not yet acked or nacked, shared with their
+/// ackers: an ack that covers several deliveries at once (`multiple`) may only cover these.
+type Unsettled = Arc<Mutex<BTreeSet<u64>>>;
 
 impl Consumer {
     pub async fn next(&mut self) -> Option<Delivery> {
         match self.inner.next().await? {
             Ok(d) => {
                 let message = message_of(&d.properties, d.routing_key.as_str(), d.data);
-                Some(Delivery { message, redelivered: d.redelivered, acker: Acker(d.acker) })
+                self.unsettled.lock().expect("unsettled tags").insert(d.delivery_tag);
+                let acker = Acker { inner: d.acker, tag: d.delivery_tag, unsettled: self.unsettled.clone() };
+                Some(Delivery { message, redelivered: d.redelivered, acker })
             }
             Err(e) => {
                 tracing::warn!(error = %e, "consumer stream failed");
@@ -491,14 +499,86 @@ impl Consumer {
     }
 }
 
-pub struct Acker(lapin::Acker);
+pub struct Acker {
+    inner: lapin::Acker,
+    tag: u64,
+    unsettled: Unsettled,
+}
 
 impl Acker {
+    fn settled(&self) {
+        self.unsettled.lock().expect("unsettled tags").remove(&self.tag);
+    }
+
     pub async fn ack(self) -> Result<(), BrokerError> {
-        self.0.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(lost)
+        self.settled();
+        self.inner.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(lost)
     }
 
     pub async fn nack(self, requeue: bool) -> Result<(), BrokerError> {
-        self.0.nack(BasicNackOptions { requeue, multiple: false }).await.map(|_| ()).map_err(lost)
+        self.settled();
+        self.inner.nack(BasicNackOptions { requeue, multiple: false }).await.map(|_| ()).map_err(lost)
+    }
+
+    /// Ack all of `ackers` (one consumer's): the run of them that are the consumer's oldest
+    /// unsettled deliveries in one `basic.ack` with `multiple` — one frame, and one settlement in
+    /// the quorum queue's log, instead of one each — and the rest one by one. A `multiple` ack
+    /// covers every unsettled tag up to its own, so it is sent only when all of those are in
+    /// `ackers`: a delivery still being worked on or retried is never acked with the others.
+    pub async fn ack_all(mut ackers: Vec<Acker>) -> Result<(), BrokerError> {
+        let one_consumer = ackers.windows(2).all(|w| Arc::ptr_eq(&w[0].unsettled, &w[1].unsettled));
+        if ackers.len() < 2 || !one_consumer {
+            for a in ackers {
+                a.ack().await?;
+            }
+            return Ok(());
+        }
+        ackers.sort_by_key(|a| a.tag);
+        let shared = ackers[0].unsettled.clone();
+        let mut rest = {
+            let mut unsettled = shared.lock().expect("unsettled tags");
+            let covered = oldest_run(&unsettled, ackers.iter().map(|a| a.tag));
+            for a in &ackers[..covered] {
+                unsettled.remove(&a.tag);
+            }
+            ackers.split_off(covered)
+        };
+        match ackers.pop() {
+            Some(last) if !ackers.is_empty() => {
+                last.inner.ack(BasicAckOptions { multiple: true }).await.map_err(lost)?;
+            }
+            // One alone needs no `multiple`.
+            Some(last) => rest.insert(0, last),
+            None => {}
+        }
+        for a in rest {
+            a.ack().await?;
+        }
+        Ok(())
+    }
+}
+
+/// How many of `batch` (ascending tags) are the oldest of `unsettled`, in a run from the first:
+/// what one `multiple` ack of the last of them acknowledges, and nothing else.
+fn oldest_run(unsettled: &BTreeSet<u64>, batch: impl Iterator<Item = u64>) -> usize {
+    unsettled.iter().zip(batch).take_while(|(u, b)| **u == *b).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::oldest_run;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn a_multiple_ack_covers_only_the_oldest_unsettled_run() {
+        let unsettled: BTreeSet<u64> = [3, 4, 5, 7, 9].into();
+        // All of the oldest, in a run: one ack of 5 covers 3, 4, 5.
+        assert_eq!(oldest_run(&unsettled, [3, 4, 5].into_iter()), 3);
+        // 4 is still being worked on: only 3 may be covered; 5 and 7 are acked alone.
+        assert_eq!(oldest_run(&unsettled, [3, 5, 7].into_iter()), 1);
+        // The oldest (3) is not among them: nothing may be covered.
+        assert_eq!(oldest_run(&unsettled, [4, 5].into_iter()), 0);
+        assert_eq!(oldest_run(&unsettled, [].into_iter()), 0);
+        assert_eq!(oldest_run(&unsettled, [3, 4, 5, 7, 9].into_iter()), 5);
     }
 }

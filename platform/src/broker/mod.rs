@@ -259,6 +259,13 @@ impl Delivery {
     pub async fn nack(self, requeue: bool) -> Result<(), BrokerError> {
         self.acker.nack(requeue).await
     }
+
+    /// Acknowledge several deliveries of one consumer. Against RabbitMQ, those that are the
+    /// consumer's oldest unsettled ones go in a single `multiple` ack (one frame and one
+    /// settlement in the quorum queue's log instead of one each); the rest are acked alone.
+    pub async fn ack_all(deliveries: Vec<Delivery>) -> Result<(), BrokerError> {
+        imp::Acker::ack_all(deliveries.into_iter().map(|d| d.acker).collect()).await
+    }
 }
 
 /// A topology-wide naming scheme, so tests can run isolated topologies on one RabbitMQ.

@@ -296,6 +296,14 @@ impl Acker {
     pub async fn nack(self, requeue: bool) -> Result<(), BrokerError> {
         self.send(ClientFrame::Nack { tag: self.tag, requeue })
     }
+
+    /// One ack frame each: the simulated broker's frames cost nothing to batch.
+    pub async fn ack_all(ackers: Vec<Acker>) -> Result<(), BrokerError> {
+        for a in ackers {
+            a.ack().await?;
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

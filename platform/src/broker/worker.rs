@@ -18,6 +18,7 @@ use crate::coverage::{Coverage, RecoveryPath};
 use crate::faults::{CrashPoint, Faults};
 use crate::shutdown::Shutdown;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use std::future::Future;
 use std::time::Duration;
 
@@ -76,7 +77,8 @@ impl WorkerConfig {
 /// Deliveries are handled concurrently, up to the prefetch (the broker never has more unacked
 /// deliveries out): one waiting out its retry backoff does not hold up the others (a peer's
 /// outage that hits one kind of event, a slow peer, a burst of messages for an unknown driver).
-/// Each delivery is acked or dead-lettered on its own as soon as its outcome is final.
+/// Each delivery is acked or dead-lettered as soon as its outcome is final; those that finished
+/// together are acked together ([`Delivery::ack_all`]: one frame against RabbitMQ where it may).
 pub async fn run<H, F>(broker: Broker, config: WorkerConfig, mut shutdown: Shutdown, mut handler: H)
 where
     H: FnMut(Message, bool) -> F,
@@ -115,18 +117,26 @@ where
                     }
                     return;
                 }
-                Some((delivery, tries, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                    let (delivery, tries): (Delivery, Tries) = (delivery, tries);
-                    match outcome {
-                        Outcome::Retry(reason) if tries.within(config.retry_budget) => {
-                            config.coverage.hit(RecoveryPath::ConsumerRetry);
-                            tracing::debug!(queue = %config.queue, id = %delivery.message.message_id, %reason, "retrying after a transient failure");
-                            let work = handler(delivery.message.clone(), delivery.redelivered);
-                            let wait = tries.delay;
-                            in_flight.push(attempt(delivery, tries.next(&config), wait, work, shutdown.clone()));
+                Some(first) = in_flight.next(), if !in_flight.is_empty() => {
+                    // This one and every other already finished: those done are acked together.
+                    let mut done = Vec::new();
+                    let mut finished = Some(first);
+                    while let Some((delivery, tries, outcome)) = finished {
+                        let (delivery, tries): (Delivery, Tries) = (delivery, tries);
+                        match outcome {
+                            Outcome::Done => done.push(delivery),
+                            Outcome::Retry(reason) if tries.within(config.retry_budget) => {
+                                config.coverage.hit(RecoveryPath::ConsumerRetry);
+                                tracing::debug!(queue = %config.queue, id = %delivery.message.message_id, %reason, "retrying after a transient failure");
+                                let work = handler(delivery.message.clone(), delivery.redelivered);
+                                let wait = tries.delay;
+                                in_flight.push(attempt(delivery, tries.next(&config), wait, work, shutdown.clone()));
+                            }
+                            outcome => settle(&config, delivery, outcome).await,
                         }
-                        outcome => settle(&config, delivery, outcome).await,
+                        finished = in_flight.next().now_or_never().flatten();
                     }
+                    ack_all(&config, done).await;
                 }
                 delivery = consumer.next() => {
                     let Some(delivery) = delivery else {
@@ -184,6 +194,18 @@ async fn attempt<F: Future<Output = Outcome>>(
     }
     let outcome = work.await;
     (delivery, tries, outcome)
+}
+
+/// Ack the deliveries that are done, together ([`Delivery::ack_all`]).
+async fn ack_all(config: &WorkerConfig, done: Vec<Delivery>) {
+    if done.is_empty() {
+        return;
+    }
+    config.faults.crash_point(CrashPoint::BeforeAck).await;
+    if let Err(e) = Delivery::ack_all(done).await {
+        // The broker will redeliver them; consumers are idempotent.
+        tracing::warn!(queue = %config.queue, error = %e, "ack failed");
+    }
 }
 
 /// Ack a delivery that is done; dead-letter one that can never be done or ran out of retries.

@@ -222,3 +222,57 @@ async fn a_flood_of_poison_and_hostile_messages_does_not_delay_a_valid_match() {
     publisher.disconnect().await;
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_of_several_deliveries_never_acks_one_still_being_worked_on() {
+    // No service: notification-service's queue is ours.
+    let cluster = Cluster::start(&[], Duration::from_secs(60)).await;
+    let names = cluster.config.names.clone();
+    let queue = names.queue(ServiceName::Notification.as_str());
+    let publisher = cluster.broker();
+    publisher.declare(&topology(&names, cluster.config.queue_expires)).await.unwrap();
+    for n in 0..6 {
+        publisher.publish(&names.events_exchange(), match_found(n).to_message()).await.unwrap();
+    }
+
+    // Six deliveries; 0, 1, 3 and 5 are done, 2 and 4 are still being worked on. 0 and 1 can
+    // go in one `multiple` ack; 3 and 5 must not (a `multiple` ack of 3 would take 2 with it).
+    let worker = cluster.broker();
+    let mut consumer = worker.consume(&queue, 10).await.unwrap();
+    let mut deliveries = Vec::new();
+    for _ in 0..6 {
+        deliveries
+            .push(tokio::time::timeout(Duration::from_secs(10), consumer.next()).await.unwrap().expect("a delivery"));
+    }
+    let ids: Vec<String> = deliveries.iter().map(|d| d.message.message_id.clone()).collect();
+    assert_eq!(ids, (0..6).map(|n| format!("event-{n}")).collect::<Vec<_>>(), "delivered in order");
+    let mut still_working = Vec::new();
+    let mut done = Vec::new();
+    for (n, d) in deliveries.into_iter().enumerate() {
+        if n == 2 || n == 4 {
+            still_working.push(d);
+        } else {
+            done.push(d);
+        }
+    }
+    // Given out of order: the ack sorts them.
+    done.reverse();
+    lastmile_platform::broker::Delivery::ack_all(done).await.unwrap();
+    // The worker dies before finishing 2 and 4.
+    drop(still_working);
+    worker.disconnect().await;
+
+    // Exactly 2 and 4 come back.
+    let watcher = cluster.broker();
+    let mut consumer = watcher.consume(&queue, 10).await.unwrap();
+    let mut back = Vec::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(3), consumer.next()).await {
+        assert!(d.redelivered, "{} came back without the redelivered flag", d.message.message_id);
+        back.push(d.message.message_id.clone());
+        d.ack().await.unwrap();
+    }
+    assert_eq!(back, ["event-2", "event-4"], "what was acked stays acked, what was not comes back");
+    watcher.disconnect().await;
+    publisher.disconnect().await;
+    cluster.stop().await;
+}
