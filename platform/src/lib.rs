@@ -39,6 +39,7 @@ pub mod capacity;
 pub mod clock;
 pub mod coverage;
 pub mod faults;
+pub mod fresh;
 pub mod http;
 pub mod id;
 pub mod metrics;

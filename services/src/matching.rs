@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use lastmile_engine::{DriverOffer, MatchingEngine, WaitingRide};
 use lastmile_platform::broker::worker::Outcome;
 use lastmile_platform::clock::new_id;
+use lastmile_platform::fresh::FreshReads;
 use lastmile_platform::http::{path_segment, CallError, HttpClient};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +56,9 @@ struct Counters {
 pub struct Matcher {
     trips: HttpClient,
     locations: HttpClient,
+    /// Drivers near a station, read once for the rides that asked while another read was under
+    /// way (never an answer read before a ride's event arrived: `lastmile_platform::fresh`).
+    drivers_near: FreshReads<Result<DriversNear, CallError>>,
     counters: Counters,
     /// How this replica matches, chosen once at start.
     strategy: Strategy,
@@ -87,6 +91,7 @@ pub(crate) async fn start(ctx: &mut Context) -> anyhow::Result<(Router, Vec<toki
     let matcher = Arc::new(Matcher {
         trips: ctx.client(ServiceName::Trip),
         locations: ctx.client(ServiceName::Location),
+        drivers_near: FreshReads::default(),
         counters: Counters::default(),
         strategy: if ctx.config.naive_matching {
             tracing::warn!("matching with the original design (demonstrations only): no compare-and-set");
@@ -173,14 +178,12 @@ impl Matcher {
                 self.try_match(driver_id, station_id).await.map_or_else(retry, |_| Outcome::Done)
             }
             EventBody::RideRequested(ride) => {
-                let near = match self
-                    .locations
-                    .get::<DriversNear>(&format!("/stations/{}/drivers", path_segment(&ride.station_id)))
-                    .await
-                {
-                    Ok(n) => n,
-                    Err(e) => return retry(e),
-                };
+                let path = format!("/stations/{}/drivers", path_segment(&ride.station_id));
+                let near =
+                    match self.drivers_near.read(&ride.station_id, || self.locations.get::<DriversNear>(&path)).await {
+                        Ok(n) => n,
+                        Err(e) => return retry(e),
+                    };
                 for driver_id in &near.driver_ids {
                     if let Err(e) = self.try_match(driver_id, &ride.station_id).await {
                         return retry(e);
