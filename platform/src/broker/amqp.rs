@@ -526,30 +526,24 @@ impl Acker {
     /// covers every unsettled tag up to its own, so it is sent only when all of those are in
     /// `ackers`: a delivery still being worked on or retried is never acked with the others.
     pub async fn ack_all(mut ackers: Vec<Acker>) -> Result<(), BrokerError> {
-        let one_consumer = ackers.windows(2).all(|w| Arc::ptr_eq(&w[0].unsettled, &w[1].unsettled));
-        if ackers.len() < 2 || !one_consumer {
-            for a in ackers {
-                a.ack().await?;
-            }
-            return Ok(());
-        }
         ackers.sort_by_key(|a| a.tag);
-        let shared = ackers[0].unsettled.clone();
-        let mut rest = {
-            let mut unsettled = shared.lock().expect("unsettled tags");
-            let covered = oldest_run(&unsettled, ackers.iter().map(|a| a.tag));
-            for a in &ackers[..covered] {
-                unsettled.remove(&a.tag);
+        let one_consumer = ackers.windows(2).all(|w| Arc::ptr_eq(&w[0].unsettled, &w[1].unsettled));
+        let covered = match ackers.first() {
+            Some(first) if one_consumer => {
+                let mut unsettled = first.unsettled.lock().expect("unsettled tags");
+                let run = oldest_run(&unsettled, ackers.iter().map(|a| a.tag));
+                // One alone needs no `multiple`.
+                let covered = if run >= 2 { run } else { 0 };
+                for a in &ackers[..covered] {
+                    unsettled.remove(&a.tag);
+                }
+                covered
             }
-            ackers.split_off(covered)
+            _ => 0,
         };
-        match ackers.pop() {
-            Some(last) if !ackers.is_empty() => {
-                last.inner.ack(BasicAckOptions { multiple: true }).await.map_err(lost)?;
-            }
-            // One alone needs no `multiple`.
-            Some(last) => rest.insert(0, last),
-            None => {}
+        let rest = ackers.split_off(covered);
+        if let Some(last) = ackers.pop() {
+            last.inner.ack(BasicAckOptions { multiple: true }).await.map_err(lost)?;
         }
         for a in rest {
             a.ack().await?;
