@@ -55,9 +55,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a starting or dying node is looked at.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// Where the node's ports are picked: below Linux's ephemeral range (32768..), so that while the
-/// node is down no outgoing connection takes its port and [`BrokerNode::start_again`] finds it
-/// free.
+/// Where the node's ports (and a local run's replicas' ports) are picked: below Linux's ephemeral
+/// range (32768..), so that while the node is down no outgoing connection takes its port and
+/// [`BrokerNode::start_again`] finds it free.
 const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
 
 /// The overriding directory of RabbitMQ's scripts.
@@ -464,8 +464,10 @@ impl SharedBroker {
     }
 }
 
-/// A port of [`PORT_RANGE`] free on 127.0.0.1 right now.
-fn free_port() -> Result<u16, TargetError> {
+/// A port of [`PORT_RANGE`] free on 127.0.0.1 right now: for the node and for a local run's
+/// replicas, which a killed replica comes back on. Below the ephemeral range, no outgoing
+/// connection takes it between this check and the process's bind.
+pub(crate) fn free_port() -> Result<u16, TargetError> {
     let span = u64::from(PORT_RANGE.end - PORT_RANGE.start);
     for _ in 0..200 {
         let port = PORT_RANGE.start + (random_u64() % span) as u16;

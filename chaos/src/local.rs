@@ -44,7 +44,7 @@
 //! simulation's stall uses, until the undo sets it back to 0; a replica that gets ready during
 //! the stall is stalled before it joins.
 
-use crate::broker::{BrokerNode, SharedBroker};
+use crate::broker::{free_port, BrokerNode, SharedBroker};
 use crate::proxy::{Cut, Endpoint, FaultProxy, Route};
 use lastmile_harness::target::{self, step_service};
 use lastmile_harness::{Target, TargetError};
@@ -135,7 +135,7 @@ impl Drop for Process {
 }
 
 /// Whether a replica answers `/ready`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Readiness {
     /// It answered and joined its service's backends.
     Ready,
@@ -143,6 +143,8 @@ enum Readiness {
     NotYet,
     /// No replica runs on that port any more.
     Gone,
+    /// The process ended before it was ready: how, and the end of its log.
+    Exited(String),
 }
 
 /// A rollout under way.
@@ -221,11 +223,33 @@ pub struct LocalTarget {
     disk_stalls: DiskStalls,
 }
 
-fn free_port() -> Result<u16, TargetError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|e| TargetError::Deployment(format!("no free port: {e}")))
+/// How many bytes of a replica's log an error quotes, from its end.
+const LOG_TAIL_BYTES: u64 = 1500;
+
+/// The end of a replica's log (the last [`LOG_TAIL_BYTES`], from a line's start), for an error
+/// that has to say why it stopped; or why it cannot be read.
+fn log_tail(path: &std::path::Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let read = || -> std::io::Result<String> {
+        let mut file = std::fs::File::open(path)?;
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(len.saturating_sub(LOG_TAIL_BYTES)))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let text = if len > LOG_TAIL_BYTES { text.split_once('\n').map_or(&*text, |(_, rest)| rest) } else { &text };
+        Ok(text.trim_end().to_owned())
+    };
+    match read() {
+        Ok(tail) if tail.is_empty() => format!("its log {} is empty", path.display()),
+        Ok(tail) => format!("its log {} ends:\n{tail}", path.display()),
+        Err(e) => format!("its log {} cannot be read: {e}", path.display()),
+    }
+}
+
+/// A replica that ended on its own before it was ready.
+fn exited_early(service: ServiceName, port: u16, how: &str) -> TargetError {
+    TargetError::Deployment(format!("{service} on port {port} exited before it was ready ({how})"))
 }
 
 /// A file or folder of the run out of reach.
@@ -393,7 +417,7 @@ impl LocalTarget {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(dir.join(format!("{port}.log")))
+            .open(self.log_path(service, port))
             .map_err(log_error)?;
         let err = log.try_clone().map_err(log_error)?;
         let mut cmd = Command::new(&o.binary);
@@ -450,14 +474,17 @@ impl LocalTarget {
     }
 
     /// Wait up to `patience` for the replica of `service` on `port` to be ready.
-    async fn ready(&self, service: ServiceName, port: u16, patience: Duration) -> Readiness {
+    async fn ready(&mut self, service: ServiceName, port: u16, patience: Duration) -> Readiness {
         let deadline = lastmile_platform::clock::instant_now() + patience;
         loop {
-            let Some(p) = self.running.get(&service).into_iter().flatten().find(|p| p.port == port) else {
+            let Some(p) = self.running.get_mut(&service).into_iter().flatten().find(|p| p.port == port) else {
                 return Readiness::Gone;
             };
             if p.joining.is_finished() {
                 return Readiness::Ready;
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Readiness::Exited(format!("{status}; {}", log_tail(&self.log_path(service, port))));
             }
             if lastmile_platform::clock::instant_now() > deadline {
                 return Readiness::NotYet;
@@ -466,17 +493,28 @@ impl LocalTarget {
         }
     }
 
+    /// A replica not ready within [`READY_TIMEOUT`], with the end of its log (what it waits on).
+    fn not_ready(&self, service: ServiceName, port: u16, during: &str) -> TargetError {
+        TargetError::Deployment(format!(
+            "{service} ready on port {port}{during}: not within {READY_TIMEOUT:?}; {}",
+            log_tail(&self.log_path(service, port))
+        ))
+    }
+
+    /// Where the replica of `service` on `port` writes its output.
+    fn log_path(&self, service: ServiceName, port: u16) -> PathBuf {
+        self.options.work_dir.join(service.as_str()).join(format!("{port}.log"))
+    }
+
     /// Wait until every running replica is ready ([`READY_TIMEOUT`] each at most).
-    async fn all_ready(&self) -> Result<(), TargetError> {
+    async fn all_ready(&mut self) -> Result<(), TargetError> {
         let replicas: Vec<(ServiceName, u16)> =
             self.running.iter().flat_map(|(s, ps)| ps.iter().map(|p| (*s, p.port))).collect();
         for (service, port) in replicas {
-            if self.ready(service, port, READY_TIMEOUT).await == Readiness::NotYet {
-                return Err(TargetError::TimedOut {
-                    what: format!("{service} ready on port {port}"),
-                    after: READY_TIMEOUT,
-                    last_error: None,
-                });
+            match self.ready(service, port, READY_TIMEOUT).await {
+                Readiness::NotYet => return Err(self.not_ready(service, port, "")),
+                Readiness::Exited(how) => return Err(exited_early(service, port, &how)),
+                Readiness::Ready | Readiness::Gone => {}
             }
         }
         Ok(())
@@ -561,14 +599,9 @@ impl LocalTarget {
             while let Some(&port) = rollout.waiting.first() {
                 let patience = if must_finish { READY_TIMEOUT } else { ROLLOUT_PATIENCE };
                 match self.ready(s, port, patience).await {
-                    Readiness::NotYet if must_finish => {
-                        return Err(TargetError::TimedOut {
-                            what: format!("{s} ready on port {port} during a rollout"),
-                            after: READY_TIMEOUT,
-                            last_error: None,
-                        })
-                    }
+                    Readiness::NotYet if must_finish => return Err(self.not_ready(s, port, " during a rollout")),
                     Readiness::NotYet => return Ok(Some(rollout)),
+                    Readiness::Exited(how) => return Err(exited_early(s, port, &how)),
                     // Scaled away meanwhile: no successor, so the old replica it was to replace stays.
                     Readiness::Gone => {
                         rollout.waiting.remove(0);

@@ -43,10 +43,21 @@ async fn gets_ready(url: &str, patience: Duration) -> bool {
 /// Every service once behind the fault proxy, on the shared broker, under a prefix and work dir
 /// of the test's own.
 async fn deployment() -> (LocalTarget, std::path::PathBuf) {
+    let options = options(env!("CARGO_BIN_EXE_lastmile").into());
+    let work_dir = options.work_dir.clone();
+    let target = LocalTarget::start(options, &one_each())
+        .await
+        .expect("the services start (is RabbitMQ running? `cargo xtask rabbitmq` starts it)");
+    (target, work_dir)
+}
+
+/// A run of `binary` as every service, on the shared broker, under a prefix and work dir of the
+/// test's own.
+fn options(binary: std::path::PathBuf) -> LocalOptions {
     let id = lastmile_platform::clock::new_id();
     let work_dir = std::env::temp_dir().join(format!("lastmile-local-{}", &id[..12]));
-    let options = LocalOptions {
-        binary: env!("CARGO_BIN_EXE_lastmile").into(),
+    LocalOptions {
+        binary,
         amqp_url: amqp_url(),
         prefix: format!("test-local-{}", &id[..8]),
         work_dir: work_dir.clone(),
@@ -55,15 +66,41 @@ async fn deployment() -> (LocalTarget, std::path::PathBuf) {
         seed: 0,
         broker: BrokerChoice::Shared { restart_node: None },
         direct: false,
-    };
-    let target = LocalTarget::start(options, &one_each())
-        .await
-        .expect("the services start (is RabbitMQ running? `cargo xtask rabbitmq` starts it)");
-    (target, work_dir)
+    }
 }
 
 fn one_each() -> std::collections::BTreeMap<ServiceName, usize> {
     ServiceName::ALL.into_iter().map(|s| (s, 1)).collect()
+}
+
+/// A replica that ends before it is ready (here one that cannot bind its port, as when another
+/// process took it) fails the start at once, with its exit status and the end of its log, not
+/// after a minute of polling a port nobody listens on. Its port is below the ephemeral range,
+/// where no outgoing connection takes it.
+#[tokio::test]
+async fn a_replica_that_exits_before_it_is_ready_is_named_with_its_log() {
+    let scripts = std::env::temp_dir().join(format!("lastmile-exits-{}", &lastmile_platform::clock::new_id()[..12]));
+    std::fs::create_dir_all(&scripts).unwrap();
+    let binary = scripts.join("lastmile");
+    // Called as `lastmile service <name> --listen <addr> ...`.
+    std::fs::write(
+        &binary,
+        "#!/bin/sh\necho \"starting $2\"\necho \"$2: cannot listen on $4: Address already in use\" >&2\nexit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&binary, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let options = options(binary);
+    let work_dir = options.work_dir.clone();
+
+    let err = LocalTarget::start(options, &one_each()).await.err().expect("a start whose replicas all exit fails");
+    let err = err.to_string();
+    assert!(err.contains("exited before it was ready") && err.contains("exit status: 3"), "{err}");
+    assert!(err.contains("cannot listen on 127.0.0.1:") && err.contains("Address already in use"), "{err}");
+    let port: u16 =
+        err.split("on port ").nth(1).and_then(|r| r.split(' ').next()).and_then(|p| p.parse().ok()).expect(&err);
+    assert!(port < 32_768, "port {port} is in the ephemeral range: {err}");
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let _ = std::fs::remove_dir_all(&scripts);
 }
 
 #[tokio::test]
