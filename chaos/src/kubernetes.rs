@@ -532,10 +532,10 @@ pub struct KubeTarget {
 }
 
 impl KubeTarget {
-    /// What the target can do: everything but crash points and disk stalls (no hook inside a
-    /// process); pauses and network faults through Chaos Mesh.
+    /// What the target can do: everything but crash points, poison messages and disk stalls
+    /// (no hook inside a process); pauses and network faults through Chaos Mesh.
     pub fn can(action: Action) -> bool {
-        !matches!(action, Action::Crash | Action::DiskStall)
+        !matches!(action, Action::Crash | Action::Poison | Action::DiskStall)
     }
 
     /// Set each service to `replicas` (left out: 1), wait until all are ready and start the

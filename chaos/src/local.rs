@@ -313,7 +313,7 @@ impl LocalTarget {
             | Action::Loss
             | Action::DiskStall => true,
             Action::BrokerRestart => broker.restartable(),
-            Action::Crash => false,
+            Action::Crash | Action::Poison => false,
         }
     }
 

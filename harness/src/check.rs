@@ -80,33 +80,70 @@ pub fn all(e: &Evidence) -> Vec<Violation> {
     v
 }
 
-/// No message was dead-lettered but the hostile client's: a dead letter is work the system gave
-/// up on (a retry budget spent during an outage, an event it could not decode).
+/// The dead letters are exactly those meant to die. None but the hostile client's and the
+/// poison steps' messages: any other dead letter is work the system gave up on (a retry budget
+/// spent during an outage, an event it could not decode, an innocent message that went past
+/// the delivery limit beside a poison). And every poison step's message is in its target's
+/// dead-letter queue: a poison kills each replica receiving it for good, so only the queue's
+/// delivery limit can take it away; one still queued at the end has the service crash-looping.
 pub fn no_dead_letter(e: &Evidence) -> Vec<Violation> {
     let Some(queues) = &e.dead_letters else { return Vec::new() };
-    queues
-        .iter()
-        .map(|(queue, messages)| {
-            let ours: Vec<String> = messages.iter().filter(|m| !is_hostile_letter(m)).cloned().collect();
-            (queue, ours)
-        })
-        .filter(|(_, messages)| !messages.is_empty())
-        .map(|(queue, messages)| {
-            let mut entities = vec![queue.clone()];
-            entities.extend(messages.iter().take(10).cloned());
-            violation(
+    let mut out = Vec::new();
+    for (i, step) in e.timeline.iter().enumerate() {
+        let (Some(id), Some(target)) = (step.poison_message_id(), step.target.as_deref()) else { continue };
+        if !applied(e, i) {
+            continue;
+        }
+        let dlq_suffix = format!(".{target}.dead");
+        let dead = queues
+            .iter()
+            .filter(|(queue, _)| queue.ends_with(&dlq_suffix))
+            .flat_map(|(_, messages)| messages)
+            .any(|m| m.split(' ').next() == Some(id.as_str()));
+        if !dead {
+            out.push(violation(
                 "no_dead_letter",
-                entities,
-                Some(e.end_at_ms),
-                format!("{queue} holds {} dead letters, first {}", messages.len(), messages[0]),
-            )
-        })
-        .collect()
+                vec![id.clone(), target.to_string()],
+                Some((step.at_s * 1000.0) as u64),
+                format!(
+                    "poison message {id} is not in {target}'s dead-letter queue at the end: the delivery limit \
+                     never took it away, so every {target} replica receiving it still dies"
+                ),
+            ));
+        }
+    }
+    out.extend(
+        queues
+            .iter()
+            .map(|(queue, messages)| {
+                let ours: Vec<String> = messages.iter().filter(|m| !is_hostile_letter(m)).cloned().collect();
+                (queue, ours)
+            })
+            .filter(|(_, messages)| !messages.is_empty())
+            .map(|(queue, messages)| {
+                let mut entities = vec![queue.clone()];
+                entities.extend(messages.iter().take(10).cloned());
+                violation(
+                    "no_dead_letter",
+                    entities,
+                    Some(e.end_at_ms),
+                    format!("{queue} holds {} dead letters, first {}", messages.len(), messages[0]),
+                )
+            }),
+    );
+    out
 }
 
-/// A dead-letter entry (`message id (routing key)`) the hostile client put there on purpose.
+/// A dead-letter entry (`message id (routing key)`) put there on purpose: by the hostile client
+/// or a poison step.
 fn is_hostile_letter(entry: &str) -> bool {
     entry.starts_with(lastmile_workload::hostile::MESSAGE_PREFIX)
+        || entry.starts_with(lastmile_scenarios::faults::POISON_PREFIX)
+}
+
+/// Whether the harness carried out step `i` of the timeline (its apply answered success).
+fn applied(e: &Evidence, i: usize) -> bool {
+    nemesis_op(e, "apply", i, true).is_some_and(|op| op.phase == OpPhase::Ok)
 }
 
 /// Hostile input is refused and never crashes anything (`hostile_per_minute`): every hostile
@@ -545,6 +582,11 @@ fn judge_trip(e: &Evidence, record: &Replay, trip: &Trip) -> Vec<Violation> {
 /// backlog of a few seconds without letting a lost event pass.
 pub const PROMPT_MATCH_MS: u64 = 10_000;
 
+/// How long a poison message disturbs its target: the queue's delivery limit (10 deliveries),
+/// each killing a replica that is started again 2 s later, with room to spare. A poison the
+/// limit never takes away disturbs for good, and `prompt_match` and `no_dead_letter` show it.
+const POISON_DISTURBS_MS: u64 = 60_000;
+
 /// How long a driver must still be at the station after an event for the event to count: a
 /// matcher checks the driver is still near before it proposes.
 const PROMPT_MATCH_MIN_STAY_MS: u64 = 2_000;
@@ -576,6 +618,8 @@ fn in_force(e: &Evidence, i: usize) -> Window {
                 ((e.timeline[i + 1 + j].at_s * 1000.0) as u64, Some(("apply", i + 1 + j)))
             }),
         (Action::Scale, _) | (Action::Restart, _) => (planned_from, None),
+        // It crash-loops its target until the delivery limit takes it away.
+        (Action::Poison, _) => (planned_from + POISON_DISTURBS_MS, None),
         _ => match s.for_s {
             Some(f) => (planned_from + (f * 1000.0) as u64, Some(("undo", i))),
             None => (e.heal_at_ms, None),
@@ -588,19 +632,24 @@ fn in_force(e: &Evidence, i: usize) -> Window {
 }
 
 /// Scenario time at which the harness began (or, if `done`, finished) `action` (apply or undo)
-/// of timeline step `i`. The harness applies one step at a time, so the step's outcome is the
-/// next record of that action after its invocation.
+/// of timeline step `i`.
 fn nemesis_at(e: &Evidence, action: &str, i: usize, done: bool) -> Option<u64> {
+    nemesis_op(e, action, i, done).map(|op| op.at_ms.saturating_sub(e.t0_ms))
+}
+
+/// The history's record of the harness beginning (or, if `done`, finishing) `action` (apply or
+/// undo) of timeline step `i`. The harness applies one step at a time, so the step's outcome is
+/// the next record of that action after its invocation.
+fn nemesis_op<'e>(e: &'e Evidence, action: &str, i: usize, done: bool) -> Option<&'e Op> {
     let is = |op: &&Op| op.client == "nemesis" && op.action == action;
     let start = e.history.iter().position(|op| {
         is(&op) && op.phase == OpPhase::Invoke && op.detail.get("index").and_then(|v| v.as_u64()) == Some(i as u64)
     })?;
-    let op = if done {
-        e.history[start + 1..].iter().find(|op| is(op) && op.phase != OpPhase::Invoke)?
+    if done {
+        e.history[start + 1..].iter().find(|op| is(op) && op.phase != OpPhase::Invoke)
     } else {
-        &e.history[start]
-    };
-    Some(op.at_ms.saturating_sub(e.t0_ms))
+        Some(&e.history[start])
+    }
 }
 
 /// Quiescent liveness: every event that should cause a match has its effect promptly. Each time
@@ -1041,7 +1090,8 @@ pub fn disturbed(e: &Evidence, deps: &[&str]) -> Vec<Window> {
                     | Action::Crash
                     | Action::Pause
                     | Action::Partition
-                    | Action::DiskStall => s.target.as_deref().is_some_and(|t| deps.contains(&t)),
+                    | Action::DiskStall
+                    | Action::Poison => s.target.as_deref().is_some_and(|t| deps.contains(&t)),
                     Action::BrokerRestart => deps.contains(&"broker"),
                     // A rollout keeps every ready replica until its successor is ready: judged.
                     Action::Scale | Action::Rollout | Action::Latency | Action::Loss => false,

@@ -590,6 +590,46 @@ fn a_message_left_in_a_dead_letter_queue_is_work_given_up() {
     assert!(v[0].message.contains("ev-1 (driver.near_station)"), "{}", v[0].message);
 }
 
+/// A poison step's message must be in its target's dead-letter queue at the end (only the
+/// delivery limit takes a poison away), and nothing may be dead-lettered beside it. A poison
+/// step the target skipped is owed nothing.
+#[test]
+fn a_poison_must_die_alone_in_its_targets_dead_letter_queue() {
+    let mut e = healthy();
+    let step = TimelineStep {
+        target: Some("matching-service".into()),
+        ..TimelineStep::new(120.0, lastmile_scenarios::Action::Poison, lastmile_scenarios::faults::Origin::Random)
+    };
+    assert_eq!(step.poison_message_id().as_deref(), Some("poison-matching-service-120000"));
+    e.timeline = vec![step];
+    let dead = |letters: &[&str]| {
+        Some(BTreeMap::from([(
+            "lastmile.matching-service.dead".to_string(),
+            letters.iter().map(|l| l.to_string()).collect(),
+        )]))
+    };
+    e.dead_letters = dead(&[]);
+    assert!(check::no_dead_letter(&e).is_empty(), "a step never applied (skipped) is owed nothing");
+
+    e.history.push(op(120_000, "nemesis", "apply", OpPhase::Invoke, json!({"step": "poison", "index": 0})));
+    e.history.push(op(120_010, "nemesis", "apply", OpPhase::Ok, json!("poison message on its way")));
+    let v = check::no_dead_letter(&e);
+    assert_eq!(rules(&v), ["no_dead_letter"]);
+    assert!(
+        v[0].message.contains("poison-matching-service-120000") && v[0].message.contains("delivery limit"),
+        "{}",
+        v[0].message
+    );
+
+    e.dead_letters = dead(&["poison-matching-service-120000 (ride.requested)"]);
+    assert!(check::no_dead_letter(&e).is_empty(), "{:?}", check::no_dead_letter(&e));
+
+    e.dead_letters = dead(&["poison-matching-service-120000 (ride.requested)", "ev-3 (driver.near_station)"]);
+    let v = check::no_dead_letter(&e);
+    assert_eq!(rules(&v), ["no_dead_letter"]);
+    assert!(v[0].message.contains("ev-3 (driver.near_station)"), "an innocent beside the poison: {}", v[0].message);
+}
+
 /// The healthy run's change log, to extend with a history of one's own.
 fn log(e: &mut Evidence) -> &mut Vec<Change> {
     &mut e.export.as_mut().unwrap().changes

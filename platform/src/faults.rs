@@ -78,9 +78,11 @@ impl std::fmt::Display for CrashPoint {
     }
 }
 
-/// What an armed crash point does: end the process it runs in. It must not return control to
-/// the work in flight; [`Faults::crash_point`] parks the caller forever after calling it.
-pub type CrashHook = Arc<dyn Fn(CrashPoint) + Send + Sync>;
+/// What an armed crash point (or a poison message) does: end the process it runs in, told what
+/// killed it (`before-ack`, `poison message poison-...`). It must not return control to the work
+/// in flight; [`Faults::crash_point`] and [`Faults::on_delivery`] park the caller forever after
+/// calling it.
+pub type CrashHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The crash points of one service, shared by its replicas (the first replica to pass an armed
 /// point crashes). Cheap to clone; the default is off.
@@ -96,6 +98,8 @@ struct Armed {
     disk_stall_ms: AtomicU64,
     /// Points that fired since the last [`Faults::disarm`] of each.
     fired: Mutex<BTreeSet<CrashPoint>>,
+    /// Message ids that kill the replica receiving them, on every delivery.
+    poison: Mutex<BTreeSet<String>>,
     /// Ends the process; none with [`Faults::disk_stall_only`], where no point can be armed.
     hook: Option<CrashHook>,
 }
@@ -127,6 +131,7 @@ impl Faults {
                 points: Mutex::default(),
                 disk_stall_ms: AtomicU64::new(0),
                 fired: Mutex::default(),
+                poison: Mutex::default(),
                 hook,
             })),
         }
@@ -157,6 +162,27 @@ impl Faults {
         a.fired.lock().expect("fired").remove(&point)
     }
 
+    /// Make `message_id` a poison: every replica that receives it dies ([`Faults::on_delivery`]),
+    /// for good (the input does not turn harmless; the broker's delivery limit must take it
+    /// away). Does nothing when crash points are off.
+    pub fn poison(&self, message_id: &str) {
+        if let Some(a) = self.inner.as_ref().filter(|a| a.hook.is_some()) {
+            a.poison.lock().expect("poison").insert(message_id.to_string());
+        }
+    }
+
+    /// Called by a consumer for each delivery before it works on it: a poison message crashes
+    /// the process and never returns.
+    pub async fn on_delivery(&self, message_id: &str) {
+        let Some((a, hook)) = self.inner.as_ref().and_then(|a| Some((a, a.hook.as_ref()?))) else { return };
+        if !a.poison.lock().expect("poison").contains(message_id) {
+            return;
+        }
+        tracing::warn!(id = %message_id, "poison message received: the process dies here");
+        hook(&format!("poison message {message_id}"));
+        std::future::pending::<()>().await;
+    }
+
     /// Stall the disk: every journal sync takes `ms` more until set back to 0. Does nothing when
     /// faults are off ([`Faults::default`]).
     pub fn set_disk_stall(&self, ms: u64) {
@@ -182,7 +208,7 @@ impl Faults {
         }
         a.fired.lock().expect("fired").insert(point);
         tracing::warn!(%point, "crash point reached: the process dies here");
-        hook(point);
+        hook(point.as_str());
         std::future::pending::<()>().await;
     }
 }
@@ -211,6 +237,24 @@ mod tests {
         assert!(!faults.disarm(CrashPoint::BeforeAck), "reported once");
         faults.arm(CrashPoint::MidSync);
         assert!(!faults.disarm(CrashPoint::MidSync), "armed but never reached");
+    }
+
+    #[tokio::test]
+    async fn a_poison_message_crashes_every_receiver() {
+        let crashes = Arc::new(Mutex::new(Vec::new()));
+        let seen = crashes.clone();
+        let faults = Faults::with_hook(Arc::new(move |what: &str| seen.lock().unwrap().push(what.to_string())));
+        faults.on_delivery("poison-1").await; // not poisoned: passes
+        faults.poison("poison-1");
+        for _ in 0..2 {
+            let dies = tokio::time::timeout(Duration::from_millis(50), faults.on_delivery("poison-1")).await;
+            assert!(dies.is_err(), "a receiver of the poison never goes on");
+        }
+        faults.on_delivery("ride-1").await; // another message passes
+        assert_eq!(*crashes.lock().unwrap(), ["poison message poison-1", "poison message poison-1"]);
+        let off = Faults::disk_stall_only();
+        off.poison("poison-1");
+        off.on_delivery("poison-1").await; // no crash points in the real world: passes
     }
 
     #[tokio::test]

@@ -352,19 +352,24 @@ impl<S: State> Store<S> {
             }
             ticket = Some(self.journal.write(&published_record(event_id))?);
         }
+        let pending = self.pending(ticket.expect("at least one confirm"), Vec::new(), false);
         self.compact_if_due().await;
         self.note_sizes();
-        Ok(self.pending(ticket.expect("at least one confirm"), Vec::new(), false))
+        Ok(pending)
     }
 
+    /// What waits for the record behind `ticket` to be durable and then hands `events` to the
+    /// outbox: a task of its own, started now, so it goes on whatever becomes of the caller.
     fn pending(&self, ticket: Ticket, events: Vec<Event>, reply: bool) -> Pending {
-        Pending {
-            journal: self.journal.handle(),
-            ticket,
-            events,
-            outbox: self.outbox.clone(),
-            faults: if reply { self.faults.clone() } else { Faults::default() },
-        }
+        let (journal, outbox) = (self.journal.handle(), self.outbox.clone());
+        let publish = tokio::spawn(async move {
+            journal.durable(ticket).await?;
+            for event in &events {
+                outbox.send(event.to_message());
+            }
+            Ok::<(), std::io::Error>(())
+        });
+        Pending { publish, faults: if reply { self.faults.clone() } else { Faults::default() } }
     }
 
     /// Compact the journal once the log since the snapshot holds [`Config::compact_after`]
@@ -434,9 +439,13 @@ impl<S: State> Store<S> {
         for event in &events {
             self.remember(event.clone());
         }
+        // Handed on before the first await: a caller dropped during the compaction below (an
+        // HTTP handler whose client gave up while a stalled disk held up the cut) must not take
+        // the durable commit's events with it.
+        let pending = self.pending(ticket, events, true);
         self.compact_if_due().await;
         self.note_sizes();
-        Ok(self.pending(ticket, events, true))
+        Ok(pending)
     }
 
     /// The current state.
@@ -511,12 +520,10 @@ fn snapshot_of<C: Serialize>(chunks: &Compacted<C>, unconfirmed: Vec<Event>) -> 
 }
 
 /// A commit written and applied, not durable yet. Wait for it outside the store's lock.
-#[must_use = "a commit is not durable, and its events not published, until `durable` returns"]
+#[must_use = "a commit is not durable until `durable` returns: answer only after it"]
 pub struct Pending {
-    journal: JournalHandle,
-    ticket: Ticket,
-    events: Vec<Event>,
-    outbox: Outbox,
+    /// Waits until the record is durable, then hands its events to the outbox.
+    publish: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The `before-reply` crash point (off for records nobody answers for).
     faults: Faults,
 }
@@ -525,20 +532,15 @@ impl Pending {
     /// Wait until the commit is durable; its events go to the outbox then. Only then may the
     /// caller answer (or ack).
     ///
-    /// The events are handed on by a task of its own, so a caller that gives up half way — an
-    /// HTTP handler is dropped when its client disconnects — cannot leave a durable commit's
-    /// events unpublished until the next restart (found by the simulation's `disk-stall`: a
-    /// trip committed while trip-service's disk was slow, matching-service's call timed out,
-    /// and nobody was ever told of the match).
+    /// The events are handed on by a task of its own, started when the record was written, so
+    /// a caller that gives up half way — an HTTP handler is dropped when its client
+    /// disconnects, during the commit's compaction or while it waits here — cannot leave a
+    /// durable commit's events unpublished until the next restart (found twice by the
+    /// simulation's `disk-stall`: a trip committed while trip-service's disk was slow,
+    /// matching-service's call timed out, and nobody was ever told of the match; the second
+    /// time the handler was dropped while the commit's compaction waited on the stalled disk).
     pub async fn durable(self) -> std::io::Result<()> {
-        let Pending { journal, ticket, events, outbox, faults } = self;
-        let publish = tokio::spawn(async move {
-            journal.durable(ticket).await?;
-            for event in &events {
-                outbox.send(event.to_message());
-            }
-            Ok::<(), std::io::Error>(())
-        });
+        let Pending { publish, faults } = self;
         publish.await.map_err(|e| std::io::Error::other(format!("the commit's publishing task ended: {e}")))??;
         faults.crash_point(CrashPoint::BeforeReply).await;
         Ok(())

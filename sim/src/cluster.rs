@@ -98,11 +98,11 @@ fn crash_faults(
 ) -> Faults {
     let (handle, supervisor, serving, addrs, crashed, coverage) =
         (handle.clone(), supervisor.clone(), serving.clone(), addrs.clone(), crashed.clone(), coverage.clone());
-    Faults::with_hook(Arc::new(move |point: CrashPoint| {
+    Faults::with_hook(Arc::new(move |what: &str| {
         coverage.hit(RecoveryPath::CrashPointHit);
         let node = madsim::plugin::node();
         let addr = addrs.lock().expect("replica addresses").get(&node).copied();
-        tracing::debug!(%node, ?addr, %point, "crash point: the replica dies");
+        tracing::debug!(%node, ?addr, %what, "crash: the replica dies");
         handle.kill(node);
         crashed.lock().expect("crashed set").insert(node);
         let (handle, serving, crashed) = (handle.clone(), serving.clone(), crashed.clone());
@@ -380,6 +380,12 @@ impl SimCluster {
     /// again [`CRASH_RESTART_DELAY`] later.
     pub fn arm_crash(&self, service: ServiceName, point: CrashPoint) {
         self.faults[&service].arm(point);
+    }
+
+    /// Make `message_id` kill every replica of `service` that receives it (each started again
+    /// [`CRASH_RESTART_DELAY`] later), for good.
+    pub fn poison(&self, service: ServiceName, message_id: &str) {
+        self.faults[&service].poison(message_id);
     }
 
     /// Stall `service`'s disks: each journal sync of its replicas takes `ms` more (0: undo).

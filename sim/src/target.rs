@@ -4,6 +4,7 @@
 use crate::cluster::{ClusterConfig, Replica, SimCluster};
 use lastmile_harness::target::{self, step_service};
 use lastmile_harness::{RunConfig, Target, TargetError};
+use lastmile_platform::broker::{Broker, Message};
 use lastmile_platform::coverage::RecoveryPath;
 use lastmile_scenarios::faults::TimelineStep;
 use lastmile_scenarios::{Action, CrashPoint, Scenario};
@@ -287,6 +288,14 @@ impl Target for SimTarget {
                 self.armed.push((s, point));
                 Ok(format!("armed {point} of {s}"))
             }
+            Action::Poison => {
+                let s = step_service(step)?;
+                let id = step.poison_message_id().expect("a poison step with its target");
+                self.cluster.poison(s, &id);
+                let key = poison_routing_key(s)?;
+                self.publish_poison(&id, key);
+                Ok(format!("poison message {id} ({key}) on its way: each {s} replica receiving it dies"))
+            }
             Action::DiskStall => {
                 let s = step_service(step)?;
                 let ms = TargetError::required(step.latency_ms, "disk-stall", "latency_ms")?;
@@ -314,6 +323,7 @@ impl Target for SimTarget {
         for (s, point) in std::mem::take(&mut self.armed) {
             done.push(crash_outcome(s, point, self.cluster.disarm_crash(s, point)));
         }
+
         for (s, r) in std::mem::take(&mut self.killed) {
             if self.cluster.replicas(s).iter().any(|x| x.node.id() == r.node.id()) {
                 self.cluster.restart(&r.node);
@@ -328,7 +338,40 @@ impl Target for SimTarget {
     }
 }
 
+/// A routing key only `service`'s queue is bound to, or for trip- and location-service (both
+/// bound to `user.registered` alone) one both queues get: the other refuses it as undecodable.
+fn poison_routing_key(service: ServiceName) -> Result<&'static str, TargetError> {
+    let (_, keys) = lastmile_services::events::SUBSCRIPTIONS
+        .iter()
+        .find(|(s, _)| *s == service.as_str())
+        .ok_or_else(|| TargetError::Deployment(format!("{service} consumes from no queue: nothing to poison")))?;
+    let only_its =
+        |k: &&&str| lastmile_services::events::SUBSCRIPTIONS.iter().filter(|(_, ks)| ks.contains(k)).count() == 1;
+    Ok(keys.iter().find(only_its).or(keys.first()).expect("a subscription binds a key"))
+}
+
 impl SimTarget {
+    /// Publish the poison message `id` to the events exchange from the client node, in the
+    /// background: retried until the broker confirms it. Not awaited: a broker restart in force
+    /// is undone by a later step of the timeline, which must not wait behind this one.
+    fn publish_poison(&self, id: &str, routing_key: &str) {
+        let access = self.broker().expect("the simulation has a broker");
+        let message = Message {
+            message_id: id.to_string(),
+            routing_key: routing_key.to_string(),
+            body: format!("poison {id}: a message the consuming replica dies on").into_bytes(),
+            persistent: true,
+        };
+        let publish = async move {
+            let broker = Broker::new(access.url.clone());
+            while let Err(e) = broker.publish(&access.exchange, message.clone()).await {
+                tracing::debug!(id = %message.message_id, error = %e, "poison not published yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        };
+        drop(self.cluster.client_node().spawn(publish));
+    }
+
     async fn undo_fault(&mut self, step: &TimelineStep) -> Result<String, TargetError> {
         match step.action {
             Action::Kill => {
@@ -384,7 +427,8 @@ impl SimTarget {
                 self.stalled_disks.remove(&s);
                 Ok(format!("{s}'s disk back to normal"))
             }
-            Action::Scale | Action::Restart | Action::Rollout => Ok("nothing to undo".into()),
+            // A poison stays one: the broker's delivery limit must take it away.
+            Action::Scale | Action::Restart | Action::Rollout | Action::Poison => Ok("nothing to undo".into()),
         }
     }
 

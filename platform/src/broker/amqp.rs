@@ -487,14 +487,16 @@ impl Consumer {
         }
     }
 
-    /// Cancel and close the channel, waiting at most [`CLOSE_TIMEOUT`] for the broker's answers
-    /// (over a link that holds every byte they never come; unacked deliveries go back to the
-    /// queue when the connection closes anyway).
-    pub async fn cancel(self) {
-        let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            let _ = self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
-            let _ = self.channel.close(200, "consumer stopped".into()).await;
-        })
+    /// Cancel: no new deliveries, while the channel stays open for the acks of those already
+    /// delivered. Waits at most [`CLOSE_TIMEOUT`] for the broker's answer (over a link that
+    /// holds every byte it never comes; unacked deliveries go back to the queue when the
+    /// connection closes anyway). The channel closes when the consumer is dropped (lapin closes
+    /// a channel once its last handle is gone).
+    pub async fn cancel(&mut self) {
+        let _ = tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()),
+        )
         .await;
     }
 }

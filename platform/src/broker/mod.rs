@@ -234,8 +234,9 @@ impl Consumer {
         self.inner.next().await
     }
 
-    /// Stop receiving new deliveries; unacknowledged ones can still be acked.
-    pub async fn cancel(self) {
+    /// Stop receiving new deliveries; unacknowledged ones can still be acked until the consumer
+    /// is dropped.
+    pub async fn cancel(&mut self) {
         self.inner.cancel().await
     }
 }

@@ -270,7 +270,7 @@ impl Consumer {
         Some(Delivery { message, redelivered, acker: Acker { session: self.session.clone(), tag } })
     }
 
-    pub async fn cancel(self) {
+    pub async fn cancel(&mut self) {
         let tag = self.tag.clone();
         let _ = self.session.request(|req| ClientFrame::Cancel { req, tag }).await;
     }

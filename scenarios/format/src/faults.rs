@@ -17,6 +17,12 @@ pub enum Origin {
     Random,
 }
 
+/// Prefix of every poison message's id ([`TimelineStep::poison_message_id`]).
+pub const POISON_PREFIX: &str = "poison-";
+
+/// The services a poison step can target: those that consume from a queue of their own.
+pub const CONSUMERS: [&str; 4] = ["matching-service", "notification-service", "trip-service", "location-service"];
+
 /// One action of a run, with every parameter resolved.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineStep {
@@ -62,6 +68,13 @@ impl TimelineStep {
             point: None,
             origin,
         }
+    }
+
+    /// A `poison` step's message id (`poison-matching-service-90000`: its target and time), by
+    /// which the target arms it and the checker looks for it among the dead letters.
+    pub fn poison_message_id(&self) -> Option<String> {
+        let target = self.target.as_deref().filter(|_| self.action == Action::Poison)?;
+        Some(format!("{POISON_PREFIX}{target}-{}", (self.at_s * 1000.0).round() as u64))
     }
 
     /// The action as scenario files name it, with its target (`kill trip-service`).
@@ -198,10 +211,13 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
             let action = rf.actions[rng.below(rf.actions.len() as u64) as usize];
             // `scale` is not a random fault (the loader refuses it).
             let needs_target = action.targets_a_service();
-            if needs_target && rf.targets.is_empty() {
+            // A poison hits one of the targets that consume from a queue.
+            let pool: Vec<&String> =
+                rf.targets.iter().filter(|t| action != Action::Poison || CONSUMERS.contains(&t.as_str())).collect();
+            if needs_target && pool.is_empty() {
                 continue;
             }
-            let target = needs_target.then(|| rf.targets[rng.below(rf.targets.len() as u64) as usize].clone());
+            let target = needs_target.then(|| pool[rng.below(pool.len() as u64) as usize].clone());
             let at_s = (rng.between(rf.from_s, to) * 10.0).round() / 10.0;
             let for_s = (rng.between(2.0, rf.max_for_s.max(2.0)) * 10.0).round() / 10.0;
             steps.push(TimelineStep {
@@ -212,7 +228,8 @@ pub fn timeline(scenario: &Scenario, seed: u64, random: bool) -> Vec<TimelineSte
                 replica: matches!(action, Action::Kill | Action::Pause | Action::Partition)
                     .then(|| rng.below(8) as usize),
                 peer: None,
-                for_s: Some(for_s),
+                // A poison stays one (the delivery limit must take it away).
+                for_s: (action != Action::Poison).then_some(for_s),
                 latency_ms: match action {
                     Action::Latency => Some(20 + rng.below(280)),
                     // 0.5 to 5 s more per sync: mostly past a client's 2 s patience, where a

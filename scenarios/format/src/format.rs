@@ -176,6 +176,12 @@ pub enum Action {
     /// `latency_ms` more (a cloud volume's hiccup), so requests wait on syncs and clients give
     /// up on them half way. Simulation only: real targets skip it.
     DiskStall,
+    /// Publish a poison message to a consuming service's queue: every delivery of it kills the
+    /// replica that receives it (a handler that crashes on one input), which is started again
+    /// 2 s later. The broker's delivery limit must dead-letter it, and no other message may be
+    /// dead-lettered or lost with it. It stays poison to the end of the run (no `for_s`).
+    /// Simulation only: real targets skip it.
+    Poison,
 }
 
 impl Action {
@@ -192,6 +198,7 @@ impl Action {
                 | Action::Partition
                 | Action::Crash
                 | Action::DiskStall
+                | Action::Poison
         )
     }
 }

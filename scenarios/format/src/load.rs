@@ -216,6 +216,28 @@ impl Validator<'_> {
                 (Action::Crash, Some(_)) | (_, None) => {}
                 (_, Some(_)) => self.fail(span.clone(), format!("step[{i}].point"), "only a crash takes a point"),
             }
+            if step.action == Action::Poison && step.for_s.is_some() {
+                self.fail(
+                    span.clone(),
+                    format!("step[{i}].for_s"),
+                    "a poison stays one to the end of the run (the broker's delivery limit must take it away): no for_s",
+                );
+            }
+            if step.action == Action::Poison {
+                if let Some(t) =
+                    step.target.as_ref().filter(|t| !crate::faults::CONSUMERS.contains(&t.get_ref().as_str()))
+                {
+                    self.fail(
+                        t.span(),
+                        format!("step[{i}].target"),
+                        format!(
+                            "poison needs a service that consumes from a queue ({}), not {:?}",
+                            crate::faults::CONSUMERS.join(", "),
+                            t.get_ref()
+                        ),
+                    );
+                }
+            }
             if step.action == Action::Latency && step.latency_ms.is_none() {
                 self.fail(span.clone(), format!("step[{i}].latency_ms"), "latency needs latency_ms");
             }
@@ -307,6 +329,18 @@ impl Validator<'_> {
             if *action == Action::Scale {
                 let span = self.span_of("random_faults", None, "actions");
                 self.fail(span, "random_faults.actions", format!("{action:?} is not a random fault"));
+            }
+            let consumers = rf.targets.iter().filter(|t| crate::faults::CONSUMERS.contains(&t.as_str())).count();
+            if *action == Action::Poison && consumers == 0 {
+                let span = self.span_of("random_faults", None, "targets");
+                self.fail(
+                    span,
+                    "random_faults.targets",
+                    format!(
+                        "a random poison hits a target that consumes from a queue ({}); none is listed",
+                        crate::faults::CONSUMERS.join(", ")
+                    ),
+                );
             }
         }
         for (service, [lo, hi]) in &rf.deployment {
@@ -440,6 +474,31 @@ min = 0.99
         assert_eq!(e.field, "step[0].latency_ms", "{e}");
         let e = parse("x.toml", &stall("latency_ms = 2500")).unwrap_err();
         assert_eq!(e.field, "step[0].for_s", "{e}");
+    }
+
+    #[test]
+    fn a_poison_needs_a_consuming_service_and_no_duration() {
+        let poison = |target: &str, extra: &str| {
+            GOOD.replace(
+                "action = \"scale\"\ntarget = \"matching-service\"\nreplicas = 0",
+                &format!("action = \"poison\"\ntarget = \"{target}\"\n{extra}"),
+            )
+        };
+        let s = parse("x.toml", &poison("notification-service", "")).unwrap();
+        assert_eq!(s.steps[0].action, Action::Poison);
+        let e = parse("x.toml", &poison("user-service", "")).unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (12, "step[0].target"), "{e}");
+        assert!(e.message.contains("consumes from a queue"), "{e}");
+        let e = parse("x.toml", &poison("matching-service", "for_s = 10")).unwrap_err();
+        assert_eq!(e.field, "step[0].for_s", "{e}");
+        let random = |targets: &str| {
+            format!(
+                "{GOOD}\n[random_faults]\nenabled = true\nactions = [\"poison\"]\ntargets = [{targets}]\nfrom_s = 10\n"
+            )
+        };
+        parse("x.toml", &random("\"user-service\", \"trip-service\"")).unwrap();
+        let e = parse("x.toml", &random("\"user-service\"")).unwrap_err();
+        assert_eq!(e.field, "random_faults.targets", "{e}");
     }
 
     #[test]

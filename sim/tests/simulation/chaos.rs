@@ -157,3 +157,15 @@ fn a_pause_lasts_what_the_scenario_says_and_is_not_blamed_on_the_service() {
     let at_ms = undone.at_ms - e.t0_ms;
     assert!((130_500..131_500).contains(&at_ms), "planned at 130.5 s, undone at {at_ms} ms");
 }
+
+/// A commit's events reach the outbox even when its caller is dropped while the commit's
+/// compaction waits on a stalled disk (matching-service's call timed out): trip-service used to
+/// hand them on only after the compaction, so a durable match was never announced. Found by the
+/// hostile-input sweep as `scenarios/found/commit-dropped-during-compaction.toml` (it failed
+/// `notifications_delivered` before the fix).
+#[test]
+fn a_commit_whose_caller_is_dropped_during_its_compaction_still_publishes_its_events() {
+    let run = run("found/commit-dropped-during-compaction", 44, false, false);
+    assert_passed("found/commit-dropped-during-compaction", &run);
+    assert!(run.report.timeline.iter().any(|s| s.action == lastmile_scenarios::Action::DiskStall), "the stall ran");
+}

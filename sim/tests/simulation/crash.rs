@@ -145,3 +145,23 @@ fn trip_service_behind_a_stalled_disk_loses_no_event_when_its_callers_give_up() 
     );
     assert!(run.report.totals.trips > 0, "no trips: the test proves nothing");
 }
+
+/// A poison message (every replica receiving it dies) that waited in matching-service's backlog
+/// through an outage dies alone: it reaches the queue's delivery limit (ten deliveries, ten
+/// deaths) and is the only dead letter. Before consumer sessions started careful, the seven
+/// messages prefetched beside it died with it, every seed (`scenarios/found/poison-in-a-backlog.toml`).
+#[test]
+fn a_poison_in_a_backlog_dies_alone() {
+    let run = crate::common::run("found/poison-in-a-backlog", 1, false, false);
+    crate::common::assert_passed("found/poison-in-a-backlog", &run);
+    let dead = run.evidence.dead_letters.as_ref().expect("the simulation reads dead letters");
+    let matching: Vec<&String> =
+        dead.iter().filter(|(q, _)| q.ends_with(".matching-service.dead")).flat_map(|(_, m)| m).collect();
+    assert_eq!(matching.len(), 1, "only the poison: {matching:?}");
+    assert!(matching[0].starts_with("poison-matching-service-120000 "), "{matching:?}");
+    assert!(
+        count(&run, RecoveryPath::CrashPointHit) >= 10,
+        "a death per delivery up to the limit: {:?}",
+        run.evidence.coverage
+    );
+}
