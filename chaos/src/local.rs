@@ -28,7 +28,8 @@
 //! a restart or a kill's undo joins its backends whenever its `/ready` answers, because a fault
 //! in force (the broker down, a partition) may hold it up until a later step undoes that fault,
 //! and a timeline that waited would never reach the undo. A rollout waits for each new replica
-//! up to [`ROLLOUT_PATIENCE`], then stalls and goes on after the next undo. The start and the
+//! up to [`ROLLOUT_PATIENCE`] (not at all while the broker is down), then stalls and goes on
+//! after the next undo. The start and the
 //! heal, with no fault in force, wait until every replica is ready.
 //!
 //! The broker: with [`BrokerChoice::Own`] (the default of `lastmile chaos run`) the run starts a
@@ -581,12 +582,24 @@ impl LocalTarget {
                     "rollout of {service} stalled: ports {:?} not ready within {}s; the old replicas keep \
                      serving and it goes on after the next undo",
                     stalled.waiting,
-                    ROLLOUT_PATIENCE.as_secs()
+                    self.rollout_patience(false).as_secs()
                 );
                 self.stalled.push(stalled);
                 why
             }
         })
+    }
+
+    /// How long a rollout waits for a replica to get ready: [`READY_TIMEOUT`] at the heal; not
+    /// at all while the broker is down (no replica gets ready before it declares its topology,
+    /// and the broker's return is a later step that must not wait behind this one); else
+    /// [`ROLLOUT_PATIENCE`]. The simulation's rule too.
+    fn rollout_patience(&self, must_finish: bool) -> Duration {
+        match (must_finish, self.broker_down) {
+            (true, _) => READY_TIMEOUT,
+            (false, true) => Duration::ZERO,
+            (false, false) => ROLLOUT_PATIENCE,
+        }
     }
 
     /// Carry a rollout on: wait for the replicas it started, then for each old replica left
@@ -597,8 +610,7 @@ impl LocalTarget {
         let s = rollout.service;
         loop {
             while let Some(&port) = rollout.waiting.first() {
-                let patience = if must_finish { READY_TIMEOUT } else { ROLLOUT_PATIENCE };
-                match self.ready(s, port, patience).await {
+                match self.ready(s, port, self.rollout_patience(must_finish)).await {
                     Readiness::NotYet if must_finish => return Err(self.not_ready(s, port, " during a rollout")),
                     Readiness::NotYet => return Ok(Some(rollout)),
                     Readiness::Exited(how) => return Err(exited_early(s, port, &how)),

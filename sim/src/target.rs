@@ -274,7 +274,7 @@ impl Target for SimTarget {
                             "rollout of {s} stalled: {} not ready within {}s; the old replicas keep serving and it \
                              goes on after the next undo",
                             names(&stalled.waiting),
-                            ROLLOUT_PATIENCE.as_secs()
+                            self.rollout_patience(false).as_secs()
                         );
                         self.stalled.push(stalled);
                         Ok(why)
@@ -453,6 +453,19 @@ impl SimTarget {
         }
     }
 
+    /// How long a rollout waits for a replica to get ready: [`READY_TIMEOUT`] at the heal;
+    /// not at all while the broker is down, since no replica gets ready before its topology is
+    /// declared and the broker's return is a later step, which must not wait behind this one (a
+    /// trip-service rollout during a broker restart held the restart's undo back 20 s and its
+    /// clients' retries ran out); else [`ROLLOUT_PATIENCE`].
+    fn rollout_patience(&self, must_finish: bool) -> Duration {
+        match (must_finish, self.broker_down) {
+            (true, _) => READY_TIMEOUT,
+            (false, true) => Duration::ZERO,
+            (false, false) => ROLLOUT_PATIENCE,
+        }
+    }
+
     /// Carry a rollout on: wait for the replicas it started, then for each old replica left
     /// start a new one, wait until it is ready and retire the old one. A replica not ready
     /// within [`ROLLOUT_PATIENCE`] stalls the rollout (returned, to go on later) — a fault in force
@@ -461,8 +474,7 @@ impl SimTarget {
     async fn roll_on(&mut self, mut rollout: Rollout, must_finish: bool) -> Result<Option<Rollout>, TargetError> {
         loop {
             while let Some(r) = rollout.waiting.first() {
-                let patience = if must_finish { READY_TIMEOUT } else { ROLLOUT_PATIENCE };
-                if !self.cluster.await_probe(r.addr, "/ready", false, patience).await {
+                if !self.cluster.await_probe(r.addr, "/ready", false, self.rollout_patience(must_finish)).await {
                     if must_finish {
                         return Err(TargetError::TimedOut {
                             what: format!("{} at {} ready during a rollout", rollout.service, r.addr.ip()),
