@@ -64,9 +64,9 @@ const README_MAIN_JOB: [&str; 5] = ["sim", "run", "scenarios/matching-outage.tom
 /// carry out partitions, latency, broker restarts, rollouts and a disk stall (trip-service's
 /// syncs 4 s slower) for real.
 const REAL_WORLD_RUNS: [(&str, &str, &str, &str); 5] = [
-    ("scenarios/matching-outage.toml", "77", "0.3", "partition,broker-restart,latency"),
-    ("scenarios/scale-under-load.toml", "6", "0.3", "partition,latency"),
-    ("scenarios/non-critical-outage.toml", "179", "0.3", "broker-restart,latency,restart"),
+    ("scenarios/matching-outage.toml", "15", "0.3", "partition,broker-restart,latency"),
+    ("scenarios/scale-under-load.toml", "4", "0.3", "partition,latency"),
+    ("scenarios/non-critical-outage.toml", "25", "0.3", "broker-restart,latency,restart"),
     ("scenarios/capacity.toml", "1", "0.3", "scale"),
     ("scenarios/rolling-update.toml", "48", "0.3", "rollout,disk-stall"),
 ];
