@@ -17,7 +17,7 @@ fn text(o: &Output) -> String {
 
 #[test]
 fn a_seed_without_the_expected_faults_is_refused_before_anything_starts() {
-    // Seed 1 of matching-outage draws a partition and a restart, no broker restart.
+    // Seed 1 of matching-outage draws a crash and a poison, no partition.
     let out = lastmile(&[
         "chaos",
         "run",
@@ -29,7 +29,7 @@ fn a_seed_without_the_expected_faults_is_refused_before_anything_starts() {
     ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let said = text(&out);
-    assert!(said.contains("the timeline of seed 1 has no broker-restart step"), "{said}");
+    assert!(said.contains("the timeline of seed 1 has no partition step"), "{said}");
     assert!(!said.contains("starting"), "nothing may start: {said}");
 
     let out = lastmile(&["chaos", "run", "scenarios/matching-outage.toml", "--expect-faults", "earthquake"]);
